@@ -1,0 +1,35 @@
+# Two commands for a fresh machine: `make demo` and `make test`.
+# Both create .venv in the repo root on first use and install segflow with its pinned stack.
+PYTHON ?= python3
+VENV := .venv
+PY := $(VENV)/bin/python
+STAMP := $(VENV)/.installed-stamp
+
+.PHONY: demo test lint typecheck browser clean
+
+$(STAMP): pyproject.toml
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --upgrade pip
+	$(PY) -m pip install -e ".[dev]"
+	touch $(STAMP)
+
+demo: $(STAMP)
+	$(VENV)/bin/segflow demo --out runs/demo
+
+# Debian's Chromium for the end-to-end browser test (Playwright never downloads a browser).
+browser:
+	@if [ ! -x /usr/bin/chromium ]; then \
+	  if [ "$$(id -u)" = 0 ]; then (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium) \
+	    || echo "warning: could not install chromium; the browser test will be skipped"; \
+	  else echo "warning: /usr/bin/chromium missing and not root; the browser test will be skipped"; fi; \
+	fi
+
+test: $(STAMP) browser
+	$(PY) -m pytest -q
+
+lint: $(STAMP)
+	$(VENV)/bin/ruff check src tests benchmarks
+	$(VENV)/bin/mypy src
+
+clean:
+	rm -rf $(VENV) runs .pytest_cache

@@ -1,0 +1,50 @@
+"""Console entry point: ``segflow``. Imports every command module so it registers."""
+
+from __future__ import annotations
+
+import importlib
+import sys
+
+from rich.console import Console
+
+from segflow.cli.app import app
+from segflow.errors import SegflowError
+
+COMMAND_MODULES = ("demo", "train", "evaluate", "predict", "data", "export", "benchmark", "serve")
+
+
+def _register_commands() -> None:
+    for name in COMMAND_MODULES:
+        try:
+            importlib.import_module(f"segflow.cli.{name}")
+        except ModuleNotFoundError as err:
+            if err.name != f"segflow.cli.{name}":
+                raise
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Runs the CLI; user errors print one line and return exit code 1."""
+    _register_commands()
+    try:
+        app(args=argv, standalone_mode=False)
+    except SegflowError as err:
+        Console(stderr=True).print(f"[bold red]error:[/] {err}", highlight=False, soft_wrap=True)
+        return 1
+    except KeyboardInterrupt:
+        return 130
+    except SystemExit as err:
+        return int(err.code or 0)
+    except Exception as err:  # click usage errors and the like
+        import click
+
+        if isinstance(err, click.exceptions.ClickException):
+            err.show()
+            return err.exit_code
+        if isinstance(err, click.exceptions.Abort):
+            return 1
+        raise
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

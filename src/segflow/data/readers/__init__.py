@@ -1,0 +1,1 @@
+"""segflow.data.readers."""

@@ -1,0 +1,109 @@
+"""``cityscapes``: Cityscapes fine annotations mapped to the 19 training classes.
+
+Layout::
+
+    root/leftImg8bit/<split>/<city>/<city>_<seq>_<frame>_leftImg8bit.png
+    root/gtFine/<split>/<city>/<city>_<seq>_<frame>_gtFine_labelIds.png
+
+Masks store the 34 Cityscapes label ids; they map to the 19 train ids of the official
+table (cityscapesScripts ``labels.py``); every other label id maps to ``ignore_index``.
+Sample names are ``<city>/<city>_<seq>_<frame>``. ``splits`` maps split names to the
+folder names (default: each of train/val/test that exists). Option ``annotations``: the
+ground-truth folder (``gtFine`` default, ``gtCoarse`` for the coarse set).
+"""
+
+from __future__ import annotations
+
+from segflow.data.readers.base import DATASETS, Reader, Sample, SplitListing, natural_key
+
+CITYSCAPES_CLASSES = [
+    "road",
+    "sidewalk",
+    "building",
+    "wall",
+    "fence",
+    "pole",
+    "traffic_light",
+    "traffic_sign",
+    "vegetation",
+    "terrain",
+    "sky",
+    "person",
+    "rider",
+    "car",
+    "truck",
+    "bus",
+    "train",
+    "motorcycle",
+    "bicycle",
+]
+CITYSCAPES_PALETTE = [
+    (128, 64, 128),
+    (244, 35, 232),
+    (70, 70, 70),
+    (102, 102, 156),
+    (190, 153, 153),
+    (153, 153, 153),
+    (250, 170, 30),
+    (220, 220, 0),
+    (107, 142, 35),
+    (152, 251, 152),
+    (70, 130, 180),
+    (220, 20, 60),
+    (255, 0, 0),
+    (0, 0, 142),
+    (0, 0, 70),
+    (0, 60, 100),
+    (0, 80, 100),
+    (0, 0, 230),
+    (119, 11, 32),
+]
+LABEL_TO_TRAIN_ID = {
+    7: 0, 8: 1, 11: 2, 12: 3, 13: 4, 17: 5, 19: 6, 20: 7, 21: 8, 22: 9,
+    23: 10, 24: 11, 25: 12, 26: 13, 27: 14, 28: 15, 31: 16, 32: 17, 33: 18,
+}  # fmt: skip
+"""Cityscapes labelId -> trainId for the 19 evaluated classes."""
+
+NUM_LABEL_IDS = 34
+"""Label ids 0..33 are defined; the ones not in LABEL_TO_TRAIN_ID are ignored."""
+
+IMAGES_DIR = "leftImg8bit"
+DEFAULT_ANNOTATIONS = "gtFine"
+IMAGE_SUFFIX = "_leftImg8bit.png"
+CITYSCAPES_SPLITS = ("train", "val", "test")
+
+
+@DATASETS.register("cityscapes")
+class CityscapesReader(Reader):
+    """Reads ``leftImg8bit/`` + ``gtFine/`` and maps label ids to train ids."""
+
+    format_name = "cityscapes"
+    default_classes = CITYSCAPES_CLASSES
+    default_palette_colors = CITYSCAPES_PALETTE
+    allowed_options = ("annotations",)
+
+    def default_mask_values(self) -> dict[int, int]:
+        """Official labelId -> trainId table, other label ids -> ignore_index."""
+        ignore = self.spec.ignore_index
+        return {label: LABEL_TO_TRAIN_ID.get(label, ignore) for label in range(NUM_LABEL_IDS)}
+
+    def split_names(self) -> list[str]:
+        if self.spec.splits:
+            return list(self.spec.splits)
+        return [name for name in CITYSCAPES_SPLITS if (self.root / IMAGES_DIR / name).is_dir()]
+
+    def list_split(self, split: str) -> SplitListing:
+        self.require_split(split)
+        folder = self.spec.splits.get(split, split)
+        gt_name = str(self.options.get("annotations", DEFAULT_ANNOTATIONS))
+        image_root = self.root / IMAGES_DIR / folder
+        samples, problems = [], []
+        images = sorted(image_root.glob(f"*/*{IMAGE_SUFFIX}"), key=lambda p: natural_key(str(p)))
+        for image in images:
+            prefix = image.name[: -len(IMAGE_SUFFIX)]
+            mask = self.root / gt_name / folder / image.parent.name / f"{prefix}_{gt_name}_labelIds.png"
+            if mask.is_file():
+                samples.append(Sample(f"{image.parent.name}/{prefix}", image, mask))
+            else:
+                problems.append(f"missing mask: image {image} has no mask {mask}")
+        return SplitListing(samples, problems, location=str(image_root))

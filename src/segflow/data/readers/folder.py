@@ -1,0 +1,157 @@
+"""``folder``: plain image and mask folders, the layout for your own data.
+
+Split layout (default)::
+
+    root/images/<split>/<name>.{png,jpg,jpeg,tif,tiff,bmp}
+    root/masks/<split>/<name>.png        # class index per pixel (8-bit grayscale or palette)
+
+``splits`` maps split names to the sub-folder names (``{train: train, val: val}``); when it is
+left out, every sub-folder of ``images/`` is a split.
+
+Flat layout (``options.val_fraction`` set), for a folder with no split sub-folders::
+
+    root/images/<name>.png
+    root/masks/<name>.png
+
+Files are put in natural order (``2`` before ``10``) and the last ``ceil(n * val_fraction)``
+files form ``val``, the rest ``train`` (deterministic: the same files every run).
+
+Options:
+    images: images folder name under root (default ``images``).
+    masks: masks folder name under root (default ``masks``).
+    mask_suffix: mask file name = image stem + this (default ``.png``).
+    val_fraction: switches to the flat layout (0 < fraction < 1).
+
+``classes`` is required. Example (ISBI membrane: ``image/N.png`` + ``label/N.png``)::
+
+    format: folder
+    root: ../../../shared/data/membrane
+    classes: [membrane, cell]
+    mask_values: {0: 0, 255: 1}
+    options: {images: image, masks: label, val_fraction: 0.2}
+"""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+
+from segflow.data.io import IMAGE_EXTENSIONS
+from segflow.data.readers.base import DATASETS, Reader, Sample, SplitListing, natural_key
+from segflow.errors import ConfigError, DataError
+
+DEFAULT_IMAGES_DIR = "images"
+DEFAULT_MASKS_DIR = "masks"
+DEFAULT_MASK_SUFFIX = ".png"
+FLAT_SPLITS = ("train", "val")
+
+
+@DATASETS.register("folder")
+class FolderReader(Reader):
+    """Reads ``images/<split>/`` + ``masks/<split>/`` folders (or a flat pair of folders)."""
+
+    format_name = "folder"
+    allowed_options = ("images", "masks", "mask_suffix", "val_fraction")
+
+    @property
+    def images_dir(self) -> Path:
+        """Root of the image files."""
+        return self.root / str(self.options.get("images", DEFAULT_IMAGES_DIR))
+
+    @property
+    def masks_dir(self) -> Path:
+        """Root of the mask files."""
+        return self.root / str(self.options.get("masks", DEFAULT_MASKS_DIR))
+
+    @property
+    def mask_suffix(self) -> str:
+        """Mask file name = image stem + this suffix."""
+        return str(self.options.get("mask_suffix", DEFAULT_MASK_SUFFIX))
+
+    @property
+    def val_fraction(self) -> float | None:
+        """Share of files in ``val`` for the flat layout; ``None`` for the split layout."""
+        value = self.options.get("val_fraction")
+        if value is None:
+            return None
+        if isinstance(value, bool) or not isinstance(value, int | float) or not 0 < value < 1:
+            raise ConfigError(f"options.val_fraction must be a number in (0, 1), e.g. 0.2; got {value!r}")
+        if self.spec.splits:
+            raise ConfigError(
+                "options.val_fraction (flat layout) makes the splits train/val itself; remove 'splits:'"
+            )
+        return float(value)
+
+    def split_names(self) -> list[str]:
+        if self.val_fraction is not None:
+            return list(FLAT_SPLITS)
+        if self.spec.splits:
+            return list(self.spec.splits)
+        if not self.images_dir.is_dir():
+            raise DataError(
+                f"images folder {self.images_dir} does not exist; expected root/images/<split>/ "
+                "(set options.images if it has another name)"
+            )
+        return sorted(p.name for p in self.images_dir.iterdir() if p.is_dir())
+
+    def list_split(self, split: str) -> SplitListing:
+        self.require_split(split)
+        if self.val_fraction is not None:
+            return self._list_flat(split)
+        folder = self.spec.splits.get(split, split)
+        return self.pair_folders(self.images_dir / folder, self.masks_dir / folder)
+
+    def _list_flat(self, split: str) -> SplitListing:
+        listing = self.pair_folders(self.images_dir, self.masks_dir)
+        fraction = self.val_fraction or 0.0
+        num_val = math.ceil(len(listing.samples) * fraction)
+        cut = len(listing.samples) - num_val
+        listing.samples = listing.samples[cut:] if split == "val" else listing.samples[:cut]
+        listing.location = f"{listing.location} ({split}: val_fraction {fraction})"
+        return listing
+
+    def pair_folders(self, image_dir: Path, mask_dir: Path) -> SplitListing:
+        """Pairs ``image_dir/<stem>.<ext>`` with ``mask_dir/<stem><mask_suffix>``.
+
+        Args:
+            image_dir: Folder of images.
+            mask_dir: Folder of masks.
+
+        Returns:
+            The listing; samples sorted in natural name order.
+        """
+        images = _images_by_stem(image_dir)
+        suffix = self.mask_suffix
+        samples, problems = [], []
+        for stem in sorted(images, key=natural_key):
+            mask_path = mask_dir / f"{stem}{suffix}"
+            if mask_path.is_file():
+                samples.append(Sample(stem, images[stem], mask_path))
+            else:
+                problems.append(f"missing mask: image {images[stem]} has no mask {mask_path}")
+        for mask_path in _orphan_masks(mask_dir, suffix, images):
+            problems.append(f"missing image: mask {mask_path} has no image {image_dir}/{mask_path.name[: -len(suffix)]}.*")
+        return SplitListing(samples, problems, location=str(image_dir))
+
+
+def _orphan_masks(mask_dir: Path, suffix: str, images: dict[str, Path]) -> list[Path]:
+    if not mask_dir.is_dir():
+        return []
+    orphans = [p for p in mask_dir.iterdir() if p.name.endswith(suffix) and p.name[: -len(suffix)] not in images]
+    return sorted(orphans, key=lambda p: natural_key(p.name))
+
+
+def _images_by_stem(folder: Path) -> dict[str, Path]:
+    if not folder.is_dir():
+        return {}
+    images: dict[str, Path] = {}
+    for path in folder.iterdir():
+        if not path.is_file() or path.suffix.lower() not in IMAGE_EXTENSIONS:
+            continue
+        if path.stem in images:
+            raise DataError(
+                f"two images share the name {path.stem!r}: {images[path.stem]} and {path}; "
+                "rename or remove one so each mask has exactly one image"
+            )
+        images[path.stem] = path
+    return images

@@ -1,0 +1,185 @@
+"""Dataset specification: one small YAML file describes where a dataset is and how to read it.
+
+Example (``configs/data/membrane.yaml``)::
+
+    format: folder            # folder | camvid | voc | cityscapes | coco | shapes
+    root: ../../../shared/data/membrane   # relative paths resolve against the YAML's folder
+    classes: [membrane, cell]  # optional where the format defines them
+    ignore_index: 255
+    mask_values: {0: 0, 255: 1}   # stored mask value -> class index (complete mapping)
+    splits: {train: train, val: val}   # split name -> format-specific location
+    options: {images: image, masks: label, val_fraction: 0.2}   # format-specific extras
+
+``mask_values``, when given, is the complete mapping from stored values to class indices
+(or to ``ignore_index``); a stored value it does not list, other than ``ignore_index``
+itself, is out of range: it reads as ``ignore_index`` and ``segflow data check`` reports it.
+Without ``mask_values`` the stored values are the class indices ``0..K-1``.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+
+from segflow.constants import IGNORE_INDEX
+from segflow.errors import ConfigError
+
+MAX_MASK_VALUE = 65535
+"""Largest value a (16-bit) mask file can store."""
+
+PATH_OPTIONS = ("cache_dir",)
+"""Options holding paths that resolve against the YAML file's folder, like ``root``."""
+
+
+class DataSpec(BaseModel):
+    """A validated dataset description (see the module docstring for the YAML layout).
+
+    Attributes:
+        format: Reader name, one of ``segflow.data.DATASETS.names()``.
+        root: Dataset folder, absolute after :func:`load_data_spec` (``None`` for ``shapes``).
+        classes: Class names in index order; ``None`` where the format defines them.
+        ignore_index: Label excluded from losses and metrics.
+        mask_values: Complete mapping stored mask value -> class index, or ``None``.
+        splits: Split name -> format-specific location (folder, list file, ...); empty means
+            the format's default splits.
+        options: Format-specific extras, documented in each reader module.
+    """
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    format: str
+    root: Path | None = None
+    classes: list[str] | None = None
+    ignore_index: int = Field(default=IGNORE_INDEX, ge=0, le=MAX_MASK_VALUE)
+    mask_values: dict[int, int] | None = None
+    splits: dict[str, str] = Field(default_factory=dict)
+    options: dict[str, Any] = Field(default_factory=dict)
+
+    @field_validator("classes")
+    @classmethod
+    def _classes_unique(cls, value: list[str] | None) -> list[str] | None:
+        if value is not None:
+            if not value:
+                raise ValueError("must list at least one class name")
+            duplicates = sorted({name for name in value if value.count(name) > 1})
+            if duplicates:
+                raise ValueError(f"class names must be unique; repeated: {duplicates}")
+        return value
+
+    @field_validator("mask_values")
+    @classmethod
+    def _mask_values_in_range(cls, value: dict[int, int] | None) -> dict[int, int] | None:
+        if value is not None:
+            bad = sorted(k for k in value if not 0 <= k <= MAX_MASK_VALUE)
+            if bad:
+                raise ValueError(f"stored values must be in 0..{MAX_MASK_VALUE}; got {bad}")
+        return value
+
+
+def load_data_spec(source: str | Path | dict[str, Any] | DataSpec, base_dir: Path | None = None) -> DataSpec:
+    """Loads and validates a dataset spec.
+
+    Args:
+        source: Path to a YAML file, a dict with the same keys, or a ``DataSpec`` (returned
+            as is).
+        base_dir: Folder that relative ``root``/``cache_dir`` resolve against. Defaults to
+            the YAML file's folder, or the current folder for a dict.
+
+    Returns:
+        The validated ``DataSpec`` with absolute paths.
+
+    Raises:
+        ConfigError: Missing/unreadable YAML, unknown keys, wrong types, unknown format,
+            or class indices in ``mask_values`` outside ``classes``.
+    """
+    if isinstance(source, DataSpec):
+        return source
+    if isinstance(source, dict):
+        raw, origin = dict(source), "data spec"
+        base = Path(base_dir) if base_dir is not None else Path.cwd()
+    else:
+        path = Path(source)
+        raw, origin = _read_yaml(path), str(path)
+        base = Path(base_dir) if base_dir is not None else path.resolve().parent
+    spec = _validate(raw, origin)
+    _check_format(spec, origin)
+    _check_mask_values(spec, origin)
+    return _resolve_paths(spec, base)
+
+
+def _read_yaml(path: Path) -> dict[str, Any]:
+    if not path.is_file():
+        raise ConfigError(f"data spec {path} does not exist; pass the path of a dataset YAML file")
+    try:
+        raw = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except (yaml.YAMLError, UnicodeDecodeError) as err:
+        raise ConfigError(f"data spec {path} is not valid YAML: {err}") from err
+    if not isinstance(raw, dict):
+        raise ConfigError(
+            f"data spec {path} must be a YAML mapping with at least 'format:'; got {type(raw).__name__}"
+        )
+    return raw
+
+
+def _validate(raw: dict[str, Any], origin: str) -> DataSpec:
+    try:
+        return DataSpec.model_validate(raw)
+    except ValidationError as err:
+        raise ConfigError(f"{origin}: {_describe(err)}") from err
+
+
+def _describe(err: ValidationError) -> str:
+    allowed = ", ".join(DataSpec.model_fields)
+    parts = []
+    for item in err.errors():
+        key = ".".join(str(p) for p in item["loc"]) or "(top level)"
+        if item["type"] == "extra_forbidden":
+            parts.append(f"unknown key {key!r}; allowed keys: {allowed}")
+        elif item["type"] == "missing":
+            parts.append(f"missing required key {key!r}")
+        else:
+            parts.append(f"key {key!r} has bad value {item.get('input')!r}: {item['msg']}")
+    return "; ".join(parts)
+
+
+def _check_format(spec: DataSpec, origin: str) -> None:
+    from segflow.data.readers import DATASETS
+
+    if spec.format not in DATASETS:
+        raise ConfigError(
+            f"{origin}: unknown dataset format {spec.format!r}; valid formats: {', '.join(DATASETS.names())}"
+        )
+
+
+def _check_mask_values(spec: DataSpec, origin: str) -> None:
+    if spec.mask_values is None or spec.classes is None:
+        return
+    num_classes = len(spec.classes)
+    bad = {k: v for k, v in spec.mask_values.items() if not (0 <= v < num_classes or v == spec.ignore_index)}
+    if bad:
+        raise ConfigError(
+            f"{origin}: mask_values {bad} map to class indices outside 0..{num_classes - 1} "
+            f"(classes: {spec.classes}); map each stored value to a class index or to "
+            f"ignore_index {spec.ignore_index}"
+        )
+
+
+def _resolve_paths(spec: DataSpec, base: Path) -> DataSpec:
+    updates: dict[str, Any] = {}
+    if spec.root is not None:
+        updates["root"] = _absolute(spec.root, base)
+    options = dict(spec.options)
+    for key in PATH_OPTIONS:
+        if options.get(key) is not None:
+            options[key] = str(_absolute(Path(str(options[key])), base))
+    updates["options"] = options
+    return spec.model_copy(update=updates)
+
+
+def _absolute(path: Path, base: Path) -> Path:
+    expanded = Path(os.path.expanduser(str(path)))
+    return Path(os.path.normpath(expanded if expanded.is_absolute() else base / expanded))

@@ -1,0 +1,166 @@
+"""Bytes in, arrays out, and back: image decoding with its checks, PNG and RLE encoding.
+
+Everything here is CPU work meant to run in a worker thread, off the event loop.
+"""
+
+from __future__ import annotations
+
+import io
+from collections.abc import Sequence
+from typing import Any
+
+import numpy as np
+from PIL import Image, ImageOps, UnidentifiedImageError
+from pycocotools import mask as coco_mask
+
+from segflow.serving.errors import BadImage, PayloadTooLarge, UnsupportedImage
+from segflow.serving.limits import check_pixel_count
+
+ACCEPTED_FORMATS = frozenset({"PNG", "JPEG", "TIFF", "BMP", "WEBP", "GIF"})
+"""Image formats the service decodes (first frame of multi-frame files)."""
+EIGHT_BIT_MODES = frozenset({"1", "L", "LA", "P", "PA", "RGB", "RGBA", "RGBX", "CMYK", "YCbCr", "LAB", "HSV"})
+"""PIL modes with 8-bit samples, converted to the model's channel count."""
+MODE_FOR_CHANNELS = {1: "L", 3: "RGB", 4: "RGBA"}
+PNG_COMPRESS_LEVEL = 1
+"""zlib level of served PNGs: masks compress well already; level 1 is several times faster."""
+
+
+def open_lazily(data: bytes) -> Image.Image:
+    """Opens ``data`` reading only the header: format, mode and size, no pixels.
+
+    Raises:
+        BadImage: ``data`` is empty or no known image format.
+        UnsupportedImage: A format outside :data:`ACCEPTED_FORMATS`.
+        PayloadTooLarge: Pillow's own decompression-bomb guard tripped on the header.
+    """
+    if not data:
+        raise BadImage("the request carries no image: send the file as the body or as multipart field 'file'")
+    try:
+        image = Image.open(io.BytesIO(data))
+    except Image.DecompressionBombError as err:
+        raise PayloadTooLarge(f"image refused as a decompression bomb: {err}") from None
+    except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as err:
+        raise BadImage(
+            f"the body ({len(data)} bytes) is not a decodable image ({type(err).__name__}); "
+            f"send a PNG, JPEG, TIFF, BMP, WebP or GIF file"
+        ) from None
+    if image.format not in ACCEPTED_FORMATS:
+        raise UnsupportedImage(
+            f"image format {image.format} is not accepted; send one of {', '.join(sorted(ACCEPTED_FORMATS))}"
+        )
+    return image
+
+
+def decode_image(data: bytes, max_pixels: int, channels: int) -> np.ndarray:
+    """Checks the header, then decodes ``data`` into the model's channel layout.
+
+    EXIF orientation is applied, so the result (and the mask) match the image as viewers
+    show it. Alpha is dropped for 3-channel models; grayscale is expanded.
+
+    Args:
+        data: Encoded image file.
+        max_pixels: Largest accepted ``width * height``, checked before decoding.
+        channels: Model input channels, one of 1, 3, 4.
+
+    Returns:
+        ``(H, W, channels)`` uint8 array.
+
+    Raises:
+        BadImage: Not an image, or truncated/corrupt pixel data.
+        UnsupportedImage: Format or pixel mode not accepted (16-bit, float).
+        PayloadTooLarge: More than ``max_pixels`` pixels.
+    """
+    image = open_lazily(data)
+    width, height = image.size
+    check_pixel_count(width, height, max_pixels)
+    if image.mode not in EIGHT_BIT_MODES:
+        raise UnsupportedImage(
+            f"image mode {image.mode} ({image.format}) is not accepted; the service takes 8-bit "
+            f"grayscale, palette, RGB or RGBA images: convert it to 8 bits per channel"
+        )
+    try:
+        image.load()
+        image = ImageOps.exif_transpose(image) or image
+        converted = image.convert(MODE_FOR_CHANNELS[channels])
+    except (OSError, SyntaxError, ValueError, EOFError) as err:
+        raise BadImage(f"the {image.format} image ({width}x{height}) is truncated or corrupt: {err}") from None
+    array = np.asarray(converted, dtype=np.uint8)
+    return array[..., None] if array.ndim == 2 else array
+
+
+def encode_png(array: np.ndarray, palette: Sequence[Sequence[int]] | None = None) -> bytes:
+    """PNG bytes of ``(H, W)`` class indices with ``palette`` ("P" mode) or an ``(H, W, 3)`` RGB image."""
+    image = Image.fromarray(np.ascontiguousarray(array))
+    if palette is not None:
+        image = image.convert("P") if image.mode != "P" else image
+        image.putpalette([int(value) for colour in palette for value in colour])
+    buffer = io.BytesIO()
+    image.save(buffer, format="PNG", compress_level=PNG_COMPRESS_LEVEL)
+    return buffer.getvalue()
+
+
+def decode_label_png(data: bytes) -> np.ndarray:
+    """``(H, W)`` uint8 class indices from an index PNG (as served with ``format=png``)."""
+    with Image.open(io.BytesIO(data)) as image:
+        return np.asarray(image, dtype=np.uint8)
+
+
+def rle_encode(binary: np.ndarray) -> dict[str, Any]:
+    """COCO RLE of an ``(H, W)`` boolean mask, readable by ``pycocotools.mask.decode``.
+
+    Returns:
+        ``{"size": [H, W], "counts": str}`` (counts as ASCII, column-major as COCO defines it).
+    """
+    rle = coco_mask.encode(np.asfortranarray(binary.astype(np.uint8)))
+    return {"size": [int(size) for size in rle["size"]], "counts": rle["counts"].decode("ascii")}
+
+
+def rle_decode(rle: dict[str, Any]) -> np.ndarray:
+    """``(H, W)`` uint8 0/1 mask from :func:`rle_encode`'s output."""
+    counts = rle["counts"]
+    encoded = {"size": list(rle["size"]), "counts": counts.encode("ascii") if isinstance(counts, str) else counts}
+    return np.asarray(coco_mask.decode(encoded), dtype=np.uint8)
+
+
+def labels_from_rle(classes: Sequence[dict[str, Any]], height: int, width: int, fill: int = 0) -> np.ndarray:
+    """Rebuilds ``(H, W)`` class indices from the ``classes`` list of an RLE answer."""
+    labels = np.full((height, width), fill, dtype=np.uint8)
+    for item in classes:
+        labels[rle_decode(item["rle"]).astype(bool)] = int(item["id"])
+    return labels
+
+
+def class_summary(
+    labels: np.ndarray, top_probability: np.ndarray | None, class_names: Sequence[str], with_rle: bool
+) -> list[dict[str, Any]]:
+    """Per class present: id, name, pixel area, area share, mean confidence, optional RLE.
+
+    Args:
+        labels: ``(H, W)`` class indices.
+        top_probability: ``(H, W)`` probability of the predicted class, or None (confidence null).
+        class_names: The K class names.
+        with_rle: Add the class's COCO RLE under ``"rle"``.
+
+    Returns:
+        One dict per class with at least one pixel, by class id.
+    """
+    num_classes = len(class_names)
+    flat = labels.ravel()
+    areas = np.bincount(flat, minlength=num_classes)
+    confidence_sums = None
+    if top_probability is not None:
+        confidence_sums = np.bincount(flat, weights=top_probability.ravel(), minlength=num_classes)
+    summary = []
+    for class_id in np.flatnonzero(areas[:num_classes]):
+        area = int(areas[class_id])
+        item: dict[str, Any] = {
+            "id": int(class_id),
+            "name": class_names[class_id],
+            "area": area,
+            "share": area / flat.size,
+            "confidence": None if confidence_sums is None else float(confidence_sums[class_id] / area),
+        }
+        if with_rle:
+            item["rle"] = rle_encode(labels == class_id)
+        summary.append(item)
+    return summary

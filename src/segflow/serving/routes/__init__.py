@@ -1,0 +1,1 @@
+"""One router per resource: segment, model, health, metrics, page."""
