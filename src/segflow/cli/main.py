@@ -6,6 +6,7 @@ import importlib
 import sys
 
 from rich.console import Console
+from rich.text import Text
 
 from segflow.cli.app import app
 from segflow.errors import SegflowError
@@ -28,7 +29,9 @@ def main(argv: list[str] | None = None) -> int:
     try:
         app(args=argv, standalone_mode=False)
     except SegflowError as err:
-        Console(stderr=True).print(f"[bold red]error:[/] {err}", highlight=False, soft_wrap=True)
+        message = " ".join(str(err).split())  # one line, whatever the message held
+        text = Text.assemble(("error: ", "bold red"), message)  # no markup parsing of user text
+        Console(stderr=True).print(text, highlight=False, soft_wrap=True)
         return 1
     except KeyboardInterrupt:
         return 130

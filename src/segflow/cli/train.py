@@ -1,0 +1,32 @@
+"""``segflow train CONFIG.yaml [dotted.key=value ...] [--resume CKPT]``."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from rich.console import Console
+
+from segflow.cli.app import app
+
+
+@app.command()
+def train(
+    config: Annotated[Path, typer.Argument(help="Training config YAML.")],
+    overrides: Annotated[list[str] | None, typer.Argument(help="dotted.key=value overrides.")] = None,
+    resume: Annotated[Path | None, typer.Option(help="last.ckpt of a run to continue.")] = None,
+) -> None:
+    """Train a model; writes runs/<name>/ (checkpoints, metrics, curves, samples, model card)."""
+    from segflow.config import load_config
+
+    cfg = load_config(config, overrides or [])
+    from segflow.training.engine import train as run_training
+
+    result = run_training(cfg, resume=resume)
+    if result is None:  # a non-zero DDP rank
+        return
+    console = Console()
+    console.print(f"[bold green]done[/] in {result.train_seconds / 60:.1f} min: val mIoU "
+                  f"{result.metrics.get('miou', float('nan')):.4f}")
+    console.print(f"run folder: {result.run_dir}  (best: {result.best_checkpoint})")

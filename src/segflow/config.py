@@ -1,0 +1,206 @@
+"""The training config: one YAML file, validated by pydantic, with dotted overrides.
+
+Every invalid key, type or value becomes one :class:`ConfigError` that names the key
+(``trainer.max_epochs``), the bad value and what is allowed; never a traceback.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+
+from segflow.errors import ConfigError
+
+Precision = Literal["auto", "32", "bf16-mixed", "16-mixed"]
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", validate_assignment=True)
+
+
+class ModelConfig(_Strict):
+    """Architecture and encoder (see ``segflow.models.MODELS``)."""
+
+    arch: str = "unet"
+    encoder: str = "resnet34"
+    encoder_weights: str | None = None
+    in_channels: int | None = Field(default=None, ge=1, description="None: follow the data")
+    mean: list[float] | None = None
+    std: list[float] | None = None
+    kwargs: dict[str, Any] = Field(default_factory=dict, description="extra smp arguments")
+
+
+class InputPolicyConfig(_Strict):
+    """How images are sized for the network; the prediction is always restored to input size."""
+
+    mode: Literal["keep", "resize", "scale"] = "keep"
+    size: tuple[int, int] | None = None
+    scale: float | None = Field(default=None, gt=0)
+
+
+class LossConfig(_Strict):
+    """Loss terms such as ``"1.0*ce + 1.0*dice"``; class weights for the CE term."""
+
+    terms: str = "1.0*ce + 1.0*dice"
+    class_weights: Literal["median_frequency"] | list[float] | None = None
+    options: dict[str, dict[str, Any]] = Field(default_factory=dict)
+
+
+class TrainerConfig(_Strict):
+    """Lightning trainer settings plus loader settings."""
+
+    max_epochs: int = Field(default=50, ge=1)
+    batch_size: int = Field(default=8, ge=1)
+    val_batch_size: int = Field(default=1, ge=1)
+    num_workers: int = Field(default=2, ge=0)
+    precision: Precision = "auto"
+    accumulate_grad_batches: int = Field(default=1, ge=1)
+    gradient_clip_val: float | None = Field(default=None, gt=0)
+    accelerator: Literal["cpu", "gpu", "cuda", "auto"] = "cpu"
+    devices: int = Field(default=1, ge=1)
+    strategy: Literal["auto", "ddp", "ddp_spawn"] = "auto"
+    early_stopping_patience: int | None = Field(default=None, ge=1)
+    check_val_every_n_epoch: int = Field(default=1, ge=1)
+    log_every_n_steps: int = Field(default=10, ge=1)
+    limit_train_batches: int | float | None = None
+    limit_val_batches: int | float | None = None
+    max_time_minutes: float | None = Field(default=None, gt=0)
+    loggers: list[Literal["csv", "tensorboard", "mlflow"]] = Field(default_factory=lambda: ["csv"])
+    num_sample_images: int = Field(default=4, ge=0, le=16)
+    progress_bar: bool = True
+
+
+class AugmentConfig(_Strict):
+    """Albumentations preset, optional train crop and a custom list of transforms."""
+
+    preset: Literal["none", "light", "strong"] = "light"
+    crop_size: tuple[int, int] | None = None
+    transforms: list[dict[str, Any]] = Field(default_factory=list)
+
+
+class TrainConfig(_Strict):
+    """The whole training config (``segflow train CONFIG.yaml``)."""
+
+    name: str = "run"
+    seed: int = 42
+    output_dir: str = "runs"
+    data: str | dict[str, Any]
+    model: ModelConfig = Field(default_factory=ModelConfig)
+    input_policy: InputPolicyConfig = Field(default_factory=InputPolicyConfig)
+    loss: LossConfig = Field(default_factory=LossConfig)
+    optimizer: dict[str, Any] = Field(default_factory=lambda: {"name": "adamw", "lr": 1e-3})
+    scheduler: dict[str, Any] = Field(default_factory=lambda: {"name": "cosine", "warmup_epochs": 1})
+    trainer: TrainerConfig = Field(default_factory=TrainerConfig)
+    augment: AugmentConfig = Field(default_factory=AugmentConfig)
+    base_dir: str | None = Field(default=None, description="folder the config was read from")
+
+    @field_validator("name")
+    @classmethod
+    def _plain_name(cls, value: str) -> str:
+        if not value or "/" in value or value.startswith("."):
+            raise ValueError("must be a plain folder name such as 'camvid-unet' (no '/', not hidden)")
+        return value
+
+    @field_validator("loss", mode="before")
+    @classmethod
+    def _loss_from_string(cls, value: Any) -> Any:
+        return {"terms": value} if isinstance(value, str) else value
+
+    def run_dir(self) -> Path:
+        """``<output_dir>/<name>``, relative paths against the current folder."""
+        return Path(self.output_dir) / self.name
+
+
+def _format_validation_error(err: ValidationError, source: str) -> str:
+    problems = []
+    for item in err.errors():
+        key = ".".join(str(part) for part in item["loc"]) or "<root>"
+        if item["type"] == "extra_forbidden":
+            problems.append(f"unknown key '{key}' (check the spelling; see docs/config.md)")
+        elif item["type"] == "missing":
+            problems.append(f"missing required key '{key}'")
+        else:
+            problems.append(f"'{key}': {item['msg']} (got {item.get('input')!r})")
+    return f"{source}: invalid config: " + "; ".join(problems)
+
+
+def parse_overrides(overrides: list[str]) -> dict[str, Any]:
+    """Turns ``["trainer.max_epochs=3", "model.arch=fpn"]`` into a nested dict.
+
+    Values are parsed as YAML, so ``3`` is an int, ``null`` is None and ``[1,2]`` a list.
+    """
+    nested: dict[str, Any] = {}
+    for item in overrides:
+        key, sep, raw = item.partition("=")
+        if not sep or not key or any(not part for part in key.split(".")):
+            raise ConfigError(f"override {item!r} must look like dotted.key=value, e.g. trainer.max_epochs=5")
+        node = nested
+        *parents, leaf = key.split(".")
+        for part in parents:
+            node = node.setdefault(part, {})
+            if not isinstance(node, dict):
+                raise ConfigError(f"override {item!r} conflicts with an earlier override of '{part}'")
+        try:
+            node[leaf] = yaml.safe_load(raw) if raw != "" else ""
+        except yaml.YAMLError as err:
+            raise ConfigError(f"override {item!r}: value is not valid YAML ({err})") from None
+    return nested
+
+
+def merge(base: dict[str, Any], update: dict[str, Any]) -> dict[str, Any]:
+    """Recursively merges ``update`` into a copy of ``base``."""
+    out = dict(base)
+    for key, value in update.items():
+        if isinstance(value, dict) and isinstance(out.get(key), dict):
+            out[key] = merge(out[key], value)
+        else:
+            out[key] = value
+    return out
+
+
+def read_yaml(path: Path) -> dict[str, Any]:
+    """Reads a YAML mapping; any problem becomes a ConfigError naming the file."""
+    if not path.is_file():
+        raise ConfigError(f"{path}: config file not found")
+    try:
+        content = yaml.safe_load(path.read_text())
+    except (yaml.YAMLError, UnicodeDecodeError) as err:
+        raise ConfigError(f"{path}: not valid YAML ({' '.join(str(err).split())})") from None
+    if not isinstance(content, dict):
+        raise ConfigError(f"{path}: expected a mapping of keys (data:, model:, ...), got {type(content).__name__}")
+    return content
+
+
+def build_config(raw: dict[str, Any], source: str = "config", base_dir: Path | None = None) -> TrainConfig:
+    """Validates a raw dict into a :class:`TrainConfig`.
+
+    Args:
+        raw: Parsed YAML (after overrides).
+        source: Name used in error messages (the file name).
+        base_dir: Folder that relative data paths resolve against.
+    """
+    if base_dir is not None and "base_dir" not in raw:
+        raw = {**raw, "base_dir": str(base_dir)}
+    try:
+        return TrainConfig.model_validate(raw)
+    except ValidationError as err:
+        raise ConfigError(_format_validation_error(err, source)) from None
+
+
+def load_config(path: str | Path, overrides: list[str] | None = None) -> TrainConfig:
+    """Reads a training config YAML, applies dotted overrides and validates it."""
+    path = Path(path)
+    updates = parse_overrides(overrides or [])
+    if isinstance(updates.get("data"), str):  # a data path given on the command line is relative to the cwd
+        updates["data"] = str(Path(updates["data"]).resolve())
+    raw = merge(read_yaml(path), updates)
+    return build_config(raw, source=str(path), base_dir=path.resolve().parent)
+
+
+def dump_config(config: TrainConfig) -> str:
+    """The resolved config as YAML text (written to ``runs/<name>/config.yaml``)."""
+    data = config.model_dump(mode="json")
+    return yaml.safe_dump(data, sort_keys=False)

@@ -1,0 +1,87 @@
+"""Data loaders for training: the train split with augmentation, the val split at full size."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import lightning.pytorch as pl
+import torch
+from lightning.pytorch.overrides.distributed import UnrepeatedDistributedSampler
+from torch.utils.data import DataLoader, DistributedSampler, Sampler
+
+from segflow.config import TrainConfig
+from segflow.data import build_transforms, create_dataset
+from segflow.data.spec import DataSpec
+
+
+def _collate(items: list[dict[str, Any]]) -> dict[str, Any]:
+    return {
+        "image": torch.stack([item["image"] for item in items]),
+        "mask": torch.stack([item["mask"] for item in items]),
+        "name": [item["name"] for item in items],
+    }
+
+
+class SegmentationDataModule(pl.LightningDataModule):
+    """Builds train/val loaders from a :class:`DataSpec` and the training config.
+
+    Args:
+        spec: The dataset.
+        config: The training config (augment, input policy, batch sizes, workers).
+        output_stride: Multiple that H and W must have for the network.
+    """
+
+    def __init__(self, spec: DataSpec, config: TrainConfig, output_stride: int) -> None:
+        super().__init__()
+        self.spec = spec
+        self.config = config
+        policy = config.input_policy.model_dump()
+        policy["multiple"] = output_stride
+        self.input_policy = policy
+        self.train_set = create_dataset(spec, "train")
+        self.val_set = create_dataset(spec, "val")
+        max_value = float(self.train_set.max_value)
+        augment = config.augment.model_dump()
+        ignore = spec.ignore_index
+        self.train_set.transform = build_transforms(augment, True, policy, max_value, ignore)
+        self.val_set.transform = build_transforms(None, False, policy, max_value, ignore)
+
+    def _sampler(self, dataset: Any, shuffle: bool) -> Sampler | None:
+        """Distributed samplers; validation never repeats an image, so DDP metrics stay exact."""
+        trainer = self._trainer
+        if trainer is None or trainer.world_size == 1:
+            return None
+        kwargs = {"num_replicas": trainer.world_size, "rank": trainer.global_rank}
+        if shuffle:
+            return DistributedSampler(dataset, shuffle=True, seed=self.config.seed, **kwargs)
+        return UnrepeatedDistributedSampler(dataset, shuffle=False, **kwargs)
+
+    def _loader(self, dataset: Any, batch_size: int, shuffle: bool) -> DataLoader:
+        workers = self.config.trainer.num_workers
+        sampler = self._sampler(dataset, shuffle)
+        return DataLoader(
+            dataset,
+            batch_size=batch_size,
+            shuffle=shuffle and sampler is None,
+            sampler=sampler,
+            num_workers=workers,
+            persistent_workers=workers > 0,
+            collate_fn=_collate,
+            drop_last=shuffle and len(dataset) > batch_size,
+        )
+
+    def train_dataloader(self) -> DataLoader:
+        return self._loader(self.train_set, self.config.trainer.batch_size, shuffle=True)
+
+    def val_dataloader(self) -> DataLoader:
+        return self._loader(self.val_set, self.config.trainer.val_batch_size, shuffle=False)
+
+    def sample_batch(self, count: int) -> tuple[torch.Tensor, torch.Tensor] | None:
+        """The first ``count`` val images ``(S, C, H, W)`` and masks ``(S, H, W)``, all one size."""
+        if count == 0 or len(self.val_set) == 0:
+            return None
+        items = [self.val_set[i] for i in range(min(count, len(self.val_set)))]
+        shape = items[0]["image"].shape
+        items = [item for item in items if item["image"].shape == shape]
+        batch = _collate(items)
+        return batch["image"], batch["mask"]

@@ -1,0 +1,253 @@
+"""``segflow train``: from a validated config to ``runs/<name>/`` with checkpoints, metrics,
+curves, sample pictures and a model card."""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import lightning.pytorch as pl
+import torch
+from lightning.pytorch.callbacks import EarlyStopping, ModelCheckpoint, RichProgressBar
+from lightning.pytorch.loggers import CSVLogger, Logger
+
+from segflow.config import TrainConfig, dump_config
+from segflow.constants import default_palette
+from segflow.data import check_dataset, class_pixel_stats, load_data_spec
+from segflow.data.spec import DataSpec
+from segflow.errors import ConfigError, DataError
+from segflow.io_utils import atomic_write
+from segflow.models import create_model
+from segflow.models.checkpoint import build_meta
+from segflow.training.callbacks import AtomicCheckpointIO, SampleGridCallback, ThroughputCallback
+from segflow.training.datamodule import SegmentationDataModule
+from segflow.training.losses import create_loss, median_frequency_weights
+from segflow.training.module import SegmentationModule
+from segflow.training.optim import create_optimizer, create_scheduler
+
+MONITOR = "val/miou"
+
+
+@dataclass
+class TrainResult:
+    """What a finished run produced."""
+
+    run_dir: Path
+    best_checkpoint: Path
+    last_checkpoint: Path
+    metrics: dict[str, Any] = field(default_factory=dict)
+    train_seconds: float = 0.0
+    images_per_second: float = 0.0
+
+
+def cpu_supports_bf16() -> bool:
+    """True when the CPU has native bf16 (AVX512-BF16 or AMX); elsewhere bf16 autocast is slower."""
+    try:
+        flags = Path("/proc/cpuinfo").read_text()
+    except OSError:
+        return False
+    return any(flag in flags for flag in ("avx512_bf16", "amx_bf16"))
+
+
+def resolve_precision(config: TrainConfig) -> str:
+    """``auto`` means bf16 autocast where the hardware does bf16 natively, else fp32."""
+    precision = config.trainer.precision
+    if precision != "auto":
+        return precision
+    if config.trainer.accelerator in ("gpu", "cuda") and torch.cuda.is_available():
+        return "bf16-mixed" if torch.cuda.is_bf16_supported() else "16-mixed"
+    return "bf16-mixed" if cpu_supports_bf16() else "32"
+
+
+def load_spec(config: TrainConfig) -> DataSpec:
+    """The dataset spec; relative paths resolve against the config file's folder."""
+    base = Path(config.base_dir) if config.base_dir else Path.cwd()
+    source = config.data
+    if isinstance(source, str) and not Path(source).is_absolute():
+        source = str(base / source)
+    return load_data_spec(source, base_dir=base)
+
+
+def check_before_training(spec: DataSpec) -> Any:
+    """Runs ``data check`` on train and val; refuses to train on errors."""
+    report = check_dataset(spec, splits=["train", "val"])
+    if not report.ok:
+        shown = "; ".join(report.errors[:5])
+        more = f" (and {len(report.errors) - 5} more)" if len(report.errors) > 5 else ""
+        raise DataError(f"the dataset has {len(report.errors)} problem(s): {shown}{more}. "
+                        "Run `segflow data check` on the data YAML for the full report")
+    return report
+
+
+def class_weights_for(config: TrainConfig, datamodule: SegmentationDataModule) -> torch.Tensor | None:
+    """CE class weights: none, an explicit list, or median-frequency balancing on the train split."""
+    choice = config.loss.class_weights
+    num_classes = len(datamodule.train_set.classes)
+    if choice is None:
+        return None
+    if choice == "median_frequency":
+        pixel_counts, image_pixel_counts = class_pixel_stats(datamodule.train_set)
+        return median_frequency_weights(pixel_counts, image_pixel_counts).float()
+    if len(choice) != num_classes:
+        raise ConfigError(f"loss.class_weights has {len(choice)} values but the data has {num_classes} classes")
+    return torch.tensor(choice, dtype=torch.float32)
+
+
+def validate_optimisation(config: TrainConfig) -> None:
+    """Builds the optimizer and scheduler on a dummy parameter so bad keys fail before training."""
+    dummy = [torch.nn.Parameter(torch.zeros(1))]
+    optimizer = create_optimizer(config.optimizer, dummy)
+    create_scheduler(config.scheduler, optimizer, total_steps=100, steps_per_epoch=10)
+
+
+def build_loggers(config: TrainConfig, run_dir: Path) -> list[Logger]:
+    """CSV always; TensorBoard or MLflow when the config asks."""
+    loggers: list[Logger] = [CSVLogger(save_dir=str(run_dir), name="", version="")]
+    if "tensorboard" in config.trainer.loggers:
+        from lightning.pytorch.loggers import TensorBoardLogger
+
+        loggers.append(TensorBoardLogger(save_dir=str(run_dir), name="tensorboard", version=""))
+    if "mlflow" in config.trainer.loggers:
+        try:
+            from lightning.pytorch.loggers import MLFlowLogger
+
+            loggers.append(MLFlowLogger(experiment_name=config.name, save_dir=str(run_dir / "mlruns")))
+        except ModuleNotFoundError:
+            raise ConfigError("trainer.loggers asks for mlflow, which is not installed: "
+                              "pip install 'segflow[mlflow]'") from None
+    return loggers
+
+
+def build_callbacks(config: TrainConfig, run_dir: Path, palette: list[Any], classes: list[str]) -> list[Any]:
+    """Best/last checkpoints, sample pictures, throughput, early stopping, progress bar."""
+    checkpoint = ModelCheckpoint(
+        dirpath=run_dir / "checkpoints",
+        filename="best",
+        monitor=MONITOR,
+        mode="max",
+        save_top_k=1,
+        save_last=True,
+        auto_insert_metric_name=False,
+        enable_version_counter=False,
+    )
+    callbacks: list[Any] = [
+        checkpoint,
+        SampleGridCallback(run_dir / "samples", palette, classes),
+        ThroughputCallback(),
+    ]
+    if config.trainer.early_stopping_patience:
+        callbacks.append(EarlyStopping(MONITOR, mode="max", patience=config.trainer.early_stopping_patience))
+    if config.trainer.progress_bar:
+        callbacks.append(RichProgressBar(leave=True))
+    return callbacks
+
+
+def build_trainer(config: TrainConfig, run_dir: Path, callbacks: list[Any]) -> pl.Trainer:
+    """A Lightning trainer from ``config.trainer``."""
+    t = config.trainer
+    max_time = {"minutes": t.max_time_minutes} if t.max_time_minutes else None
+    strategy: Any = t.strategy
+    if t.devices > 1 and t.strategy == "auto":
+        strategy = "ddp"
+    return pl.Trainer(
+        accelerator=t.accelerator,
+        devices=t.devices,
+        strategy=strategy,
+        precision=resolve_precision(config),  # type: ignore[arg-type]
+        max_epochs=t.max_epochs,
+        max_time=max_time,
+        accumulate_grad_batches=t.accumulate_grad_batches,
+        gradient_clip_val=t.gradient_clip_val,
+        check_val_every_n_epoch=t.check_val_every_n_epoch,
+        log_every_n_steps=t.log_every_n_steps,
+        limit_train_batches=t.limit_train_batches,
+        limit_val_batches=t.limit_val_batches,
+        logger=build_loggers(config, run_dir),
+        callbacks=callbacks,
+        plugins=[AtomicCheckpointIO()],
+        default_root_dir=str(run_dir),
+        num_sanity_val_steps=0,
+        use_distributed_sampler=False,
+        enable_progress_bar=t.progress_bar,
+        enable_model_summary=False,
+        deterministic=False,
+    )
+
+
+def build_module(config: TrainConfig, spec: DataSpec, class_share: list[float]) -> tuple[
+    SegmentationModule, SegmentationDataModule
+]:
+    """Network, loss, metadata and data loaders for one run."""
+    from segflow.data import create_dataset
+
+    probe = create_dataset(spec, "train")
+    classes = list(probe.classes)
+    palette = [tuple(c) for c in (probe.palette or default_palette(len(classes)))]
+    m = config.model
+    in_channels = m.in_channels or probe.in_channels
+    net = create_model(m.arch, encoder=m.encoder, in_channels=in_channels, num_classes=len(classes),
+                       encoder_weights=m.encoder_weights, mean=m.mean, std=m.std, **m.kwargs)
+    datamodule = SegmentationDataModule(spec, config, net.output_stride)
+    loss = create_loss(config.loss.terms, len(classes), spec.ignore_index,
+                       class_weights_for(config, datamodule), config.loss.options)
+    policy = {**config.input_policy.model_dump(), "multiple": net.output_stride}
+    normalization = {"mean": net.mean.flatten().tolist(), "std": net.std.flatten().tolist(),
+                     "max_value": float(probe.max_value)}
+    meta = build_meta(net, classes=classes, palette=[list(c) for c in palette], ignore_index=spec.ignore_index,
+                      normalization=normalization, input_policy=policy, class_distribution=class_share,
+                      config=config.model_dump(mode="json"))
+    module = SegmentationModule(net, loss, classes, spec.ignore_index, config.optimizer, config.scheduler,
+                                meta, sample_batch=datamodule.sample_batch(config.trainer.num_sample_images))
+    return module, datamodule
+
+
+def train(config: TrainConfig, resume: str | Path | None = None) -> TrainResult | None:
+    """Trains one run. Returns the result on the main process, None on other DDP ranks.
+
+    Args:
+        config: Validated training config.
+        resume: ``last.ckpt`` of an earlier run: continues epoch, optimizer, scheduler and RNG.
+    """
+    if resume is not None and not Path(resume).is_file():
+        raise ConfigError(f"--resume {resume}: checkpoint not found")
+    pl.seed_everything(config.seed, workers=True, verbose=False)
+    spec = load_spec(config)
+    validate_optimisation(config)
+    report = check_before_training(spec)
+    run_dir = config.run_dir()
+    run_dir.mkdir(parents=True, exist_ok=True)
+    module, datamodule = build_module(config, spec, list(report.class_share.get("val", [])))
+    callbacks = build_callbacks(config, run_dir, [tuple(c) for c in module.meta["palette"]],
+                                module.meta["classes"])
+    trainer = build_trainer(config, run_dir, callbacks)
+    if trainer.is_global_zero:
+        with atomic_write(run_dir / "config.yaml") as tmp:
+            tmp.write_text(dump_config(config))
+    start = time.perf_counter()
+    trainer.fit(module, datamodule=datamodule, ckpt_path=str(resume) if resume else None, weights_only=True)
+    seconds = time.perf_counter() - start
+    if not trainer.is_global_zero:
+        return None
+    return finish_run(config, run_dir, seconds, callbacks)
+
+
+def finish_run(config: TrainConfig, run_dir: Path, seconds: float, callbacks: list[Any]) -> TrainResult:
+    """Final evaluation of the best checkpoint, curves and model card."""
+    from segflow.metrics.evaluate import evaluate_model
+    from segflow.training.report import write_model_card
+    from segflow.viz import plot_curves
+
+    ckpt_dir = run_dir / "checkpoints"
+    best = ckpt_dir / "best.ckpt"
+    if not best.is_file():
+        best = ckpt_dir / "last.ckpt"
+    spec = load_spec(config)
+    metrics = evaluate_model(best, spec, split="val", out_dir=run_dir)
+    plot_curves(run_dir / "metrics.csv", run_dir / "curves.png")
+    throughput = next((c.history for c in callbacks if isinstance(c, ThroughputCallback)), [])
+    rate = float(sorted(throughput)[len(throughput) // 2]) if throughput else 0.0
+    result = TrainResult(run_dir, best, ckpt_dir / "last.ckpt", metrics, seconds, rate)
+    write_model_card(result, config, spec)
+    return result

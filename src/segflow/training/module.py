@@ -1,0 +1,141 @@
+"""The LightningModule: one network, one loss, exact metrics from integer counts."""
+
+from __future__ import annotations
+
+import random
+from typing import Any
+
+import lightning.pytorch as pl
+import numpy as np
+import torch
+from torch import nn
+
+from segflow.constants import CHECKPOINT_KEY
+from segflow.errors import TrainingError
+from segflow.metrics import SegmentationMetrics
+from segflow.training.optim import create_optimizer, create_scheduler
+
+RNG_KEY = "segflow_rng"
+
+
+def _rng_state() -> dict[str, Any]:
+    """Python, numpy and torch RNG states as primitives/tensors (loadable with weights_only)."""
+    np_state = np.random.get_state()
+    return {
+        "python": random.getstate(),
+        "numpy": [np_state[0], torch.from_numpy(np_state[1].copy()), *np_state[2:]],
+        "torch": torch.get_rng_state(),
+    }
+
+
+def _set_rng_state(state: dict[str, Any]) -> None:
+    version, internal, gauss = state["python"]
+    random.setstate((version, tuple(internal), gauss))
+    name, keys, *rest = state["numpy"]
+    np.random.set_state((name, keys.numpy(), *rest))
+    torch.set_rng_state(state["torch"])
+
+
+class SegmentationModule(pl.LightningModule):
+    """Trains a :class:`SegmentationNet`.
+
+    Args:
+        net: Network mapping images ``(N, C, H, W)`` in [0, 1] to logits ``(N, K, H, W)``.
+        loss: Loss mapping ``(logits, target (N, H, W))`` to a scalar.
+        class_names: ``K`` class names.
+        ignore_index: Target value excluded from the loss and metrics.
+        optimizer: Optimizer config dict (see ``segflow.training.optim``).
+        scheduler: Scheduler config dict.
+        meta: Checkpoint metadata stored under ``checkpoint["segflow"]`` (see docs/architecture.md).
+        sample_batch: Fixed val images ``(S, C, H, W)`` and masks ``(S, H, W)`` drawn every epoch.
+    """
+
+    def __init__(
+        self,
+        net: nn.Module,
+        loss: nn.Module,
+        class_names: list[str],
+        ignore_index: int,
+        optimizer: dict[str, Any],
+        scheduler: dict[str, Any],
+        meta: dict[str, Any],
+        sample_batch: tuple[torch.Tensor, torch.Tensor] | None = None,
+    ) -> None:
+        super().__init__()
+        self.net = net
+        self.loss_fn = loss
+        self.optimizer_cfg = optimizer
+        self.scheduler_cfg = scheduler
+        self.meta = meta
+        self.sample_batch = sample_batch
+        num_classes = len(class_names)
+        self.train_metrics = SegmentationMetrics(
+            num_classes, ignore_index=ignore_index, class_names=class_names, compute_boundary=False
+        )
+        self.val_metrics = SegmentationMetrics(num_classes, ignore_index=ignore_index, class_names=class_names)
+        self.last_val: dict[str, Any] = {}
+        self.sample_predictions: torch.Tensor | None = None
+
+    def forward(self, images: torch.Tensor) -> torch.Tensor:
+        """Logits ``(N, K, H, W)`` for images ``(N, C, H, W)``."""
+        return self.net(images)
+
+    def training_step(self, batch: dict[str, Any], batch_idx: int) -> torch.Tensor:
+        images, masks = batch["image"], batch["mask"]
+        logits = self.net(images)
+        loss = self.loss_fn(logits.float(), masks)
+        if not torch.isfinite(loss):
+            raise TrainingError(
+                f"loss became {loss.item()} at global step {self.global_step} (epoch {self.current_epoch}, "
+                f"batch {batch_idx}); stopped, the last good checkpoint is kept. Lower optimizer.lr, "
+                "set trainer.gradient_clip_val, or use trainer.precision=32"
+            )
+        self.train_metrics.update(logits.detach().argmax(1), masks)
+        self.log("train/loss", loss, on_step=True, on_epoch=True, prog_bar=True, batch_size=len(images))
+        return loss
+
+    def on_train_epoch_end(self) -> None:
+        scores = self.train_metrics.compute()
+        self.log("train/miou", _finite(scores["miou"]), sync_dist=False)
+        self.log("train/pixel_accuracy", _finite(scores["pixel_accuracy"]), sync_dist=False)
+        self.train_metrics.reset()
+
+    def validation_step(self, batch: dict[str, Any], batch_idx: int) -> None:
+        images, masks = batch["image"], batch["mask"]
+        logits = self.net(images)
+        loss = self.loss_fn(logits.float(), masks)
+        self.val_metrics.update(logits.argmax(1), masks)
+        self.log("val/loss", loss, on_epoch=True, sync_dist=True, batch_size=len(images))
+
+    def on_validation_epoch_end(self) -> None:
+        scores = self.val_metrics.compute()  # counts are summed across processes first
+        self.val_metrics.reset()
+        self.last_val = scores
+        for key in ("miou", "pixel_accuracy", "mean_dice", "boundary_f1"):
+            self.log(f"val/{key}", _finite(scores[key]), prog_bar=key == "miou", sync_dist=False)
+        if self.sample_batch is not None and self.trainer.is_global_zero:
+            with torch.no_grad():
+                images = self.sample_batch[0].to(self.device)
+                self.sample_predictions = self.net(images).argmax(1).cpu()
+
+    def configure_optimizers(self) -> Any:
+        optimizer = create_optimizer(self.optimizer_cfg, self.net.parameters())
+        total_steps = int(self.trainer.estimated_stepping_batches)
+        steps_per_epoch = max(1, total_steps // max(1, self.trainer.max_epochs or 1))
+        scheduler = create_scheduler(self.scheduler_cfg, optimizer, total_steps, steps_per_epoch)
+        if scheduler is None:
+            return optimizer
+        return {"optimizer": optimizer, "lr_scheduler": scheduler}
+
+    def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        checkpoint[CHECKPOINT_KEY] = self.meta
+        checkpoint[RNG_KEY] = _rng_state()
+
+    def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        if RNG_KEY in checkpoint:
+            _set_rng_state(checkpoint[RNG_KEY])
+
+
+def _finite(value: float) -> float:
+    """Lightning refuses NaN in monitored values; an undefined score is logged as 0."""
+    return 0.0 if value is None or value != value else float(value)

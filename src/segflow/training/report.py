@@ -1,0 +1,61 @@
+"""``model_card.md``: what a run was trained on, how, and how well it does."""
+
+from __future__ import annotations
+
+import platform
+from typing import TYPE_CHECKING
+
+import torch
+
+import segflow
+from segflow.config import TrainConfig
+from segflow.data.spec import DataSpec
+from segflow.io_utils import atomic_write
+from segflow.metrics import render_markdown
+
+if TYPE_CHECKING:
+    from segflow.training.engine import TrainResult
+
+
+def model_card_text(result: TrainResult, config: TrainConfig, spec: DataSpec) -> str:
+    """The model card as Markdown."""
+    classes = ", ".join(result.metrics.get("per_class", {}))
+    m = config.model
+    lines = [
+        f"# Model card: {config.name}",
+        "",
+        "## Model",
+        f"- Architecture: {m.arch} with encoder {m.encoder} (encoder weights: {m.encoder_weights or 'none'})",
+        f"- Input policy: {config.input_policy.mode}; loss: {config.loss.terms}; "
+        f"optimizer: {config.optimizer}; scheduler: {config.scheduler}",
+        f"- Checkpoints: `{result.best_checkpoint}` (best val mIoU), `{result.last_checkpoint}`",
+        "",
+        "## Data",
+        f"- Format: {spec.format}; root: {spec.root}; ignore_index: {spec.ignore_index}",
+        f"- Classes: {classes}",
+        "",
+        "## Training",
+        f"- Epochs: {config.trainer.max_epochs} (max), batch size {config.trainer.batch_size}, "
+        f"precision {config.trainer.precision}, devices {config.trainer.devices}",
+        f"- Wall time: {result.train_seconds / 60:.1f} min; median throughput "
+        f"{result.images_per_second:.1f} training images/s",
+        f"- segflow {segflow.__version__}, torch {torch.__version__}, Python {platform.python_version()}, "
+        f"{platform.machine()} ({torch.get_num_threads()} threads)",
+        "",
+        "## Validation metrics (best checkpoint, full-size val images)",
+        "",
+        render_markdown(result.metrics),
+        "",
+        "## Limitations",
+        "- Measured on the validation split, which also chose the best epoch: expect a somewhat lower "
+        "score on truly unseen data; report a held-out test split for claims.",
+        "- Classes with few pixels have noisy IoU; read the per-class table, not only mIoU.",
+        "- The model only knows the classes above and the imaging conditions of the training data.",
+    ]
+    return "\n".join(lines) + "\n"
+
+
+def write_model_card(result: TrainResult, config: TrainConfig, spec: DataSpec) -> None:
+    """Writes ``<run_dir>/model_card.md`` atomically."""
+    with atomic_write(result.run_dir / "model_card.md") as tmp:
+        tmp.write_text(model_card_text(result, config, spec))

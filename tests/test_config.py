@@ -1,0 +1,78 @@
+"""Config validation: one message naming the key and what is allowed."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import yaml
+
+from segflow.cli.main import main
+from segflow.config import build_config, load_config, parse_overrides
+from segflow.errors import ConfigError
+
+
+def test_unknown_key_is_named(tiny_config: dict) -> None:
+    tiny_config["trainer"]["max_epoch"] = 3
+    with pytest.raises(ConfigError, match=r"unknown key 'trainer.max_epoch'"):
+        build_config(tiny_config)
+
+
+def test_wrong_type_names_key_and_value(tiny_config: dict) -> None:
+    tiny_config["trainer"]["batch_size"] = "eight"
+    with pytest.raises(ConfigError, match=r"'trainer.batch_size'.*'eight'"):
+        build_config(tiny_config)
+
+
+def test_bad_literal_lists_allowed_values(tiny_config: dict) -> None:
+    tiny_config["trainer"]["precision"] = "fp8"
+    with pytest.raises(ConfigError, match=r"'trainer.precision'.*'auto'.*'bf16-mixed'"):
+        build_config(tiny_config)
+
+
+def test_missing_data_key() -> None:
+    with pytest.raises(ConfigError, match="missing required key 'data'"):
+        build_config({"name": "x"})
+
+
+def test_overrides_are_yaml_typed() -> None:
+    assert parse_overrides(["trainer.max_epochs=3", "model.encoder_weights=null", "augment.crop_size=[64,32]"]) == {
+        "trainer": {"max_epochs": 3},
+        "model": {"encoder_weights": None},
+        "augment": {"crop_size": [64, 32]},
+    }
+
+
+def test_malformed_override() -> None:
+    with pytest.raises(ConfigError, match="dotted.key=value"):
+        parse_overrides(["trainer.max_epochs"])
+
+
+def test_load_config_applies_overrides_and_resolves_data(tmp_path: Path, tiny_config: dict) -> None:
+    path = tmp_path / "cfg.yaml"
+    path.write_text(yaml.safe_dump(tiny_config))
+    cfg = load_config(path, ["trainer.max_epochs=7", "model.arch=fpn"])
+    assert cfg.trainer.max_epochs == 7 and cfg.model.arch == "fpn"
+    assert cfg.base_dir == str(tmp_path.resolve())
+
+
+@pytest.mark.parametrize(
+    ("content", "message"),
+    [("trainer: [1, 2", "not valid YAML"), ("- a\n- b\n", "expected a mapping")],
+)
+def test_cli_bad_config_prints_one_line(tmp_path: Path, capsys: pytest.CaptureFixture, content: str,
+                                        message: str) -> None:
+    path = tmp_path / "bad.yaml"
+    path.write_text(content)
+    assert main(["train", str(path)]) == 1
+    err = capsys.readouterr().err
+    assert message in err and "Traceback" not in err
+    assert len([line for line in err.splitlines() if line.strip()]) <= 3  # one message, maybe wrapped
+
+
+def test_cli_unknown_key_exit_code(tmp_path: Path, tiny_config: dict, capsys: pytest.CaptureFixture) -> None:
+    tiny_config["optimiser"] = {"lr": 1}
+    path = tmp_path / "cfg.yaml"
+    path.write_text(yaml.safe_dump(tiny_config))
+    assert main(["train", str(path)]) == 1
+    assert "unknown key 'optimiser'" in capsys.readouterr().err
