@@ -128,10 +128,12 @@ def test_fast_on_camvid_sized_image() -> None:
     rng = np.random.default_rng(0)
     gt = rng.integers(0, 12, (12, 16)).repeat(30, 0).repeat(30, 1)  # 360x480, 12 classes
     pred = np.roll(gt, 3, axis=0)
-    boundary_counts(pred, gt, 12)  # warm-up
-    start = time.perf_counter()
-    boundary_counts(pred, gt, 12)
-    assert time.perf_counter() - start < 0.05
+    timings = []
+    for _ in range(5):  # CPU time, best of 5: wall time on the shared machine varies with load
+        start = time.process_time()
+        boundary_counts(pred, gt, 12)
+        timings.append(time.process_time() - start)
+    assert min(timings) < 0.05  # about 7 ms on an idle core
 
 
 def test_negative_tolerance_is_rejected() -> None:

@@ -82,14 +82,23 @@ def test_key_order_is_the_metrics_json_contract(scores: dict) -> None:
         "confusion_matrix",
         "per_class",
     ]
-    assert list(scores["per_class"]["bg"]) == ["iou", "dice", "precision", "recall", "accuracy", "boundary_f1"]
+    assert list(scores["per_class"]["bg"]) == [
+        "iou",
+        "dice",
+        "precision",
+        "recall",
+        "accuracy",
+        "boundary_f1",
+    ]
 
 
 def test_per_image_average_differs_from_exact_value() -> None:
     gt_a, pred_a = np.ones((4, 4), int), np.ones((4, 4), int)  # mIoU 1 (class 0 absent)
     gt_b, pred_b = np.zeros((4, 4), int), np.zeros((4, 4), int)
     gt_b[0, 0] = 1  # one road pixel missed: IoU 15/16 and 0 -> mIoU 15/32
-    per_image = [metrics_from_counts(confusion_matrix(p, g, 2))["miou"] for p, g in ((pred_a, gt_a), (pred_b, gt_b))]
+    per_image = [
+        metrics_from_counts(confusion_matrix(p, g, 2))["miou"] for p, g in ((pred_a, gt_a), (pred_b, gt_b))
+    ]
     assert per_image == pytest.approx([1.0, 15 / 32])
     exact = metrics_from_counts(confusion_matrix(pred_a, gt_a, 2) + confusion_matrix(pred_b, gt_b, 2))
     assert exact["confusion_matrix"] == [[15, 0], [1, 16]]
@@ -106,7 +115,10 @@ def test_empty_split_gives_nan_everywhere() -> None:
 
 def test_architecture_alias_matches() -> None:
     matrix = confusion_matrix(PRED, TARGET, 4)
-    assert metrics_from_confusion(matrix, NAMES)["miou"] == metrics_from_counts(matrix, class_names=NAMES)["miou"]
+    assert (
+        metrics_from_confusion(matrix, NAMES)["miou"]
+        == metrics_from_counts(matrix, class_names=NAMES)["miou"]
+    )
 
 
 def test_bad_inputs_raise_typed_errors() -> None:

@@ -79,6 +79,8 @@ def test_bad_arguments() -> None:
         metric.update(torch.zeros(4, 4, dtype=torch.long), torch.zeros(4, 4, dtype=torch.long))
     with pytest.raises(DataError, match="argmax"):
         metric.update(torch.zeros(1, 2, 4, 4), torch.zeros(1, 4, 4, dtype=torch.long))
+    with pytest.raises(DataError, match="dtype torch.float32"):
+        metric.update(torch.zeros(1, 4, 4), torch.zeros(1, 4, 4, dtype=torch.long))
 
 
 def free_port() -> int:
@@ -88,6 +90,7 @@ def free_port() -> int:
 
 
 def ddp_worker(rank: int, world_size: int, port: int, out_dir: str) -> None:
+    torch.set_num_threads(1)  # forked child: keep off the parent's OpenMP pool
     dist.init_process_group("gloo", init_method=f"tcp://127.0.0.1:{port}", rank=rank, world_size=world_size)
     try:
         pred, target = make_split()
@@ -108,9 +111,12 @@ def ddp_worker(rank: int, world_size: int, port: int, out_dir: str) -> None:
         dist.destroy_process_group()
 
 
-@pytest.mark.timeout(60)
+@pytest.mark.timeout(120)  # about 9 s on an idle machine (2 spawned interpreters)
 def test_ddp_two_processes_equal_single_process(tmp_path: Path) -> None:
-    mp.spawn(ddp_worker, args=(2, free_port(), str(tmp_path)), nprocs=2, join=True)
+    # fork: the children reuse the imported torch instead of starting 2 interpreters (~4 s each)
+    mp.start_processes(
+        ddp_worker, args=(2, free_port(), str(tmp_path)), nprocs=2, join=True, start_method="fork"
+    )
     pred, target = make_split()
     single = SegmentationMetrics(NUM_CLASSES)
     single.update(pred, target)

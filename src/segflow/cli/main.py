@@ -27,7 +27,7 @@ def main(argv: list[str] | None = None) -> int:
     """Runs the CLI; user errors print one line and return exit code 1."""
     _register_commands()
     try:
-        app(args=argv, standalone_mode=False)
+        code = app(args=argv, standalone_mode=False)
     except SegflowError as err:
         message = " ".join(str(err).split())  # one line, whatever the message held
         text = Text.assemble(("error: ", "bold red"), message)  # no markup parsing of user text
@@ -46,7 +46,7 @@ def main(argv: list[str] | None = None) -> int:
         if isinstance(err, click.exceptions.Abort):
             return 1
         raise
-    return 0
+    return int(code or 0)
 
 
 if __name__ == "__main__":

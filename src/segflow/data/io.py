@@ -87,10 +87,7 @@ def read_mask(path: str | Path) -> np.ndarray:
     """
     path = Path(path)
     _require_file(path, "mask")
-    if path.suffix.lower() in TIFF_EXTENSIONS:
-        array = _read_tiff(path)
-    else:
-        array = _read_mask_with_pil(path)
+    array = _read_tiff(path) if path.suffix.lower() in TIFF_EXTENSIONS else _read_mask_with_pil(path)
     if array.ndim == 3 and array.shape[2] == 1:
         array = array[:, :, 0]
     if array.ndim != 2:
@@ -110,10 +107,9 @@ def _require_file(path: Path, kind: str) -> None:
 
 def _read_with_pil(path: Path) -> np.ndarray:
     try:
-        with Image.open(path) as img:
-            img.load()
-            img = ImageOps.exif_transpose(img)
-            return _pil_to_array(img, path)
+        with Image.open(path) as opened:
+            opened.load()
+            return _pil_to_array(ImageOps.exif_transpose(opened), path)
     except UnidentifiedImageError as err:
         raise DataError(f"image file {path} is not a readable image: {err}") from err
     except _READ_ERRORS as err:
@@ -140,9 +136,9 @@ def _pil_to_array(img: Image.Image, path: Path) -> np.ndarray:
 
 def _read_mask_with_pil(path: Path) -> np.ndarray:
     try:
-        with Image.open(path) as img:
-            img.load()
-            img = ImageOps.exif_transpose(img)
+        with Image.open(path) as opened:
+            opened.load()
+            img = ImageOps.exif_transpose(opened)
             mode = img.mode
             if mode not in _MASK_MODES:
                 raise DataError(
@@ -238,9 +234,9 @@ def _integer_array(array: np.ndarray, path: Path, kind: str) -> np.ndarray:
         return array
     if array.dtype == np.bool_:
         return array.astype(np.uint8)
-    if np.issubdtype(array.dtype, np.integer) and array.size and array.min() >= 0:
-        if array.max() <= MAX_VALUE_16BIT:
-            return array.astype(np.uint16)
+    is_integer = np.issubdtype(array.dtype, np.integer) and array.size > 0
+    if is_integer and array.min() >= 0 and array.max() <= MAX_VALUE_16BIT:
+        return array.astype(np.uint16)
     raise DataError(
         f"{kind} file {path} has pixel type {array.dtype}; only 8- and 16-bit unsigned integer "
         "files are supported: convert it (e.g. to 16-bit PNG or TIFF)"

@@ -7,8 +7,11 @@ Example (``configs/data/membrane.yaml``)::
     classes: [membrane, cell]  # optional where the format defines them
     ignore_index: 255
     mask_values: {0: 0, 255: 1}   # stored mask value -> class index (complete mapping)
-    splits: {train: train, val: val}   # split name -> format-specific location
     options: {images: image, masks: label, val_fraction: 0.2}   # format-specific extras
+
+``splits`` maps split names to a format-specific location (``{train: train, val: val}``:
+sub-folders for ``folder``/``camvid``, list files for ``voc``); leave it out for the
+format's default splits (the flat ``folder`` layout above makes train/val itself).
 
 ``mask_values``, when given, is the complete mapping from stored values to class indices
 (or to ``ignore_index``); a stored value it does not list, other than ``ignore_index``

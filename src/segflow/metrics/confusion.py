@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import math
+
 import numpy as np
 import torch
 
@@ -21,8 +23,11 @@ def _as_tensor(labels: ArrayLike, name: str) -> torch.Tensor:
     return tensor
 
 
-def check_labels(pred: torch.Tensor, target: torch.Tensor, num_classes: int, ignore_index: int) -> None:
+def check_labels(pred: ArrayLike, target: ArrayLike, num_classes: int, ignore_index: int) -> None:
     """Raises DataError when shapes differ or a value is no class (nor ignore in ``target``).
+
+    Works on NumPy arrays and tensors alike (NumPy avoids waking torch's thread pool for
+    the small per-image checks of boundary counting).
 
     Args:
         pred: Predicted class indices, any shape.
@@ -30,12 +35,12 @@ def check_labels(pred: torch.Tensor, target: torch.Tensor, num_classes: int, ign
         num_classes: Number of classes K.
         ignore_index: Value of ignored ground-truth pixels.
     """
-    if pred.shape != target.shape:
+    if tuple(pred.shape) != tuple(target.shape):
         raise DataError(
             f"prediction shape {tuple(pred.shape)} != ground-truth shape {tuple(target.shape)}; "
             "predict at the mask's size (resize the logits, not the labels)"
         )
-    if pred.numel() == 0:
+    if math.prod(pred.shape) == 0:
         return
     low, high = int(pred.min()), int(pred.max())
     if low < 0 or high >= num_classes:
@@ -92,5 +97,7 @@ def confusion_matrix(
     Returns:
         (K, K) int64 array, rows = ground truth, columns = prediction.
     """
-    matrix = confusion_matrix_tensor(torch.as_tensor(pred), torch.as_tensor(target), num_classes, ignore_index)
+    matrix = confusion_matrix_tensor(
+        torch.as_tensor(pred), torch.as_tensor(target), num_classes, ignore_index
+    )
     return matrix.cpu().numpy().astype(np.int64)

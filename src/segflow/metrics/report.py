@@ -72,5 +72,8 @@ def render_markdown(metrics: dict[str, Any]) -> str:
     for name, scores in metrics.get("per_class", {}).items():
         cells = " | ".join(_fmt(scores.get(key)) for key in PER_CLASS_KEYS)
         lines.append(f"| {name} | {cells} |")
-    lines += ["", f"`{MISSING}`: undefined (class absent from ground truth and prediction, see docs/metrics.md)."]
+    lines += [
+        "",
+        f"`{MISSING}`: undefined (class absent from ground truth and prediction, see docs/metrics.md).",
+    ]
     return "\n".join(lines) + "\n"

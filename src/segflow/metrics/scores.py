@@ -142,9 +142,7 @@ def metrics_from_counts(
         "mean_dice": _nanmean(scores["dice"]),
         "boundary_f1": _nanmean(scores["boundary_f1"]),
     }
-    per_class = {
-        name: {key: float(scores[key][c]) for key in PER_CLASS_KEYS} for c, name in enumerate(names)
-    }
+    per_class = {name: {key: float(scores[key][c]) for key in PER_CLASS_KEYS} for c, name in enumerate(names)}
     return {
         **summary,
         "num_images": num_images,

@@ -78,7 +78,10 @@ class SegmentationMetrics(Metric):
             DataError: Wrong rank, shape mismatch, float labels or values that are no class.
         """
         if pred.ndim != 3:
-            raise DataError(f"update expects (N, H, W) labels, got prediction shape {tuple(pred.shape)}")
+            raise DataError(
+                f"update expects (N, H, W) class indices, got prediction shape {tuple(pred.shape)}; "
+                "pass logits.argmax(dim=1), not the (N, K, H, W) logits"
+            )
         batch = confusion_matrix_tensor(pred, target, self.num_classes, self.ignore_index)
         self.confmat += batch.to(self.confmat.device)
         self.num_images += pred.shape[0]

@@ -144,7 +144,8 @@ class Reader:
     def value_lut(self, max_stored: int = MAX_MASK_VALUE) -> np.ndarray:
         """Lookup table ``(max_stored + 1,)`` int64 from stored value to class index.
 
-        ``ignore_index`` maps to itself; values mapping to no class hold ``UNMAPPED``.
+        ``ignore_index`` maps to itself unless ``mask_values`` maps it explicitly; values
+        mapping to no class hold ``UNMAPPED``.
         """
         num_classes = len(self.classes)
         ignore = self.spec.ignore_index
@@ -162,8 +163,8 @@ class Reader:
             for stored, index in mapping.items():
                 if stored <= max_stored:
                     lut[stored] = index
-        if ignore <= max_stored:
-            lut[ignore] = ignore
+        if ignore <= max_stored and (mapping is None or ignore not in mapping):
+            lut[ignore] = ignore  # an explicit mask_values entry for it wins (membrane: 255 -> 1)
         return lut
 
     def require_split(self, split: str) -> None:

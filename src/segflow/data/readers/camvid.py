@@ -56,7 +56,7 @@ class CamVidReader(FolderReader):
     format_name = "camvid"
     default_classes = CAMVID_CLASSES
     default_palette_colors = CAMVID_PALETTE
-    allowed_options = ()
+    allowed_options: tuple[str, ...] = ()
 
     def default_mask_values(self) -> dict[int, int]:
         """Identity on 0..10, void (11) -> ignore_index."""

@@ -80,7 +80,7 @@ class CityscapesReader(Reader):
     format_name = "cityscapes"
     default_classes = CITYSCAPES_CLASSES
     default_palette_colors = CITYSCAPES_PALETTE
-    allowed_options = ("annotations",)
+    allowed_options: tuple[str, ...] = ("annotations",)
 
     def default_mask_values(self) -> dict[int, int]:
         """Official labelId -> trainId table, other label ids -> ignore_index."""

@@ -43,7 +43,7 @@ class CocoReader(Reader):
     """Reads COCO instance JSON files and paints semantic masks per image."""
 
     format_name = "coco"
-    allowed_options = ("annotations",)
+    allowed_options: tuple[str, ...] = ("annotations",)
 
     def __init__(self, spec: Any) -> None:
         super().__init__(spec)
@@ -113,11 +113,16 @@ class CocoReader(Reader):
     def read_raw_mask(self, sample: Sample) -> np.ndarray:
         """Rasterises the annotations of ``sample`` into an ``(H, W)`` class-index mask."""
         split = self._split_of(sample)
-        return rasterize(self.coco(split), int(sample.key or 0), self._categories()[0], self.spec.ignore_index)
+        return rasterize(
+            self.coco(split), int(sample.key or 0), self._categories()[0], self.spec.ignore_index
+        )
 
     def _split_of(self, sample: Sample) -> str:
         for split in self.split_names():
-            if sample.image_path.parent == self.root / self.spec.splits[split] and sample.key in self.coco(split).imgs:
+            if (
+                sample.image_path.parent == self.root / self.spec.splits[split]
+                and sample.key in self.coco(split).imgs
+            ):
                 return split
         raise DataError(f"image {sample.image_path} (id {sample.key}) is in no split's annotations")
 

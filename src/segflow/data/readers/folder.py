@@ -51,7 +51,7 @@ class FolderReader(Reader):
     """Reads ``images/<split>/`` + ``masks/<split>/`` folders (or a flat pair of folders)."""
 
     format_name = "folder"
-    allowed_options = ("images", "masks", "mask_suffix", "val_fraction")
+    allowed_options: tuple[str, ...] = ("images", "masks", "mask_suffix", "val_fraction")
 
     @property
     def images_dir(self) -> Path:
@@ -130,14 +130,18 @@ class FolderReader(Reader):
             else:
                 problems.append(f"missing mask: image {images[stem]} has no mask {mask_path}")
         for mask_path in _orphan_masks(mask_dir, suffix, images):
-            problems.append(f"missing image: mask {mask_path} has no image {image_dir}/{mask_path.name[: -len(suffix)]}.*")
+            problems.append(
+                f"missing image: mask {mask_path} has no image {image_dir}/{mask_path.name[: -len(suffix)]}.*"
+            )
         return SplitListing(samples, problems, location=str(image_dir))
 
 
 def _orphan_masks(mask_dir: Path, suffix: str, images: dict[str, Path]) -> list[Path]:
     if not mask_dir.is_dir():
         return []
-    orphans = [p for p in mask_dir.iterdir() if p.name.endswith(suffix) and p.name[: -len(suffix)] not in images]
+    orphans = [
+        p for p in mask_dir.iterdir() if p.name.endswith(suffix) and p.name[: -len(suffix)] not in images
+    ]
     return sorted(orphans, key=lambda p: natural_key(p.name))
 
 

@@ -25,6 +25,7 @@ import math
 import os
 import shutil
 import tempfile
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
@@ -39,7 +40,7 @@ from segflow.data.spec import DataSpec
 from segflow.errors import ConfigError
 
 SHAPES_CLASSES = ["background", "circle", "rectangle", "triangle", "star"]
-GENERATOR_VERSION = 1
+GENERATOR_VERSION = 2
 """Bump when the generated pixels change, so caches of older versions are not reused."""
 
 DEFAULT_SIZE = 128
@@ -50,9 +51,10 @@ DEFAULT_CACHE = Path("~/.cache/segflow")
 MIN_SIZE = 32
 MAX_SIZE = 1024
 DONE_MARKER = "shapes.json"
+CACHE_FOLDER_MODE = 0o755
 
 REFERENCE_SIZE = 128
-RADIUS_RANGE = (10.0, 35.0)  # pixels at REFERENCE_SIZE
+RADIUS_RANGE = (12.0, 35.0)  # pixels at REFERENCE_SIZE
 MAX_SHAPES = 4
 MAX_PLACEMENT_TRIES = 25
 MAX_OVERLAP = 0.25  # of the new shape's area
@@ -62,6 +64,8 @@ MAX_COLOUR_TRIES = 12
 STAR_INNER_RATIO = 0.45
 RECT_ASPECT_RANGE = (0.45, 0.9)
 NOISE_SIGMA_RANGE = (2.0, 12.0)
+PNG_COMPRESS_LEVEL = 1  # noisy images barely compress; level 1 is several times faster
+GENERATION_THREADS = 4  # PNG encoding and most numpy work release the GIL
 SPLIT_IDS = {"train": 0, "val": 1, "test": 2}
 
 
@@ -71,13 +75,15 @@ class ShapesReader(FolderReader):
 
     format_name = "shapes"
     default_classes = SHAPES_CLASSES
-    allowed_options = ("size", "num_images", "seed", "cache_dir")
+    allowed_options: tuple[str, ...] = ("size", "num_images", "seed", "cache_dir")
 
     def __init__(self, spec: DataSpec) -> None:
         super().__init__(spec)
         self.settings = shapes_settings(self.options)
         if spec.splits:
-            raise ConfigError("the shapes dataset defines its splits itself; remove 'splits:' (use num_images)")
+            raise ConfigError(
+                "the shapes dataset defines its splits itself; remove 'splits:' (use num_images)"
+            )
         self._folder: Path | None = None
 
     @property
@@ -167,6 +173,7 @@ def ensure_generated(settings: dict[str, Any], cache_dir: Path) -> Path:
     try:
         generate_shapes(tmp, settings)
         (tmp / DONE_MARKER).write_text(key + "\n", encoding="utf-8")
+        tmp.chmod(CACHE_FOLDER_MODE)  # mkdtemp makes it private; the cache may be shared
         _move_into_place(tmp, folder)
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
@@ -186,22 +193,32 @@ def _move_into_place(tmp: Path, folder: Path) -> None:
 def generate_shapes(out_dir: Path, settings: dict[str, Any]) -> None:
     """Writes every split of the dataset under ``out_dir`` (``folder`` layout).
 
+    Each image has its own generator seeded by ``(seed, split, index)``, so the files do not
+    depend on thread scheduling and one split's size does not change another's images.
+
     Args:
         out_dir: Destination folder (created).
         settings: Output of :func:`shapes_settings`.
     """
     palette = [value for color in default_palette(len(SHAPES_CLASSES)) for value in color]
+    jobs = []
     for split, count in settings["num_images"].items():
         (out_dir / "images" / split).mkdir(parents=True, exist_ok=True)
         (out_dir / "masks" / split).mkdir(parents=True, exist_ok=True)
-        for index in range(count):
-            rng = np.random.default_rng([settings["seed"], SPLIT_IDS[split], index])
-            image, mask = make_sample(rng, settings["size"])
-            name = f"{index:05d}.png"
-            Image.fromarray(image).save(out_dir / "images" / split / name)
-            label = Image.fromarray(mask, mode="P")
-            label.putpalette(palette)
-            label.save(out_dir / "masks" / split / name)
+        jobs += [(split, index) for index in range(count)]
+
+    def write(job: tuple[str, int]) -> None:
+        split, index = job
+        rng = np.random.default_rng([settings["seed"], SPLIT_IDS[split], index])
+        image, mask = make_sample(rng, settings["size"])
+        name = f"{index:05d}.png"
+        Image.fromarray(image).save(out_dir / "images" / split / name, compress_level=PNG_COMPRESS_LEVEL)
+        label = Image.fromarray(mask)
+        label.putpalette(palette)  # "L" -> "P", values kept as palette indices
+        label.save(out_dir / "masks" / split / name, compress_level=PNG_COMPRESS_LEVEL)
+
+    with ThreadPoolExecutor(max_workers=GENERATION_THREADS) as pool:
+        list(pool.map(write, jobs))  # list() re-raises the first failure
 
 
 def make_sample(rng: np.random.Generator, size: int) -> tuple[np.ndarray, np.ndarray]:
@@ -225,8 +242,8 @@ def make_sample(rng: np.random.Generator, size: int) -> tuple[np.ndarray, np.nda
         image[region] = _shape_colour(rng, image[region])
         mask[region] = class_index
         placed = [p & ~region for p in placed] + [region]
-    sigma = rng.uniform(*NOISE_SIGMA_RANGE)
-    image += rng.normal(0.0, sigma, image.shape).astype(np.float32)
+    sigma = np.float32(rng.uniform(*NOISE_SIGMA_RANGE))
+    image += rng.standard_normal(image.shape, dtype=np.float32) * sigma
     return np.clip(image, 0, 255).round().astype(np.uint8), mask
 
 
@@ -249,7 +266,8 @@ def _stripes(rng: np.random.Generator, coords: np.ndarray) -> np.ndarray:
     frequency = rng.uniform(2, 9)
     phase = rng.uniform(0, 2 * math.pi)
     wave = np.sin(
-        2 * math.pi * frequency * (coords[None, :] * math.cos(angle) + coords[:, None] * math.sin(angle)) + phase
+        2 * math.pi * frequency * (coords[None, :] * math.cos(angle) + coords[:, None] * math.sin(angle))
+        + phase
     )
     return wave[..., None] * rng.uniform(-40, 40, 3)
 
@@ -291,7 +309,12 @@ def _draw(
         return canvas.astype(bool)
     if name == "rectangle":
         aspect = rng.uniform(*RECT_ASPECT_RANGE)
-        corners = [(radius, radius * aspect), (-radius, radius * aspect), (-radius, -radius * aspect), (radius, -radius * aspect)]
+        corners = [
+            (radius, radius * aspect),
+            (-radius, radius * aspect),
+            (-radius, -radius * aspect),
+            (radius, -radius * aspect),
+        ]
         points = np.array(corners) @ _rotation(angle).T
     elif name == "triangle":
         points = _polygon(radius, 3, angle)
@@ -320,5 +343,5 @@ def _shape_colour(rng: np.random.Generator, under: np.ndarray) -> np.ndarray:
             break
         colour = rng.uniform(0, 255, 3)
     else:
-        colour = 255.0 - mean
+        colour = np.where(mean > 127.5, 0.0, 255.0)  # the far end of each channel
     return colour.astype(np.float32)

@@ -1,0 +1,297 @@
+"""``segflow data check``: find what is wrong with a dataset before training on it.
+
+Reports unpaired files, unreadable/truncated files, image/mask size mismatches, mask
+values that map to no class, empty splits, mixed channel counts or bit depths, per-class
+pixel share per split and image size statistics. Works through the dataset's reader, so
+every layout is validated exactly as it is loaded.
+"""
+
+from __future__ import annotations
+
+import io
+from collections import Counter
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from rich.console import Console
+from rich.table import Table
+
+from segflow.data.io import read_image
+from segflow.data.readers import Reader, Sample, create_reader
+from segflow.data.readers.base import UNMAPPED
+from segflow.data.spec import DataSpec, load_data_spec
+from segflow.errors import DataError
+
+MAX_READ_THREADS = 4
+MAX_FILES_PER_VALUE = 5
+"""Files listed per out-of-range mask value (the count says how many there are)."""
+MAX_RENDERED_MESSAGES = 50
+RENDER_WIDTH = 120
+PERCENT = 100.0
+
+
+@dataclass
+class SampleResult:
+    """What reading one image/mask pair found."""
+
+    image_shape: tuple[int, ...] | None = None
+    dtype: str | None = None
+    class_pixels: np.ndarray | None = None
+    unmapped: dict[int, int] = field(default_factory=dict)
+    errors: list[str] = field(default_factory=list)
+
+
+@dataclass
+class SplitStats:
+    """Per-split summary: sample count, image sizes, channels, dtypes, class pixels."""
+
+    location: str
+    num_samples: int = 0
+    heights: list[int] = field(default_factory=list)
+    widths: list[int] = field(default_factory=list)
+    channels: Counter[int] = field(default_factory=Counter)
+    dtypes: Counter[str] = field(default_factory=Counter)
+    class_pixels: np.ndarray | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-ready summary."""
+        return {
+            "location": self.location,
+            "num_samples": self.num_samples,
+            "height": _min_median_max(self.heights),
+            "width": _min_median_max(self.widths),
+            "channels": {str(k): v for k, v in sorted(self.channels.items())},
+            "dtypes": dict(sorted(self.dtypes.items())),
+            "class_pixels": [] if self.class_pixels is None else [int(v) for v in self.class_pixels],
+        }
+
+
+@dataclass
+class CheckReport:
+    """Result of :func:`check_dataset`.
+
+    Attributes:
+        format: Dataset format.
+        root: Dataset root (``None`` for generated datasets without one).
+        classes: Class names.
+        ignore_index: Ignore label.
+        errors: Problems that make training wrong or impossible; each names the file(s).
+        warnings: Suspicious but usable (e.g. a class absent from a split).
+        class_share: Split -> per-class share of labelled pixels (sums to 1, or all 0).
+        splits: Split -> ``SplitStats``.
+    """
+
+    format: str
+    root: Path | None
+    classes: list[str]
+    ignore_index: int
+    errors: list[str] = field(default_factory=list)
+    warnings: list[str] = field(default_factory=list)
+    class_share: dict[str, list[float]] = field(default_factory=dict)
+    splits: dict[str, SplitStats] = field(default_factory=dict)
+
+    @property
+    def ok(self) -> bool:
+        """True when there are no errors."""
+        return not self.errors
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-ready report."""
+        return {
+            "ok": self.ok,
+            "format": self.format,
+            "root": None if self.root is None else str(self.root),
+            "classes": self.classes,
+            "ignore_index": self.ignore_index,
+            "errors": self.errors,
+            "warnings": self.warnings,
+            "class_share": self.class_share,
+            "splits": {name: stats.to_dict() for name, stats in self.splits.items()},
+        }
+
+    def render(self) -> str:
+        """The report as plain text tables (what ``segflow data check`` prints)."""
+        buffer = io.StringIO()
+        console = Console(file=buffer, width=RENDER_WIDTH, no_color=True, highlight=False)
+        console.print(f"dataset: {self.format} at {self.root or '(generated)'}; {len(self.classes)} classes")
+        console.print(self._splits_table())
+        console.print(self._share_table())
+        for title, messages in (("errors", self.errors), ("warnings", self.warnings)):
+            console.print(f"{title}: {len(messages)}")
+            for message in messages[:MAX_RENDERED_MESSAGES]:
+                console.print(f"  - {message}", soft_wrap=True)
+            if len(messages) > MAX_RENDERED_MESSAGES:
+                console.print(f"  ... and {len(messages) - MAX_RENDERED_MESSAGES} more")
+        console.print("result: OK" if self.ok else f"result: FAILED ({len(self.errors)} errors)")
+        return buffer.getvalue()
+
+    def _splits_table(self) -> Table:
+        table = Table(title="splits")
+        for column in ("split", "samples", "height min/med/max", "width min/med/max", "channels", "dtypes"):
+            table.add_column(column)
+        for name, stats in self.splits.items():
+            summary = stats.to_dict()
+            table.add_row(
+                name,
+                str(stats.num_samples),
+                "/".join(str(v) for v in summary["height"]) or "-",
+                "/".join(str(v) for v in summary["width"]) or "-",
+                ", ".join(f"{k}: {v}" for k, v in summary["channels"].items()) or "-",
+                ", ".join(f"{k}: {v}" for k, v in summary["dtypes"].items()) or "-",
+            )
+        return table
+
+    def _share_table(self) -> Table:
+        table = Table(title="class pixel share (%)")
+        table.add_column("class")
+        for split in self.class_share:
+            table.add_column(split, justify="right")
+        for index, name in enumerate(self.classes):
+            table.add_row(
+                f"{index} {name}", *(f"{shares[index] * PERCENT:.2f}" for shares in self.class_share.values())
+            )
+        return table
+
+
+def check_dataset(
+    spec: DataSpec | str | Path | dict[str, Any], splits: list[str] | None = None
+) -> CheckReport:
+    """Validates a dataset and summarises it.
+
+    Args:
+        spec: A ``DataSpec``, YAML path or spec dict.
+        splits: Splits to check; ``None`` checks all of them.
+
+    Returns:
+        The report; ``report.ok`` is False when any error was found.
+
+    Raises:
+        ConfigError: The spec itself is invalid or a requested split does not exist.
+    """
+    reader = create_reader(load_data_spec(spec))
+    report = CheckReport(reader.spec.format, reader.spec.root, reader.classes, reader.spec.ignore_index)
+    names = splits or reader.split_names()
+    for name in names:
+        reader.require_split(name)
+    if not names:
+        report.errors.append(f"no splits found for the {reader.format_name} dataset at {reader.spec.root}")
+    lut = reader.value_lut()
+    for name in names:
+        _check_split(reader, name, lut, report)
+    return report
+
+
+def _check_split(reader: Reader, split: str, lut: np.ndarray, report: CheckReport) -> None:
+    try:
+        listing = reader.list_split(split)
+    except DataError as err:
+        report.errors.append(f"split {split!r}: {err}")
+        return
+    report.errors.extend(f"split {split!r}: {problem}" for problem in listing.problems)
+    stats = SplitStats(location=listing.location, num_samples=len(listing.samples))
+    report.splits[split] = stats
+    num_classes = len(report.classes)
+    stats.class_pixels = np.zeros(num_classes, dtype=np.int64)
+    if not listing.samples:
+        report.errors.append(f"split {split!r} is empty: no image/mask pairs in {listing.location}")
+        report.class_share[split] = [0.0] * num_classes
+        return
+    with ThreadPoolExecutor(max_workers=MAX_READ_THREADS) as pool:
+        results = list(pool.map(lambda s: _inspect_sample(reader, s, lut, num_classes), listing.samples))
+    unmapped: dict[int, tuple[int, list[Path]]] = {}
+    for sample, result in zip(listing.samples, results, strict=True):
+        report.errors.extend(f"split {split!r}: {message}" for message in result.errors)
+        _add_sample(stats, sample, result, unmapped)
+    _report_unmapped(split, unmapped, report)
+    _report_mixed(split, listing.samples, results, report)
+    total = int(stats.class_pixels.sum())
+    report.class_share[split] = [float(v) / total if total else 0.0 for v in stats.class_pixels]
+    for index in np.flatnonzero(stats.class_pixels == 0):
+        report.warnings.append(f"split {split!r}: class {int(index)} ({report.classes[index]}) has no pixels")
+
+
+def _inspect_sample(reader: Reader, sample: Sample, lut: np.ndarray, num_classes: int) -> SampleResult:
+    result = SampleResult()
+    try:
+        image = read_image(sample.image_path)
+        result.image_shape, result.dtype = image.shape, str(image.dtype)
+    except DataError as err:
+        result.errors.append(str(err))
+    try:
+        raw = reader.read_raw_mask(sample)
+    except DataError as err:
+        result.errors.append(str(err))
+        return result
+    if result.image_shape is not None and tuple(result.image_shape[:2]) != raw.shape:
+        height, width = result.image_shape[:2]
+        result.errors.append(
+            f"size mismatch: image {sample.image_path} is {width}x{height} but mask "
+            f"{sample.mask_path or '(annotations)'} is {raw.shape[1]}x{raw.shape[0]}"
+        )
+    result.class_pixels, result.unmapped = _count_values(raw, lut, num_classes)
+    return result
+
+
+def _count_values(raw: np.ndarray, lut: np.ndarray, num_classes: int) -> tuple[np.ndarray, dict[int, int]]:
+    """Per-class pixel counts ``(K,)`` and ``{stored value: pixels}`` of unmapped values."""
+    value_counts = np.bincount(raw.ravel(), minlength=1)
+    present = np.flatnonzero(value_counts)
+    classes = lut[present]
+    unmapped = {int(v): int(value_counts[v]) for v in present[classes == UNMAPPED]}
+    in_range = (classes >= 0) & (classes < num_classes)
+    class_pixels = np.bincount(
+        classes[in_range], weights=value_counts[present[in_range]], minlength=num_classes
+    )
+    return class_pixels.astype(np.int64), unmapped
+
+
+def _add_sample(
+    stats: SplitStats, sample: Sample, result: SampleResult, unmapped: dict[int, tuple[int, list[Path]]]
+) -> None:
+    if result.image_shape is not None:
+        stats.heights.append(int(result.image_shape[0]))
+        stats.widths.append(int(result.image_shape[1]))
+        stats.channels[int(result.image_shape[2])] += 1
+        stats.dtypes[str(result.dtype)] += 1
+    if result.class_pixels is not None and stats.class_pixels is not None:
+        stats.class_pixels += result.class_pixels
+    for value, pixels in result.unmapped.items():
+        total, files = unmapped.get(value, (0, []))
+        unmapped[value] = (total + pixels, [*files, sample.mask_path or sample.image_path])
+
+
+def _report_unmapped(split: str, unmapped: dict[int, tuple[int, list[Path]]], report: CheckReport) -> None:
+    num_classes = len(report.classes)
+    for value, (pixels, files) in sorted(unmapped.items()):
+        shown = ", ".join(str(f) for f in files[:MAX_FILES_PER_VALUE])
+        more = f" and {len(files) - MAX_FILES_PER_VALUE} more" if len(files) > MAX_FILES_PER_VALUE else ""
+        report.errors.append(
+            f"split {split!r}: mask value {value} maps to no class (classes 0..{num_classes - 1}, "
+            f"ignore_index {report.ignore_index}): {pixels} pixels in {len(files)} file(s): {shown}{more}; "
+            "map it in 'mask_values:' or fix the masks"
+        )
+
+
+def _report_mixed(
+    split: str, samples: list[Sample], results: list[SampleResult], report: CheckReport
+) -> None:
+    """Mixed channel counts or bit depths break batching and normalisation."""
+    for what, key in (("channel counts", lambda r: r.image_shape[2]), ("pixel types", lambda r: r.dtype)):
+        values = [(key(r), s.image_path) for s, r in zip(samples, results, strict=True) if r.image_shape]
+        counts = Counter(v for v, _ in values)
+        if len(counts) > 1:
+            majority = counts.most_common(1)[0][0]
+            odd = [path for v, path in values if v != majority][:MAX_FILES_PER_VALUE]
+            report.errors.append(
+                f"split {split!r}: images have mixed {what} {dict(counts)}; e.g. "
+                f"{', '.join(str(p) for p in odd)} differ from the majority ({majority}): convert them"
+            )
+
+
+def _min_median_max(values: list[int]) -> list[int]:
+    if not values:
+        return []
+    return [int(np.min(values)), int(np.median(values)), int(np.max(values))]

@@ -1,0 +1,114 @@
+"""``SegmentationDataset``: one split of any registered dataset format, as a torch Dataset."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from torch.utils.data import Dataset
+
+from segflow.data.io import max_value_for, read_image
+from segflow.data.readers import DATASETS, Reader, Sample, create_reader
+from segflow.data.readers.base import UNMAPPED
+from segflow.data.spec import DataSpec, load_data_spec
+from segflow.errors import DataError
+
+Transform = Callable[[np.ndarray, np.ndarray], dict[str, Any]]
+"""``transform(image (H,W,C), mask (H,W)) -> {"image": tensor (C,H,W), "mask": tensor (H,W)}``."""
+
+MAX_LISTED_PROBLEMS = 3
+
+__all__ = ["DATASETS", "SegmentationDataset", "Transform", "create_dataset"]
+
+
+class SegmentationDataset(Dataset):  # type: ignore[type-arg]
+    """One split of a dataset, read through its format's reader.
+
+    Without a transform, ``ds[i]`` is ``{"image": (H, W, C) uint8/uint16 array, "mask": (H, W)
+    int64 array, "name": str}``; with one, it is the transform's output plus ``"name"``.
+    Mask values are mapped to class indices with the spec's ``mask_values`` (or the format's
+    table); a stored value mapping to no class becomes ``ignore_index`` (``segflow data
+    check`` reports it as an error).
+
+    Args:
+        reader: The dataset's reader.
+        split: Split name (ConfigError listing the valid ones if unknown).
+        transform: Optional ``transform(image, mask) -> dict``.
+
+    Attributes:
+        classes: Class names in index order.
+        ignore_index: Label value excluded from losses and metrics.
+        in_channels: Channels of the images (from the first image).
+        max_value: 255 for 8-bit images, 65535 for 16-bit.
+        palette: RGB colour per class.
+        samples: The ``Sample`` list.
+
+    Raises:
+        DataError: Empty split, or images/masks without their partner file.
+    """
+
+    def __init__(self, reader: Reader, split: str, transform: Transform | None = None) -> None:
+        reader.require_split(split)
+        listing = reader.list_split(split)
+        if listing.problems:
+            shown = "; ".join(listing.problems[:MAX_LISTED_PROBLEMS])
+            raise DataError(
+                f"split {split!r} has {len(listing.problems)} unpaired file(s): {shown}; run "
+                "`segflow data check DATA.yaml` for the full report"
+            )
+        if not listing.samples:
+            raise DataError(f"split {split!r} is empty: no image/mask pairs found in {listing.location}")
+        self.reader = reader
+        self.split = split
+        self.samples: list[Sample] = listing.samples
+        self.transform = transform
+        self.classes: list[str] = reader.classes
+        self.ignore_index: int = reader.spec.ignore_index
+        self.palette: list[tuple[int, int, int]] = reader.palette
+        lut = reader.value_lut()
+        self._lut = np.where(lut == UNMAPPED, self.ignore_index, lut)
+        first = self.load_image(0)
+        self.in_channels: int = int(first.shape[2])
+        self.max_value: int = max_value_for(first.dtype)
+
+    def __len__(self) -> int:
+        return len(self.samples)
+
+    def load_image(self, index: int) -> np.ndarray:
+        """Image ``(H, W, C)`` uint8/uint16 of sample ``index``."""
+        return read_image(self.samples[index].image_path)
+
+    def load_mask(self, index: int) -> np.ndarray:
+        """Class-index mask ``(H, W)`` int64 of sample ``index`` (unmapped -> ignore_index)."""
+        return self._lut[self.reader.read_raw_mask(self.samples[index])]
+
+    def __getitem__(self, index: int) -> dict[str, Any]:
+        sample = self.samples[index]
+        image, mask = self.load_image(index), self.load_mask(index)
+        if image.shape[:2] != mask.shape:
+            raise DataError(
+                f"image {sample.image_path} is {image.shape[1]}x{image.shape[0]} but its mask "
+                f"{sample.mask_path or '(annotations)'} is {mask.shape[1]}x{mask.shape[0]}; masks "
+                "must have the image's size"
+            )
+        if self.transform is None:
+            return {"image": image, "mask": mask, "name": sample.name}
+        return {**self.transform(image, mask), "name": sample.name}
+
+
+def create_dataset(
+    spec: DataSpec | str | Path | dict[str, Any], split: str, transform: Transform | None = None
+) -> SegmentationDataset:
+    """Builds one split of a dataset.
+
+    Args:
+        spec: A ``DataSpec``, a YAML path or a spec dict (see ``load_data_spec``).
+        split: Split name, e.g. ``"train"``.
+        transform: Optional ``transform(image, mask) -> dict`` (see ``build_transforms``).
+
+    Returns:
+        The dataset.
+    """
+    return SegmentationDataset(create_reader(load_data_spec(spec)), split, transform)

@@ -1,0 +1,40 @@
+"""Class pixel statistics of a dataset split (masks only, for class weighting)."""
+
+from __future__ import annotations
+
+from concurrent.futures import ThreadPoolExecutor
+
+import numpy as np
+
+from segflow.data.dataset import SegmentationDataset
+
+MAX_READ_THREADS = 4
+"""Mask decoding releases the GIL, so a few threads overlap file reads and decoding."""
+
+
+def class_pixel_stats(dataset: SegmentationDataset) -> tuple[np.ndarray, np.ndarray]:
+    """Counts pixels per class over a split, reading masks only.
+
+    Args:
+        dataset: The split.
+
+    Returns:
+        ``(pixel_counts, image_pixel_counts)``, both ``(K,)`` int64: ``pixel_counts[c]`` is the
+        number of pixels of class ``c``; ``image_pixel_counts[c]`` is the total number of pixels
+        of the images in which class ``c`` appears (the denominator of median-frequency
+        balancing). Ignored pixels count in neither.
+    """
+    num_classes = len(dataset.classes)
+    pixel_counts = np.zeros(num_classes, dtype=np.int64)
+    image_pixel_counts = np.zeros(num_classes, dtype=np.int64)
+    with ThreadPoolExecutor(max_workers=MAX_READ_THREADS) as pool:
+        for counts, size in pool.map(lambda i: _mask_counts(dataset, i, num_classes), range(len(dataset))):
+            pixel_counts += counts
+            image_pixel_counts[counts > 0] += size
+    return pixel_counts, image_pixel_counts
+
+
+def _mask_counts(dataset: SegmentationDataset, index: int, num_classes: int) -> tuple[np.ndarray, int]:
+    mask = dataset.load_mask(index)
+    valid = mask[(mask >= 0) & (mask < num_classes)]
+    return np.bincount(valid, minlength=num_classes).astype(np.int64), int(mask.size)

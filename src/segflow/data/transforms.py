@@ -1,0 +1,276 @@
+"""Image + mask transforms (albumentations), from the ``augment`` and ``input_policy`` config.
+
+Every pipeline first converts the image to float32 in [0, 1] (``image / max_value``), so
+colour operations behave the same on 8-bit, 16-bit, 1-, 3- and 4-channel images. Masks are
+moved with NEAREST interpolation and padded with ``ignore_index``.
+
+``augment`` (train only)::
+
+    preset: none | light | strong   # light: h-flip + small affine; strong: + colour, noise, blur, warp
+    crop_size: [h, w] | null        # pad (mask fill ignore_index) then random crop
+    transforms: [{ClassName: {kwargs}}, ...]   # extra albumentations transforms, appended
+
+``input_policy`` (train and eval)::
+
+    mode: keep | resize | scale     # keep: pad bottom/right to `multiple`, never crop
+    size: [h, w] | null             # for resize
+    multiple: 32                    # H and W of the output are multiples of this
+    scale: 0.5 | null               # for scale
+"""
+
+from __future__ import annotations
+
+import inspect
+from typing import Any
+
+import albumentations as A
+import cv2
+import numpy as np
+import torch
+
+from segflow.errors import ConfigError, DataError
+
+PRESETS = ("none", "light", "strong")
+POLICY_MODES = ("keep", "resize", "scale")
+AUGMENT_KEYS = ("preset", "crop_size", "transforms")
+POLICY_KEYS = ("mode", "size", "multiple", "scale")
+DEFAULT_POLICY: dict[str, Any] = {"mode": "keep", "size": None, "multiple": 1, "scale": None}
+
+FLIP_P = 0.5
+AFFINE_P = 0.5
+AFFINE_SCALE = (0.8, 1.2)
+AFFINE_SHIFT = (-0.0625, 0.0625)
+AFFINE_ROTATE = (-15.0, 15.0)
+COLOUR_P = 0.5
+COLOUR_STRENGTH = 0.25
+HUE_SHIFT = 0.03
+NOISE_P = 0.25
+NOISE_STD = (0.01, 0.04)
+BLUR_P = 0.2
+BLUR_SIGMA = (0.1, 1.0)
+WARP_P = 0.2
+WARP_DISTORT = 0.2
+RGBA_CHANNELS = 4
+RGB_CHANNELS = 3
+
+
+class AlphaSafeColorJitter(A.ColorJitter):
+    """``ColorJitter`` that also accepts RGBA: jitters RGB and keeps the alpha channel."""
+
+    def apply(self, img: np.ndarray, *args: Any, **params: Any) -> np.ndarray:
+        if img.shape[-1] == RGBA_CHANNELS:
+            rgb = super().apply(np.ascontiguousarray(img[..., :RGB_CHANNELS]), *args, **params)
+            return np.concatenate([rgb, img[..., RGB_CHANNELS:]], axis=-1)
+        return super().apply(img, *args, **params)
+
+
+class SegmentationTransform:
+    """Callable ``(image (H,W,C), mask (H,W)) -> {"image": (C,H,W) float32, "mask": (H,W) int64}``.
+
+    Args:
+        pipeline: The albumentations pipeline (image already float32 in [0, 1] inside).
+        max_value: Value that maps to 1.0 (255 or 65535).
+        keep_size: If True (keep policy at eval) the output must contain the whole input.
+    """
+
+    def __init__(self, pipeline: A.Compose, max_value: float, keep_size: bool) -> None:
+        self.pipeline = pipeline
+        self.max_value = float(max_value)
+        self.keep_size = keep_size
+
+    def __call__(self, image: np.ndarray, mask: np.ndarray) -> dict[str, torch.Tensor]:
+        """Applies the pipeline.
+
+        Args:
+            image: ``(H, W, C)`` uint8/uint16 (or float) array.
+            mask: ``(H, W)`` class-index array, values in 0..65535.
+
+        Returns:
+            ``{"image": float32 tensor (C, H', W') in [0, 1], "mask": int64 tensor (H', W')}``.
+        """
+        if image.ndim == 2:
+            image = image[:, :, None]
+        scaled = image.astype(np.float32) / self.max_value
+        out = self.pipeline(image=scaled, mask=mask.astype(np.uint16))
+        result, labels = out["image"], out["mask"]
+        if result.ndim == 2:
+            result = result[:, :, None]
+        if self.keep_size and (result.shape[0] < image.shape[0] or result.shape[1] < image.shape[1]):
+            raise DataError(f"keep input policy cropped a {image.shape[:2]} image to {result.shape[:2]}")
+        return {
+            "image": torch.from_numpy(np.ascontiguousarray(np.clip(result, 0.0, 1.0).transpose(2, 0, 1))),
+            "mask": torch.from_numpy(labels.astype(np.int64)),
+        }
+
+
+def build_transforms(
+    augment: dict[str, Any] | None,
+    train: bool,
+    input_policy: dict[str, Any] | None,
+    max_value: float,
+    ignore_index: int,
+) -> SegmentationTransform:
+    """Builds the transform for training or evaluation.
+
+    Order: input policy resize/scale, augmentations and crop (train only), then padding to
+    ``input_policy.multiple``.
+
+    Args:
+        augment: ``{preset, crop_size, transforms}`` (see module docstring); ``None`` = none.
+        train: Training (random augmentations and crop) or evaluation (deterministic).
+        input_policy: ``{mode, size, multiple, scale}``; ``None`` = keep, multiple 1.
+        max_value: Image value that maps to 1.0 (255 for 8-bit, 65535 for 16-bit).
+        ignore_index: Mask fill for padded pixels.
+
+    Returns:
+        A picklable ``SegmentationTransform``.
+
+    Raises:
+        ConfigError: Unknown keys/preset/mode/transform name, or bad sizes.
+    """
+    augment = _check_keys(augment or {}, AUGMENT_KEYS, "augment")
+    policy = {**DEFAULT_POLICY, **_check_keys(input_policy or {}, POLICY_KEYS, "input_policy")}
+    multiple = _positive_int(policy["multiple"], "input_policy.multiple")
+    ops: list[Any] = _policy_ops(policy)
+    if train:
+        ops += _preset_ops(str(augment.get("preset", "none")), ignore_index)
+        ops += [_custom_op(item) for item in augment.get("transforms") or []]
+        ops += _crop_ops(augment.get("crop_size"), multiple, ignore_index)
+    ops.append(_pad_to_multiple(multiple, ignore_index))
+    keep_size = not train and policy["mode"] == "keep"
+    return SegmentationTransform(A.Compose(ops), max_value, keep_size)
+
+
+def _check_keys(cfg: dict[str, Any], allowed: tuple[str, ...], where: str) -> dict[str, Any]:
+    if not isinstance(cfg, dict):
+        raise ConfigError(f"{where} must be a mapping with keys {list(allowed)}; got {cfg!r}")
+    unknown = sorted(set(cfg) - set(allowed))
+    if unknown:
+        raise ConfigError(f"unknown {where} key(s) {unknown}; allowed: {', '.join(allowed)}")
+    return dict(cfg)
+
+
+def _positive_int(value: Any, where: str) -> int:
+    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+        raise ConfigError(f"{where} must be a positive integer; got {value!r}")
+    return value
+
+
+def _size_pair(value: Any, where: str) -> tuple[int, int]:
+    if not isinstance(value, list | tuple) or len(value) != 2:
+        raise ConfigError(f"{where} must be [height, width]; got {value!r}")
+    return _positive_int(value[0], where), _positive_int(value[1], where)
+
+
+def _policy_ops(policy: dict[str, Any]) -> list[Any]:
+    mode = policy["mode"]
+    if mode not in POLICY_MODES:
+        raise ConfigError(f"unknown input_policy.mode {mode!r}; valid modes: {', '.join(POLICY_MODES)}")
+    if mode == "resize":
+        height, width = _size_pair(policy["size"], "input_policy.size (required for mode resize)")
+        return [A.Resize(height, width, interpolation=cv2.INTER_LINEAR, mask_interpolation=cv2.INTER_NEAREST)]
+    if mode == "scale":
+        scale = policy["scale"]
+        if isinstance(scale, bool) or not isinstance(scale, int | float) or scale <= 0:
+            raise ConfigError(f"input_policy.scale must be a positive number for mode scale; got {scale!r}")
+        factor = float(scale) - 1.0  # RandomScale samples 1 + U(low, high)
+        return [
+            A.RandomScale(
+                scale_limit=(factor, factor),
+                interpolation=cv2.INTER_LINEAR,
+                mask_interpolation=cv2.INTER_NEAREST,
+                p=1.0,
+            )
+        ]
+    return []
+
+
+def _preset_ops(preset: str, ignore_index: int) -> list[Any]:
+    if preset not in PRESETS:
+        raise ConfigError(f"unknown augment.preset {preset!r}; valid presets: {', '.join(PRESETS)}")
+    if preset == "none":
+        return []
+    ops: list[Any] = [
+        A.HorizontalFlip(p=FLIP_P),
+        A.Affine(
+            scale=AFFINE_SCALE,
+            translate_percent=AFFINE_SHIFT,
+            rotate=AFFINE_ROTATE,
+            border_mode=cv2.BORDER_CONSTANT,
+            fill=0,
+            fill_mask=ignore_index,
+            p=AFFINE_P,
+        ),
+    ]
+    if preset == "strong":
+        ops += [
+            AlphaSafeColorJitter(
+                brightness=COLOUR_STRENGTH,
+                contrast=COLOUR_STRENGTH,
+                saturation=COLOUR_STRENGTH,
+                hue=HUE_SHIFT,
+                p=COLOUR_P,
+            ),
+            A.GaussNoise(std_range=NOISE_STD, p=NOISE_P),
+            A.GaussianBlur(sigma_limit=BLUR_SIGMA, p=BLUR_P),
+            A.GridDistortion(
+                distort_limit=WARP_DISTORT,
+                border_mode=cv2.BORDER_CONSTANT,
+                fill=0,
+                fill_mask=ignore_index,
+                p=WARP_P,
+            ),
+        ]
+    return ops
+
+
+def _custom_op(item: Any) -> Any:
+    if not isinstance(item, dict) or len(item) != 1:
+        raise ConfigError(f"each augment.transforms entry must be {{ClassName: {{kwargs}}}}; got {item!r}")
+    ((name, kwargs),) = item.items()
+    cls = getattr(A, str(name), None)
+    if not (isinstance(cls, type) and issubclass(cls, A.BasicTransform)):
+        raise ConfigError(
+            f"unknown albumentations transform {name!r} in augment.transforms; use a class name from "
+            "albumentations, e.g. RandomRotate90 or CLAHE"
+        )
+    kwargs = kwargs or {}
+    if not isinstance(kwargs, dict):
+        raise ConfigError(f"augment.transforms {name}: arguments must be a mapping; got {kwargs!r}")
+    try:
+        parameters = inspect.signature(cls).parameters
+        unknown = sorted(set(kwargs) - set(parameters))
+        if unknown:
+            raise ConfigError(f"augment.transforms {name}: unknown argument(s) {unknown}")
+        return cls(**kwargs)
+    except ConfigError:
+        raise
+    except Exception as err:  # albumentations validates arguments with pydantic
+        raise ConfigError(f"augment.transforms {name}: invalid arguments {kwargs}: {err}") from err
+
+
+def _crop_ops(crop_size: Any, multiple: int, ignore_index: int) -> list[Any]:
+    if crop_size is None:
+        return []
+    height, width = _size_pair(crop_size, "augment.crop_size")
+    if height % multiple or width % multiple:
+        raise ConfigError(
+            f"augment.crop_size {[height, width]} must be multiples of input_policy.multiple {multiple}"
+        )
+    return [
+        A.PadIfNeeded(height, width, border_mode=cv2.BORDER_CONSTANT, fill=0, fill_mask=ignore_index),
+        A.RandomCrop(height, width),
+    ]
+
+
+def _pad_to_multiple(multiple: int, ignore_index: int) -> Any:
+    return A.PadIfNeeded(
+        min_height=None,
+        min_width=None,
+        pad_height_divisor=multiple,
+        pad_width_divisor=multiple,
+        position="top_left",
+        border_mode=cv2.BORDER_CONSTANT,
+        fill=0,
+        fill_mask=ignore_index,
+    )
