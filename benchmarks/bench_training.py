@@ -73,7 +73,9 @@ def profile_step(net: torch.nn.Module, x: torch.Tensor, y: torch.Tensor, rows: i
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--arch", default="unet")
     parser.add_argument("--encoder", default="resnet18")
     parser.add_argument("--decoder-channels", default="", help="e.g. 128,64,48,32,16")
@@ -86,22 +88,40 @@ def main() -> None:
     args = parser.parse_args()
     h, _, w = args.size.partition("x")
     height, width = int(h), int(w or h)
-    kwargs = {"decoder_channels": [int(c) for c in args.decoder_channels.split(",")]} if args.decoder_channels else {}
-    net = create_model(args.arch, encoder=args.encoder, in_channels=3, num_classes=args.classes, **kwargs).train()
+    kwargs = (
+        {"decoder_channels": [int(c) for c in args.decoder_channels.split(",")]}
+        if args.decoder_channels
+        else {}
+    )
+    net = create_model(
+        args.arch, encoder=args.encoder, in_channels=3, num_classes=args.classes, **kwargs
+    ).train()
     x = torch.rand(args.batch, 3, height, width)
     y = torch.randint(0, args.classes, (args.batch, height, width))
     peak = matmul_peak_gflops()
     flops = forward_flops(net, x[:1])
-    results = {"machine": platform.processor() or platform.machine(), "threads": torch.get_num_threads(),
-               "date": date.today().isoformat(), "torch": torch.__version__, "model": f"{args.arch}/{args.encoder}",
-               "size": [height, width], "batch": args.batch, "forward_gflops_per_image": flops / 1e9,
-               "matmul_peak_gflops": peak, "native_bf16": cpu_supports_bf16()}
+    results = {
+        "machine": platform.processor() or platform.machine(),
+        "threads": torch.get_num_threads(),
+        "date": date.today().isoformat(),
+        "torch": torch.__version__,
+        "model": f"{args.arch}/{args.encoder}",
+        "size": [height, width],
+        "batch": args.batch,
+        "forward_gflops_per_image": flops / 1e9,
+        "matmul_peak_gflops": peak,
+        "native_bf16": cpu_supports_bf16(),
+    }
     for name, bf16 in (("fp32", False), ("bf16", True)):
         seconds = statistics.median(step_times(net, x, y, bf16, args.steps))
         rate = args.batch / seconds
         achieved = 3 * flops * rate / 1e9
-        results[name] = {"images_per_s": rate, "step_s": seconds, "gflops": achieved,
-                         "pct_of_fp32_peak": 100 * achieved / peak}
+        results[name] = {
+            "images_per_s": rate,
+            "step_s": seconds,
+            "gflops": achieved,
+            "pct_of_fp32_peak": 100 * achieved / peak,
+        }
     results["bf16_speedup"] = results["bf16"]["images_per_s"] / results["fp32"]["images_per_s"]
     print(json.dumps(results, indent=2))
     if args.profile:

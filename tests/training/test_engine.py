@@ -12,12 +12,14 @@ import time
 from pathlib import Path
 from typing import Any
 
+import lightning.pytorch as pl
 import pytest
 import torch
 import yaml
 
 from segflow.config import build_config
 from segflow.errors import DataError, TrainingError
+from segflow.training import engine
 from segflow.training.engine import train
 
 METRIC_KEYS = {"pixel_accuracy", "mean_accuracy", "miou", "fwiou", "mean_dice", "boundary_f1", "num_images",
@@ -52,20 +54,27 @@ def test_run_folder_has_every_artefact(tiny_config: dict[str, Any]) -> None:
     assert yaml.safe_load((run / "config.yaml").read_text())["name"] == "tiny"
 
 
-def test_resume_is_exact(tiny_config: dict[str, Any], tmp_path: Path) -> None:
-    """Two epochs in one go equal one epoch, then --resume for the second (weights, optimizer, RNG)."""
+class _StopAfterFirstEpoch(pl.Callback):
+    """Ends a run after epoch 0, as an interruption would, with the schedule of the full run."""
+
+    def on_train_epoch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        trainer.should_stop = True
+
+
+def test_resume_is_exact(tiny_config: dict[str, Any], monkeypatch: pytest.MonkeyPatch) -> None:
+    """Two epochs in one go equal one interrupted epoch plus --resume (weights, optimizer, scheduler, RNG)."""
     whole = copy.deepcopy(tiny_config)
     whole["trainer"]["max_epochs"] = 2
     whole["name"] = "whole"
-    first = copy.deepcopy(whole)
-    first["trainer"]["max_epochs"] = 1
-    first["name"] = "split"
+    split = {**copy.deepcopy(whole), "name": "split"}
     a = train(build_config(whole))
-    b1 = train(build_config(first))
+    original = engine.build_callbacks
+    monkeypatch.setattr(engine, "build_callbacks", lambda *args: [*original(*args), _StopAfterFirstEpoch()])
+    b1 = train(build_config(split))
+    monkeypatch.setattr(engine, "build_callbacks", original)
     assert a is not None and b1 is not None
-    second = copy.deepcopy(whole)
-    second["name"] = "split"
-    b2 = train(build_config(second), resume=b1.last_checkpoint)
+    assert torch.load(b1.last_checkpoint, weights_only=True)["epoch"] == 0
+    b2 = train(build_config(split), resume=b1.last_checkpoint)
     assert b2 is not None
     wa, wb = _weights(a.last_checkpoint), _weights(b2.last_checkpoint)
     assert wa.keys() == wb.keys()

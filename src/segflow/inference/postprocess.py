@@ -112,8 +112,14 @@ def remove_small_objects(labels: np.ndarray, min_size: int) -> np.ndarray:
             area = int(stats[index, cv2.CC_STAT_AREA])
             if area < min_size:
                 rows, cols = _crop(stats[index], labels.shape)
-                small.append((area, int(cls), np.array([rows.start, rows.stop, cols.start, cols.stop]),
-                              ids[rows, cols] == index))
+                small.append(
+                    (
+                        area,
+                        int(cls),
+                        np.array([rows.start, rows.stop, cols.start, cols.stop]),
+                        ids[rows, cols] == index,
+                    )
+                )
     for _, _, box, component in sorted(small, key=lambda item: (item[0], item[1])):
         window = out[box[0] : box[1], box[2] : box[3]]
         border = _border_labels(window, component)

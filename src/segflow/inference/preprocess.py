@@ -56,7 +56,9 @@ class InputPolicy:
         mode = str(raw.get("mode", "keep"))
         multiple = int(raw.get("multiple") or default_multiple)
         if mode not in POLICY_MODES:
-            raise CheckpointError(f"input_policy.mode={mode!r} in the model metadata; expected {POLICY_MODES}")
+            raise CheckpointError(
+                f"input_policy.mode={mode!r} in the model metadata; expected {POLICY_MODES}"
+            )
         if multiple < 1:
             raise CheckpointError(f"input_policy.multiple={multiple!r} in the model metadata must be >= 1")
         size = raw.get("size")
@@ -117,7 +119,9 @@ def adapt_channels(image: np.ndarray, in_channels: int, name: str = "image") -> 
         return image[:, :, :1]
     if in_channels == GRAY_CHANNELS and channels >= RGB_CHANNELS:
         colour = image[:, :, :RGB_CHANNELS]
-        if np.array_equal(colour[:, :, 0], colour[:, :, 1]) and np.array_equal(colour[:, :, 0], colour[:, :, 2]):
+        if np.array_equal(colour[:, :, 0], colour[:, :, 1]) and np.array_equal(
+            colour[:, :, 0], colour[:, :, 2]
+        ):
             return image[:, :, :1]
     raise InferenceError(
         f"{name} has {channels} channel(s) but the model expects {in_channels}; convert the image "
@@ -146,7 +150,9 @@ def resize(x: np.ndarray, size: tuple[int, int]) -> np.ndarray:
     """Bilinear resize of ``(N, C, H, W)`` float32 to ``size`` (align_corners=False)."""
     if tuple(x.shape[2:]) == tuple(size):
         return x
-    out = F.interpolate(torch.from_numpy(np.ascontiguousarray(x)), size=size, mode="bilinear", align_corners=False)
+    out = F.interpolate(
+        torch.from_numpy(np.ascontiguousarray(x)), size=size, mode="bilinear", align_corners=False
+    )
     return out.numpy()
 
 

@@ -64,7 +64,11 @@ class TileSpec:
 
 
 def make_tile_spec(
-    tile: int, overlap: float = 0.25, blend: str = "gaussian", batch: int = DEFAULT_TILE_BATCH, stride: int = 1
+    tile: int,
+    overlap: float = 0.25,
+    blend: str = "gaussian",
+    batch: int = DEFAULT_TILE_BATCH,
+    stride: int = 1,
 ) -> TileSpec:
     """Checks tiling options and returns a :class:`TileSpec`.
 
@@ -272,7 +276,8 @@ def iter_blended_bands(
             sums[:, :, x0 : x0 + tile] += scores * weight
             weights[:, x0 : x0 + tile] += weight
         del band
-        assert sums is not None  # at least one window ran; not user input
+        if sums is None:
+            raise InferenceError(f"no window ran for an image of {height}x{width} pixels")
         finished = (rows[index + 1] if index + 1 < len(rows) else padded_h) - y0
         visible = min(finished, height - y0)
         if visible > 0:
@@ -308,5 +313,6 @@ def sliding_window(
         if out is None:
             out = np.empty((band.sums.shape[0], height, width), dtype=np.float32)
         out[:, band.y0 : band.y0 + band.height] = band.scores()
-    assert out is not None
+    if out is None:
+        raise InferenceError(f"tiled inference produced no rows for an image of shape {image.shape}")
     return out

@@ -73,7 +73,9 @@ def parse_tta(option: None | bool | str | Mapping[str, Any] | TTAConfig) -> TTAC
         raise ConfigError(f"tta has unknown key(s) {sorted(unknown)}; allowed keys: {TTA_KEYS}")
     scales = tuple(float(s) for s in option.get("scales", (1.0,)))
     if not scales or min(scales) <= 0:
-        raise ConfigError(f"tta.scales={list(scales)} must be a non-empty list of factors > 0, e.g. [0.75, 1, 1.25]")
+        raise ConfigError(
+            f"tta.scales={list(scales)} must be a non-empty list of factors > 0, e.g. [0.75, 1, 1.25]"
+        )
     return TTAConfig(bool(option.get("hflip", False)), bool(option.get("vflip", False)), scales)
 
 

@@ -32,7 +32,9 @@ def score_pairs(
     pairs: Iterator[tuple[np.ndarray, np.ndarray]], num_classes: int, ignore_index: int, class_names: list[str]
 ) -> dict[str, Any]:
     """Accumulates ``(prediction (H, W), ground truth (H, W))`` pairs into one metrics dict."""
-    metric = SegmentationMetrics(num_classes, ignore_index=ignore_index, class_names=class_names)
+    # One process scores the whole split, even inside a DDP job: never wait for other ranks.
+    metric = SegmentationMetrics(num_classes, ignore_index=ignore_index, class_names=class_names,
+                                 sync_on_compute=False)
     for pred, target in pairs:
         metric.update(torch.from_numpy(np.asarray(pred, dtype=np.int64))[None],
                       torch.from_numpy(np.asarray(target, dtype=np.int64))[None])

@@ -32,12 +32,14 @@ class PredictOptions:
         tile: Tile size in pixels for sliding-window inference of large images; None: whole image.
         overlap: Overlap between tiles (as the Predictor understands it); None: its default.
         min_object_size: Connected regions smaller than this many pixels are removed; 0: off.
+        keep_probs: Keep the ``(K, H, W)`` probabilities (for per-class confidences).
     """
 
     tta: bool = False
     tile: int | None = None
     overlap: float | None = None
     min_object_size: int = 0
+    keep_probs: bool = False
 
 
 @dataclass

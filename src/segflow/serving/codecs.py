@@ -15,6 +15,8 @@ from pycocotools import mask as coco_mask
 
 from segflow.serving.errors import BadImage, PayloadTooLarge, UnsupportedImage
 from segflow.serving.limits import check_pixel_count
+from segflow.viz import palette_lut
+from segflow.viz.palette import Color
 
 ACCEPTED_FORMATS = frozenset({"PNG", "JPEG", "TIFF", "BMP", "WEBP", "GIF"})
 """Image formats the service decodes (first frame of multi-frame files)."""
@@ -41,7 +43,7 @@ def open_lazily(data: bytes) -> Image.Image:
         raise PayloadTooLarge(f"image refused as a decompression bomb: {err}") from None
     except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as err:
         raise BadImage(
-            f"the body ({len(data)} bytes) is not a decodable image ({type(err).__name__}); "
+            f"the body ({len(data)} bytes) is not a decodable image ({type(err).__name__}: {err}); "
             f"send a PNG, JPEG, TIFF, BMP, WebP or GIF file"
         ) from None
     if image.format not in ACCEPTED_FORMATS:
@@ -83,17 +85,24 @@ def decode_image(data: bytes, max_pixels: int, channels: int) -> np.ndarray:
         image = ImageOps.exif_transpose(image) or image
         converted = image.convert(MODE_FOR_CHANNELS[channels])
     except (OSError, SyntaxError, ValueError, EOFError) as err:
-        raise BadImage(f"the {image.format} image ({width}x{height}) is truncated or corrupt: {err}") from None
+        raise BadImage(
+            f"the {image.format} image ({width}x{height}) is truncated or corrupt: {err}"
+        ) from None
     array = np.asarray(converted, dtype=np.uint8)
     return array[..., None] if array.ndim == 2 else array
 
 
-def encode_png(array: np.ndarray, palette: Sequence[Sequence[int]] | None = None) -> bytes:
-    """PNG bytes of ``(H, W)`` class indices with ``palette`` ("P" mode) or an ``(H, W, 3)`` RGB image."""
+def encode_png(array: np.ndarray, palette: Sequence[Color] | None = None) -> bytes:
+    """In-memory PNG, the bytes ``segflow.viz.save_label_png`` / ``save_image_png`` would write.
+
+    Args:
+        array: ``(H, W)`` uint8 class indices (with ``palette``) or ``(H, W, 3)`` uint8 RGB.
+        palette: Class colours; the PNG is then an 8-bit palette ("P") PNG whose pixel values
+            are the class indices (ignore_index in ``segflow.viz.IGNORE_COLOR``).
+    """
     image = Image.fromarray(np.ascontiguousarray(array))
     if palette is not None:
-        image = image.convert("P") if image.mode != "P" else image
-        image.putpalette([int(value) for colour in palette for value in colour])
+        image.putpalette(palette_lut(palette).ravel().tolist())  # turns the "L" image into "P"
     buffer = io.BytesIO()
     image.save(buffer, format="PNG", compress_level=PNG_COMPRESS_LEVEL)
     return buffer.getvalue()
@@ -118,7 +127,10 @@ def rle_encode(binary: np.ndarray) -> dict[str, Any]:
 def rle_decode(rle: dict[str, Any]) -> np.ndarray:
     """``(H, W)`` uint8 0/1 mask from :func:`rle_encode`'s output."""
     counts = rle["counts"]
-    encoded = {"size": list(rle["size"]), "counts": counts.encode("ascii") if isinstance(counts, str) else counts}
+    encoded = {
+        "size": list(rle["size"]),
+        "counts": counts.encode("ascii") if isinstance(counts, str) else counts,
+    }
     return np.asarray(coco_mask.decode(encoded), dtype=np.uint8)
 
 
@@ -155,7 +167,7 @@ def class_summary(
         area = int(areas[class_id])
         item: dict[str, Any] = {
             "id": int(class_id),
-            "name": class_names[class_id],
+            "name": class_names[int(class_id)],
             "area": area,
             "share": area / flat.size,
             "confidence": None if confidence_sums is None else float(confidence_sums[class_id] / area),

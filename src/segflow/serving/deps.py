@@ -11,6 +11,7 @@ from fastapi.security import APIKeyHeader, HTTPAuthorizationCredentials, HTTPBea
 from segflow.serving.service import Service
 
 API_KEY_HEADER = "X-API-Key"
+MISSING_KEY = f"missing or wrong API key: send it as header '{API_KEY_HEADER}' or 'Authorization: Bearer'"
 
 api_key_header = APIKeyHeader(name=API_KEY_HEADER, auto_error=False, description="The server's API key.")
 bearer = HTTPBearer(auto_error=False, description="The server's API key as a bearer token.")
@@ -43,7 +44,7 @@ def require_api_key(
     if presented is None or not hmac.compare_digest(presented.encode(), expected.get_secret_value().encode()):
         raise HTTPException(
             status_code=status.HTTP_401_UNAUTHORIZED,
-            detail=f"missing or wrong API key: send it as header '{API_KEY_HEADER}' or 'Authorization: Bearer'",
+            detail=MISSING_KEY,
             headers={"WWW-Authenticate": "Bearer"},
         )
 

@@ -109,7 +109,10 @@ class ServiceMetrics:
     def _define_traffic_metrics(self, max_batch: int) -> None:
         reg = self.registry
         self.requests = Counter(
-            "segflow_http_requests", "HTTP requests by route and status code.", ["route", "status"], registry=reg
+            "segflow_http_requests",
+            "HTTP requests by route and status code.",
+            ["route", "status"],
+            registry=reg,
         )
         self.latency = Histogram(
             "segflow_http_request_duration_seconds",
@@ -119,7 +122,10 @@ class ServiceMetrics:
             registry=reg,
         )
         self.batch_size = Histogram(
-            "segflow_batch_size", "Images per batch sent to the model.", buckets=batch_size_buckets(max_batch), registry=reg
+            "segflow_batch_size",
+            "Images per batch sent to the model.",
+            buckets=batch_size_buckets(max_batch),
+            registry=reg,
         )
         self.queue_wait = Histogram(
             "segflow_queue_wait_seconds",

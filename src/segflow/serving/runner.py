@@ -6,14 +6,17 @@ one batch. Request handlers never block the event loop on it: they await the job
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import threading
 import time
 from collections.abc import Callable, Sequence
+from pathlib import Path
 from typing import Any, Protocol
 
 import numpy as np
 
+from segflow.errors import InferenceError
 from segflow.serving.batcher import Batcher, Job, PredictOptions, group_by_options
 
 logger = logging.getLogger(__name__)
@@ -22,6 +25,8 @@ POLL_S = 0.05
 """How often the idle runner checks whether it was asked to stop."""
 WARMUP_SIZE = 64
 """Side of the dummy image used to warm the model up when its input policy fixes no size."""
+TTA_FLIPS = "flip"
+"""``Predictor`` TTA setting used for ``tta=true`` requests (horizontal and vertical flips)."""
 
 
 class PredictionLike(Protocol):
@@ -52,7 +57,9 @@ class PredictorLike(Protocol):
     @property
     def meta(self) -> dict[str, Any]: ...
 
-    def predict_batch(self, images: list[np.ndarray]) -> Sequence[PredictionLike]: ...
+    def predict_batch(
+        self, images: list[np.ndarray], return_probs: bool = False
+    ) -> Sequence[PredictionLike]: ...
 
 
 VariantFactory = Callable[[PredictOptions], PredictorLike]
@@ -134,9 +141,11 @@ class ModelRunner:
         if self.on_batch is not None:
             self.on_batch(live)
         try:
-            predictions = list(self.variant(live[0].options).predict_batch([job.image for job in live]))
+            predictions = list(self._predict(live[0].options, [job.image for job in live]))
             if len(predictions) != len(live):
-                raise RuntimeError(f"predictor returned {len(predictions)} predictions for {len(live)} images")
+                raise RuntimeError(
+                    f"predictor returned {len(predictions)} predictions for {len(live)} images"
+                )
         except Exception as err:
             if len(live) == 1:
                 live[0].future.set_exception(err)
@@ -148,8 +157,56 @@ class ModelRunner:
         for job, prediction in zip(live, predictions, strict=False):
             job.future.set_result(prediction)
 
+    def _predict(self, options: PredictOptions, images: list[np.ndarray]) -> Sequence[PredictionLike]:
+        return self.variant(options).predict_batch(images, return_probs=options.keep_probs)
+
     def _run_single(self, job: Job) -> None:
         try:
-            job.future.set_result(self.variant(job.options).predict_batch([job.image])[0])
+            job.future.set_result(self._predict(job.options, [job.image])[0])
         except Exception as err:
             job.future.set_exception(err)
+
+
+def load_predictor(path: Path, backend: str | None) -> PredictorLike:
+    """Loads a checkpoint or ONNX export with :class:`segflow.inference.Predictor`.
+
+    Raises:
+        CheckpointError: The file is missing or not a segflow model.
+    """
+    from segflow.inference import Predictor  # heavy (torch); imported only when serving a file
+
+    return Predictor.from_path(path, backend=backend)
+
+
+def option_variants(predictor: PredictorLike) -> VariantFactory:
+    """A :data:`VariantFactory` whose variants share ``predictor``'s loaded model (cached per options).
+
+    ``predictor`` must offer ``with_options(**changes)`` (as ``segflow.inference.Predictor``
+    does) for requests with non-default options; otherwise those requests fail with 422.
+    """
+    cache: dict[PredictOptions, PredictorLike] = {PredictOptions(): predictor}
+    with_options = getattr(predictor, "with_options", None)
+
+    def variant(options: PredictOptions) -> PredictorLike:
+        key = dataclasses.replace(options, keep_probs=False)
+        if key not in cache:
+            if with_options is None:
+                raise InferenceError(
+                    "this model does not support per-request tta/tile/overlap/min_object_size"
+                )
+            cache[key] = with_options(**predictor_changes(key))
+        return cache[key]
+
+    return variant
+
+
+def predictor_changes(options: PredictOptions) -> dict[str, Any]:
+    """``Predictor.with_options`` arguments for request ``options`` (unset overlap keeps the default)."""
+    changes: dict[str, Any] = {
+        "tta": TTA_FLIPS if options.tta else None,
+        "tile": options.tile,
+        "min_object_size": options.min_object_size,
+    }
+    if options.overlap is not None:
+        changes["overlap"] = options.overlap
+    return changes

@@ -14,8 +14,9 @@ import numpy as np
 from segflow.serving.batcher import Batcher, Job, PredictOptions, QueueFullError
 from segflow.serving.errors import Unavailable
 from segflow.serving.monitoring import ServiceMetrics
-from segflow.serving.runner import ModelRunner, PredictionLike, PredictorLike, VariantFactory, WARMUP_SIZE
+from segflow.serving.runner import WARMUP_SIZE, ModelRunner, PredictionLike, PredictorLike, VariantFactory
 from segflow.serving.settings import ServeSettings
+from segflow.viz.palette import Color
 
 RETRY_AFTER_S = 1
 """``Retry-After`` of 503 answers: a full queue drains within about a second at normal load."""
@@ -53,7 +54,7 @@ class Service:
         self.predictor = predictor
         self.meta = dict(predictor.meta)
         self.classes = list(predictor.classes)
-        self.palette = [tuple(int(v) for v in colour) for colour in predictor.palette]
+        self.palette: list[Color] = [(int(r), int(g), int(b)) for r, g, b in predictor.palette]
         self.channels = int(self.meta.get("model", {}).get("in_channels", DEFAULT_CHANNELS))
         self.model_id = model_id(settings.model)
         self.batcher = Batcher(settings.max_batch, settings.max_wait_ms, settings.queue_size)
@@ -71,7 +72,9 @@ class Service:
     @property
     def backend(self) -> str:
         """Name of the inference backend in use."""
-        return str(self.settings.backend or self.meta.get("backend") or _backend_from_suffix(self.settings.model))
+        return str(
+            self.settings.backend or self.meta.get("backend") or _backend_from_suffix(self.settings.model)
+        )
 
     @property
     def ready(self) -> bool:

@@ -10,10 +10,12 @@ from typing import Any
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, field_validator
 
 from segflow.errors import ConfigError
+from segflow.serving.limits import BYTES_PER_MB
 
 ENV_PREFIX = "SEGFLOW_"
-BYTES_PER_MB = 1024 * 1024
 LIST_SEPARATOR = ","
+SECRET_FIELDS = frozenset({"api_key"})
+"""Fields whose value never appears in error messages."""
 
 
 class ServeSettings(BaseModel):
@@ -125,7 +127,6 @@ def _describe_validation_error(err: ValidationError) -> str:
     for item in err.errors():
         field = ".".join(str(part) for part in item["loc"]) or "settings"
         option = "--" + field.replace("_", "-")
-        problems.append(
-            f"serve option {option} (env {ENV_PREFIX}{field.upper()}) = {item.get('input')!r}: {item['msg']}"
-        )
+        shown = "<hidden>" if field in SECRET_FIELDS else repr(item.get("input"))
+        problems.append(f"serve option {option} (env {ENV_PREFIX}{field.upper()}) = {shown}: {item['msg']}")
     return "; ".join(problems)

@@ -48,7 +48,7 @@ class SegmentationDataModule(pl.LightningDataModule):
 
     def _sampler(self, dataset: Any, shuffle: bool) -> Sampler | None:
         """Distributed samplers; validation never repeats an image, so DDP metrics stay exact."""
-        trainer = self._trainer
+        trainer = self.trainer
         if trainer is None or trainer.world_size == 1:
             return None
         kwargs = {"num_replicas": trainer.world_size, "rank": trainer.global_rank}

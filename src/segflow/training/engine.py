@@ -97,8 +97,7 @@ def class_weights_for(config: TrainConfig, datamodule: SegmentationDataModule) -
 
 def validate_optimisation(config: TrainConfig) -> None:
     """Builds the optimizer and scheduler on a dummy parameter so bad keys fail before training."""
-    dummy = [torch.nn.Parameter(torch.zeros(1))]
-    optimizer = create_optimizer(config.optimizer, dummy)
+    optimizer = create_optimizer(config.optimizer, torch.nn.Linear(1, 1))
     create_scheduler(config.scheduler, optimizer, total_steps=100, steps_per_epoch=10)
 
 

@@ -92,6 +92,8 @@ class SegmentationModule(pl.LightningModule):
             )
         self.train_metrics.update(logits.detach().argmax(1), masks)
         self.log("train/loss", loss, on_step=True, on_epoch=True, prog_bar=True, batch_size=len(images))
+        for name, value in getattr(self.loss_fn, "last_terms", {}).items():
+            self.log(f"train/loss_{name}", value, on_step=False, on_epoch=True, batch_size=len(images))
         return loss
 
     def on_train_epoch_end(self) -> None:
@@ -119,7 +121,7 @@ class SegmentationModule(pl.LightningModule):
                 self.sample_predictions = self.net(images).argmax(1).cpu()
 
     def configure_optimizers(self) -> Any:
-        optimizer = create_optimizer(self.optimizer_cfg, self.net.parameters())
+        optimizer = create_optimizer(self.optimizer_cfg, self.net)
         total_steps = int(self.trainer.estimated_stepping_batches)
         steps_per_epoch = max(1, total_steps // max(1, self.trainer.max_epochs or 1))
         scheduler = create_scheduler(self.scheduler_cfg, optimizer, total_steps, steps_per_epoch)

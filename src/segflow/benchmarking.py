@@ -1,0 +1,436 @@
+"""Measurement behind ``segflow benchmark``: latency, throughput, FLOPs, machine peak, memory.
+
+Everything is measured in one process and one run, so the backends and the machine peak
+are compared under the same conditions:
+
+- Latency per image: each timed call runs one batch; per-image latency = call time / batch.
+  p50 and p95 over ``iters`` calls after ``warmup`` untimed calls.
+- Throughput: images/s = batch / median call time.
+- FLOPs per image: ``torch.utils.flop_counter.FlopCounterMode`` on one eager forward at
+  batch 1. Convention: FLOPs = 2 x MACs (one multiply-add counts as 2 FLOPs), as in the
+  matmul peak, so "% of peak" compares like with like. INT8 ops are counted as the same
+  FLOPs (the work is the same, done in int8).
+- Machine peak: fp32 GEMM with torch (``MATMUL_SIZE`` square, repeated) and with ONNX
+  Runtime (a one-node MatMul graph), both in GFLOP/s.
+- Memory: peak resident set size sampled every few ms while each backend runs, and the
+  process peak (``ru_maxrss``) at the end.
+"""
+
+from __future__ import annotations
+
+import platform
+import resource
+import tempfile
+import threading
+import time
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import psutil
+import torch
+from torch import nn
+from torch.utils.flop_counter import FlopCounterMode
+
+from segflow.errors import ConfigError
+from segflow.inference.backends import (
+    BACKENDS,
+    ONNX_SUFFIX,
+    Backend,
+    create_backend,
+    int8_path_for,
+    load_torch_model,
+    physical_cores,
+)
+
+MATMUL_SIZE = 2048
+"""Square fp32 GEMM side for the peak (17 GFLOP per product: large enough to hit peak)."""
+PEAK_MIN_SECONDS = 1.0
+ORT_IR_VERSION = 8
+"""IR version of the matmul graph (onnx writes newer versions than ORT may read)."""
+RSS_SAMPLE_S = 0.005
+MIB = 1024 * 1024
+GIGA = 1e9
+CALIB_IMAGES = 8
+DEFAULT_CHANNELS = 3
+PERCENTILES = (50, 95)
+SPEC_PARTS = 3
+MS = 1000.0
+
+
+@dataclass
+class BackendResult:
+    """One row of the benchmark table (one backend at one batch size)."""
+
+    backend: str
+    batch: int
+    latency_p50_ms: float
+    latency_p95_ms: float
+    images_per_s: float
+    gflops_per_image: float
+    achieved_gflops: float
+    percent_of_peak: float
+    peak_rss_mb: float
+    speedup_vs_torch: float | None = None
+
+
+@dataclass
+class LoadedModel:
+    """The model under test: an eager net for FLOP counting and a path/net per backend."""
+
+    description: str
+    net: nn.Module | None
+    meta: dict[str, Any]
+    onnx_path: Path | None
+    torch_source: nn.Module | Path | None
+    int8_path: Path | None = None
+
+
+def timed_repeats(call: Callable[[], Any], min_seconds: float = PEAK_MIN_SECONDS) -> float:
+    """Seconds per call of ``call()``, repeated until ``min_seconds`` have passed (after one warm-up)."""
+    call()
+    count, start = 0, time.perf_counter()
+    while time.perf_counter() - start < min_seconds:
+        call()
+        count += 1
+    return (time.perf_counter() - start) / count
+
+
+def torch_matmul_peak(size: int = MATMUL_SIZE) -> float:
+    """fp32 GEMM GFLOP/s with torch (``2 * size**3`` FLOPs per product)."""
+    a, b = torch.rand(size, size), torch.rand(size, size)
+    return 2 * size**3 / timed_repeats(lambda: torch.mm(a, b)) / GIGA
+
+
+def ort_matmul_peak(size: int = MATMUL_SIZE, threads: int | None = None) -> float:
+    """fp32 GEMM GFLOP/s with ONNX Runtime on a one-node MatMul graph."""
+    import onnxruntime as ort
+    from onnx import TensorProto, helper
+
+    graph = helper.make_graph(
+        [helper.make_node("MatMul", ["a", "b"], ["c"])],
+        "matmul",
+        [helper.make_tensor_value_info(n, TensorProto.FLOAT, [size, size]) for n in ("a", "b")],
+        [helper.make_tensor_value_info("c", TensorProto.FLOAT, [size, size])],
+    )
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)], ir_version=ORT_IR_VERSION)
+    options = ort.SessionOptions()
+    options.intra_op_num_threads = int(threads or physical_cores())
+    session = ort.InferenceSession(model.SerializeToString(), options, providers=["CPUExecutionProvider"])
+    rng = np.random.default_rng(0)
+    feed = {name: rng.random((size, size), dtype=np.float32) for name in ("a", "b")}
+    return 2 * size**3 / timed_repeats(lambda: session.run(None, feed)) / GIGA
+
+
+def count_gflops(net: nn.Module, in_channels: int, size: int) -> float:
+    """GFLOPs (2 x MACs) of one eager forward on a ``(1, C, size, size)`` input."""
+    counter = FlopCounterMode(display=False)
+    with torch.inference_mode(), counter:
+        net.eval()(torch.rand(1, in_channels, size, size))
+    return counter.get_total_flops() / GIGA
+
+
+@contextmanager
+def rss_peak() -> Iterator[list[float]]:
+    """Samples this process's RSS in a thread; yields a one-item list holding the peak (MiB)."""
+    process = psutil.Process()
+    peak = [process.memory_info().rss / MIB]
+    stop = threading.Event()
+
+    def sample() -> None:
+        while not stop.is_set():
+            peak[0] = max(peak[0], process.memory_info().rss / MIB)
+            stop.wait(RSS_SAMPLE_S)
+
+    thread = threading.Thread(target=sample, daemon=True)
+    thread.start()
+    try:
+        yield peak
+    finally:
+        stop.set()
+        thread.join()
+
+
+def time_calls(
+    forward: Callable[[np.ndarray], np.ndarray], x: np.ndarray, warmup: int, iters: int
+) -> np.ndarray:
+    """Seconds per call of ``forward(x)`` for ``iters`` timed calls after ``warmup`` calls."""
+    for _ in range(warmup):
+        forward(x)
+    times = []
+    for _ in range(iters):
+        start = time.perf_counter()
+        forward(x)
+        times.append(time.perf_counter() - start)
+    return np.asarray(times)
+
+
+def parse_spec(spec: str) -> tuple[str, str, int] | None:
+    """``"unet:resnet34:12"`` -> ``("unet", "resnet34", 12)``; None when not a spec."""
+    parts = spec.split(":")
+    if len(parts) != SPEC_PARTS or Path(spec).exists():
+        return None
+    arch, encoder, classes = parts
+    if not classes.isdigit() or int(classes) < 1:
+        raise ConfigError(
+            f"model spec {spec!r}: the class count must be a positive integer (arch:encoder:classes)"
+        )
+    return arch, encoder, int(classes)
+
+
+def spec_meta(
+    arch: str, encoder: str, num_classes: int, in_channels: int = DEFAULT_CHANNELS
+) -> dict[str, Any]:
+    """Minimal checkpoint-style metadata for a random-weight model (speed only)."""
+    from segflow.constants import IMAGENET_MEAN, IMAGENET_STD, default_palette
+
+    return {
+        "model": {"arch": arch, "encoder": encoder, "in_channels": in_channels, "num_classes": num_classes},
+        "classes": [f"class_{i}" for i in range(num_classes)],
+        "palette": [list(c) for c in default_palette(num_classes)],
+        "ignore_index": 255,
+        "normalization": {"mean": list(IMAGENET_MEAN), "std": list(IMAGENET_STD), "max_value": 255.0},
+        "input_policy": {"mode": "keep", "size": None, "multiple": 32, "scale": None},
+    }
+
+
+def build_spec_model(
+    arch: str, encoder: str, num_classes: int, in_channels: int = DEFAULT_CHANNELS, **arch_kwargs: Any
+) -> nn.Module:
+    """Random-weight segflow model (speed and FLOP counting only)."""
+    from segflow.models import create_model
+
+    return create_model(arch, encoder, in_channels, num_classes, encoder_weights=None, **arch_kwargs)
+
+
+def load_model(model: str) -> LoadedModel:
+    """Resolves MODEL: an ``arch:encoder:classes`` spec, an ONNX export or a checkpoint/export.
+
+    Raises:
+        ConfigError: The file does not exist or the spec is malformed.
+    """
+    spec = parse_spec(model)
+    if spec is not None:
+        net = build_spec_model(*spec)
+        return LoadedModel(model, net, spec_meta(*spec), None, net)
+    path = Path(model)
+    if not path.is_file():
+        raise ConfigError(
+            f"MODEL {model!r} is neither a file nor an arch:encoder:classes spec like unet:resnet34:12"
+        )
+    if path.suffix.lower() == ONNX_SUFFIX:
+        meta = create_backend("onnx", path).meta
+        info = meta["model"]
+        net = build_spec_model(
+            info["arch"],
+            info["encoder"],
+            int(info["num_classes"]),
+            int(info["in_channels"]),
+            **(info.get("arch_kwargs") or {}),
+        )
+        return LoadedModel(model, net, meta, path, None)
+    net, meta, _ = load_torch_model(path)
+    return LoadedModel(model, net, meta, None, path)
+
+
+def synthetic_batches(in_channels: int, size: int, count: int = CALIB_IMAGES) -> list[np.ndarray]:
+    """Random ``(1, C, size, size)`` images with values k / 255 (INT8 calibration for specs)."""
+    rng = np.random.default_rng(0)
+    return [
+        np.rint(rng.random((1, in_channels, size, size)) * 255).astype(np.float32) / 255 for _ in range(count)
+    ]
+
+
+def ensure_onnx(loaded: LoadedModel, workdir: Path, size: int, want_int8: bool) -> None:
+    """Exports the eager model to ONNX (and synthetic-calibrated INT8) in ``workdir`` if needed."""
+    from segflow.export.onnx import export_onnx
+    from segflow.export.quantize import quantize_int8
+
+    if loaded.onnx_path is None:
+        if loaded.net is None:
+            raise ConfigError(f"{loaded.description}: no eager model to export to ONNX")
+        loaded.onnx_path = export_onnx(loaded.net, loaded.meta, workdir / "model.onnx")
+    if not want_int8:
+        return
+    loaded.int8_path = int8_path_for(loaded.onnx_path)
+    if not loaded.int8_path.exists():
+        calib = synthetic_batches(int(loaded.meta["model"]["in_channels"]), size)
+        loaded.int8_path = quantize_int8(
+            loaded.onnx_path, workdir / loaded.int8_path.name, calib, calibration_info={"data": "synthetic"}
+        )
+
+
+def make_backend(loaded: LoadedModel, name: str, threads: int | None) -> Backend:
+    """Builds the named backend for the loaded model."""
+    if name == "torch":
+        if loaded.torch_source is None:
+            raise ConfigError(f"{loaded.description} is an ONNX export: the torch backend needs a checkpoint")
+        return create_backend("torch", loaded.torch_source, meta=loaded.meta, threads=threads)
+    path = loaded.int8_path if name == "onnx-int8" else loaded.onnx_path
+    return create_backend(name, path or "", threads=threads)
+
+
+def measure_backend(
+    backend: Backend, batch: int, size: int, warmup: int, iters: int
+) -> tuple[np.ndarray, float]:
+    """Call times (s) at one batch size and the peak RSS (MiB) while running."""
+    channels = int(backend.meta["model"]["in_channels"])
+    x = np.random.default_rng(0).random((batch, channels, size, size), dtype=np.float32)
+    with rss_peak() as peak:
+        times = time_calls(backend.forward, x, warmup, iters)
+    return times, peak[0]
+
+
+def summarise(
+    name: str, batch: int, times: np.ndarray, rss: float, gflops: float, peak: float
+) -> BackendResult:
+    """Turns call times into one table row."""
+    per_image = times / batch
+    p50, p95 = (float(np.percentile(per_image, q)) for q in PERCENTILES)
+    achieved = gflops / p50
+    return BackendResult(
+        name, batch, p50 * MS, p95 * MS, 1.0 / p50, gflops, achieved, 100 * achieved / peak, rss
+    )
+
+
+def add_speedups(rows: list[BackendResult]) -> None:
+    """Sets ``speedup_vs_torch`` = torch p50 / backend p50 at the same batch size."""
+    torch_p50 = {r.batch: r.latency_p50_ms for r in rows if r.backend == "torch"}
+    for row in rows:
+        if row.batch in torch_p50:
+            row.speedup_vs_torch = torch_p50[row.batch] / row.latency_p50_ms
+
+
+def check_request(
+    size: int, batches: Sequence[int], backends: Sequence[str], warmup: int, iters: int
+) -> None:
+    """Validates the CLI options (ConfigError naming the option)."""
+    if size < 1 or size % 32:
+        raise ConfigError(f"--size {size} is invalid; use a positive multiple of 32 (e.g. 512)")
+    if not batches or min(batches) < 1:
+        raise ConfigError(f"--batch {list(batches)} is invalid; use positive integers like 1,4")
+    for name in backends:
+        BACKENDS.get(name)
+    if warmup < 0 or iters < 1:
+        raise ConfigError(f"--warmup {warmup} / --iters {iters} invalid: warmup >= 0, iters >= 1")
+
+
+def run_benchmark(
+    model: str,
+    size: int = 512,
+    batches: Sequence[int] = (1,),
+    backends: Sequence[str] = ("torch", "onnx", "onnx-int8"),
+    warmup: int = 3,
+    iters: int = 20,
+    threads: int | None = None,
+    log: Callable[[str], None] = print,
+) -> dict[str, Any]:
+    """Benchmarks backends on one model; returns the JSON-ready report.
+
+    Args:
+        model: Checkpoint, ONNX export, or ``arch:encoder:classes`` spec (random weights).
+        size: Square input side (multiple of 32).
+        batches: Batch sizes.
+        backends: Backend names.
+        warmup: Untimed calls per backend and batch.
+        iters: Timed calls per backend and batch.
+        threads: Intra-op threads for torch and ORT (None: torch default / physical cores).
+        log: Progress lines.
+
+    Returns:
+        ``{"model", "size", "machine": {...}, "flops": {...}, "results": [row, ...],
+        "process_peak_rss_mb"}``.
+    """
+    check_request(size, batches, backends, warmup, iters)
+    if threads:
+        torch.set_num_threads(threads)
+    loaded = load_model(model)
+    channels = int(loaded.meta["model"]["in_channels"])
+    log("measuring the fp32 matmul peak")
+    peak_torch, peak_ort = torch_matmul_peak(), ort_matmul_peak(threads=threads)
+    gflops = count_gflops(loaded.net, channels, size) if loaded.net is not None else float("nan")
+    rows: list[BackendResult] = []
+    with tempfile.TemporaryDirectory(prefix="segflow-bench-") as workdir:
+        if any(name != "torch" for name in backends):
+            log(
+                "exporting to ONNX" + (" and INT8 (synthetic calibration)" if "onnx-int8" in backends else "")
+            )
+            ensure_onnx(loaded, Path(workdir), size, "onnx-int8" in backends)
+        for name in backends:
+            backend = make_backend(loaded, name, threads)
+            peak = peak_torch if name == "torch" else peak_ort
+            for batch in batches:
+                log(f"timing {name} at batch {batch}")
+                times, rss = measure_backend(backend, batch, size, warmup, iters)
+                rows.append(summarise(name, batch, times, rss, gflops, peak))
+            del backend
+    add_speedups(rows)
+    return {
+        "model": model,
+        "size": size,
+        "warmup": warmup,
+        "iters": iters,
+        "machine": {
+            "cpu": platform.processor() or platform.machine(),
+            "cpu_capability": str(torch.backends.cpu.get_cpu_capability()),
+            "physical_cores": physical_cores(),
+            "torch_threads": torch.get_num_threads(),
+            "torch_matmul_gflops": peak_torch,
+            "ort_matmul_gflops": peak_ort,
+            "matmul_size": MATMUL_SIZE,
+        },
+        "flops": {"gflops_per_image": gflops, "convention": "FLOPs = 2 x MACs (torch FlopCounterMode)"},
+        "results": [asdict(row) for row in rows],
+        "process_peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
+    }
+
+
+TABLE_COLUMNS = (
+    ("backend", "backend", "{}"),
+    ("batch", "batch", "{}"),
+    ("latency_p50_ms", "p50 ms/img", "{:.1f}"),
+    ("latency_p95_ms", "p95 ms/img", "{:.1f}"),
+    ("images_per_s", "img/s", "{:.2f}"),
+    ("speedup_vs_torch", "x torch", "{:.2f}"),
+    ("gflops_per_image", "GFLOPs/img", "{:.1f}"),
+    ("achieved_gflops", "GFLOP/s", "{:.1f}"),
+    ("percent_of_peak", "% peak", "{:.0f}"),
+    ("peak_rss_mb", "peak RSS MiB", "{:.0f}"),
+)
+
+
+def table_rows(report: dict[str, Any]) -> tuple[list[str], list[list[str]]]:
+    """Header and formatted cells of the results table."""
+    header = [title for _, title, _ in TABLE_COLUMNS]
+    rows = [
+        ["-" if row[key] is None else fmt.format(row[key]) for key, _, fmt in TABLE_COLUMNS]
+        for row in report["results"]
+    ]
+    return header, rows
+
+
+def render_markdown(report: dict[str, Any]) -> str:
+    """Markdown report: settings, machine peak and the results table."""
+    machine = report["machine"]
+    header, rows = table_rows(report)
+    lines = [
+        f"# segflow benchmark: {report['model']} at {report['size']}x{report['size']}",
+        "",
+        f"- CPU: {machine['cpu']} ({machine['cpu_capability']}), {machine['physical_cores']} physical cores, "
+        f"torch threads {machine['torch_threads']}",
+        f"- fp32 matmul peak: torch {machine['torch_matmul_gflops']:.1f} GFLOP/s, "
+        f"ONNX Runtime {machine['ort_matmul_gflops']:.1f} GFLOP/s "
+        "(% peak: torch rows against torch's peak, ONNX rows against ORT's)",
+        f"- FLOPs per image: {report['flops']['gflops_per_image']:.2f} G ({report['flops']['convention']})",
+        f"- {report['warmup']} warm-up + {report['iters']} timed calls per row; process peak RSS "
+        f"{report['process_peak_rss_mb']:.0f} MiB",
+        "",
+        "| " + " | ".join(header) + " |",
+        "|" + "---|" * len(header),
+        *("| " + " | ".join(cells) + " |" for cells in rows),
+        "",
+    ]
+    return "\n".join(lines)

@@ -1,0 +1,68 @@
+"""``segflow export CKPT --format onnx --out model.onnx [--int8 --calib DATA.yaml]``."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from rich.console import Console
+
+from segflow.cli.app import app
+from segflow.errors import ConfigError
+from segflow.export.onnx import DEFAULT_OPSET
+from segflow.export.pipeline import DEFAULT_CALIB_IMAGES, DEFAULT_MAX_MIOU_DROP, Int8Options, export_model
+from segflow.export.quantize import CALIBRATION_METHODS, DEFAULT_CALIBRATION
+from segflow.inference.backends import INPUT_FLOAT_NCHW
+
+DEFAULT_SUFFIX = {"onnx": ".onnx", "torchscript": ".ts", "export": ".pt2"}
+
+
+@app.command("export")
+def export_command(
+    checkpoint: Annotated[Path, typer.Argument(help="segflow checkpoint (.ckpt).")],
+    out: Annotated[Path | None, typer.Option(help="Output file (default: next to CKPT).")] = None,
+    format: Annotated[str, typer.Option("--format", help="onnx, torchscript or export (.pt2).")] = "onnx",
+    int8: Annotated[
+        bool, typer.Option("--int8", help="Also write a static INT8 model (<out>.int8.onnx).")
+    ] = False,
+    calib: Annotated[
+        Path | None, typer.Option(help="Data YAML: train split calibrates INT8, val split checks it.")
+    ] = None,
+    calib_images: Annotated[int, typer.Option(help="Calibration images from the train split.")] = (
+        DEFAULT_CALIB_IMAGES
+    ),
+    calibration: Annotated[str, typer.Option(help=f"INT8 calibration: {CALIBRATION_METHODS}.")] = (
+        DEFAULT_CALIBRATION
+    ),
+    max_miou_drop: Annotated[float, typer.Option(help="Refuse INT8 if it loses more mIoU points.")] = (
+        DEFAULT_MAX_MIOU_DROP
+    ),
+    eval_images: Annotated[int | None, typer.Option(help="Cap on val images for the INT8 gate.")] = None,
+    opset: Annotated[int, typer.Option(help="ONNX opset.")] = DEFAULT_OPSET,
+    input: Annotated[str, typer.Option("--input", help="ONNX input: float-nchw or uint8-nhwc.")] = (
+        INPUT_FLOAT_NCHW
+    ),
+) -> None:
+    """Exports a checkpoint, checks parity with the eager model, optionally quantises to INT8."""
+    if int8 and calib is None:
+        raise ConfigError("--int8 needs --calib DATA.yaml (real images to calibrate and check INT8 on)")
+    if calib_images < 1:
+        raise ConfigError(f"--calib-images {calib_images} is invalid; use at least 1 image")
+    if not checkpoint.is_file():
+        raise ConfigError(f"checkpoint {checkpoint} does not exist")
+    target = out or checkpoint.with_suffix(DEFAULT_SUFFIX.get(format, ".onnx"))
+    options = None
+    if int8 and calib is not None:
+        options = Int8Options(calib, calib_images, max_miou_drop, calibration, eval_images)
+    console = Console()
+    export_model(
+        checkpoint,
+        target,
+        fmt=format,
+        input_format=input,
+        opset=opset,
+        int8=options,
+        calib=calib,
+        log=lambda line: console.print(line, highlight=False),
+    )

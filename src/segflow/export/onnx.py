@@ -1,0 +1,204 @@
+"""Self-contained ONNX export of a segflow model.
+
+The graph carries the whole pre- and post-processing except the input-size policy:
+
+- Input ``image``, one of two formats (recorded in the metadata as ``input_format``):
+  - ``float-nchw`` (default): float32 ``(N, C, H, W)`` = image / max_value, in [0, 1].
+  - ``uint8-nhwc``: raw uint8 ``(N, H, W, C)`` pixels as read from an 8-bit image; the
+    graph casts, scales by 1/255 and transposes inside. Only for 8-bit models.
+  Mean/std normalisation is inside the graph in both cases. N, H and W are dynamic; H and
+  W must be multiples of ``output_stride`` (metadata ``segflow_export``).
+- Outputs: ``logits`` float32 ``(N, K, H, W)``, ``probs`` float32 ``(N, K, H, W)``
+  (softmax over classes), ``labels`` uint8 ``(N, H, W)`` (argmax; int64 when K > 256).
+- Metadata (``metadata_props``): ``segflow`` holds the checkpoint meta as JSON (same layout
+  as a checkpoint, docs/architecture.md), ``segflow_export`` the export details (input
+  format, output stride, opset, exporter, quantisation), plus the convenience keys
+  ``classes`` and ``segflow_version``.
+
+Exporter: torch 2.14 defaults to the dynamo exporter, which needs ``onnxscript`` (not in
+segflow's stack); the TorchScript-based exporter (``dynamo=False``) produces a correct graph
+with dynamic H/W for smp models (checked by ``onnx.checker`` and ONNX Runtime at sizes
+other than the export size), so segflow uses it.
+"""
+
+from __future__ import annotations
+
+import json
+import warnings
+from pathlib import Path
+from typing import Any
+
+import onnx
+import torch
+from torch import nn
+
+import segflow
+from segflow.errors import ConfigError
+from segflow.inference.backends import (
+    EXPORT_KEY,
+    INPUT_FLOAT_NCHW,
+    INPUT_FORMATS,
+    INPUT_UINT8_NHWC,
+    META_KEY,
+    UINT8_MAX,
+)
+from segflow.io_utils import atomic_write
+
+DEFAULT_OPSET = 17
+MIN_OPSET = 13
+INPUT_NAME = "image"
+OUTPUT_NAMES = ("logits", "probs", "labels")
+UINT8_LABEL_CLASSES = 256
+EXPORTER = "torch.onnx (TorchScript-based, dynamo=False)"
+
+
+class ExportWrapper(nn.Module):
+    """Adds the input conversion and the softmax/argmax outputs around a segflow net.
+
+    Args:
+        net: Module mapping float ``(N, C, H, W)`` in [0, 1] to logits ``(N, K, H, W)``.
+        input_format: ``float-nchw`` or ``uint8-nhwc``.
+        num_classes: K (labels are uint8 when K <= 256).
+    """
+
+    def __init__(self, net: nn.Module, input_format: str, num_classes: int) -> None:
+        super().__init__()
+        self.net = net
+        self.uint8_input = input_format == INPUT_UINT8_NHWC
+        self.uint8_labels = num_classes <= UINT8_LABEL_CLASSES
+
+    def forward(self, image: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """``image`` -> ``(logits (N,K,H,W), probs (N,K,H,W), labels (N,H,W))``."""
+        x = image.permute(0, 3, 1, 2).float() / UINT8_MAX if self.uint8_input else image
+        logits = self.net(x)
+        labels = logits.argmax(dim=1)
+        if self.uint8_labels:
+            labels = labels.to(torch.uint8)
+        return logits, logits.softmax(dim=1), labels
+
+
+def check_input_format(input_format: str, meta: dict[str, Any]) -> None:
+    """Raises ConfigError for an unknown format or uint8 input on a 16-bit model."""
+    if input_format not in INPUT_FORMATS:
+        raise ConfigError(f"--input {input_format!r} is invalid; choose one of {INPUT_FORMATS}")
+    max_value = float((meta.get("normalization") or {}).get("max_value", UINT8_MAX))
+    if input_format == INPUT_UINT8_NHWC and max_value != UINT8_MAX:
+        raise ConfigError(
+            f"--input uint8-nhwc needs an 8-bit model, but this one expects max_value={max_value}; "
+            "use --input float-nchw"
+        )
+
+
+def sample_input(in_channels: int, size: tuple[int, int], input_format: str, batch: int = 1) -> torch.Tensor:
+    """A random input in the graph's format (NCHW float in [0, 1] or NHWC uint8)."""
+    generator = torch.Generator().manual_seed(0)
+    height, width = size
+    if input_format == INPUT_UINT8_NHWC:
+        return torch.randint(
+            0, 256, (batch, height, width, in_channels), generator=generator, dtype=torch.uint8
+        )
+    return torch.rand(batch, in_channels, height, width, generator=generator)
+
+
+def export_info(meta: dict[str, Any], input_format: str, output_stride: int, opset: int) -> dict[str, Any]:
+    """The ``segflow_export`` metadata of a fresh fp32 export."""
+    return {
+        "format": "onnx",
+        "input_name": INPUT_NAME,
+        "input_format": input_format,
+        "outputs": list(OUTPUT_NAMES),
+        "output_stride": int(output_stride),
+        "opset": int(opset),
+        "exporter": EXPORTER,
+        "segflow_version": segflow.__version__,
+        "quantization": None,
+    }
+
+
+def set_metadata(model: onnx.ModelProto, meta: dict[str, Any], export: dict[str, Any]) -> None:
+    """Replaces the model's ``metadata_props`` with segflow's keys."""
+    del model.metadata_props[:]
+    values = {
+        META_KEY: json.dumps(meta),
+        EXPORT_KEY: json.dumps(export),
+        "classes": json.dumps(meta.get("classes") or []),
+        "segflow_version": segflow.__version__,
+    }
+    for key, value in values.items():
+        entry = model.metadata_props.add()
+        entry.key, entry.value = key, value
+
+
+def _dynamic_axes(input_format: str) -> dict[str, dict[int, str]]:
+    spatial = (
+        {0: "batch", 1: "height", 2: "width"}
+        if input_format == INPUT_UINT8_NHWC
+        else {
+            0: "batch",
+            2: "height",
+            3: "width",
+        }
+    )
+    return {
+        INPUT_NAME: spatial,
+        "logits": {0: "batch", 2: "height", 3: "width"},
+        "probs": {0: "batch", 2: "height", 3: "width"},
+        "labels": {0: "batch", 1: "height", 2: "width"},
+    }
+
+
+def export_onnx(
+    net: nn.Module,
+    meta: dict[str, Any],
+    out: str | Path,
+    input_format: str = INPUT_FLOAT_NCHW,
+    opset: int = DEFAULT_OPSET,
+    output_stride: int | None = None,
+) -> Path:
+    """Exports ``net`` to a self-contained ONNX file (written atomically).
+
+    Args:
+        net: Segflow net, float ``(N, C, H, W)`` in [0, 1] -> logits ``(N, K, H, W)``.
+        meta: Checkpoint metadata (docs/architecture.md); stored in the file.
+        out: Destination ``.onnx`` path.
+        input_format: ``float-nchw`` or ``uint8-nhwc`` (see the module docstring).
+        opset: ONNX opset (>= 13).
+        output_stride: H/W multiple; default ``net.output_stride`` or the meta's policy.
+
+    Returns:
+        The written path.
+
+    Raises:
+        ConfigError: Bad input format or opset.
+    """
+    check_input_format(input_format, meta)
+    if opset < MIN_OPSET:
+        raise ConfigError(f"--opset {opset} is too old; use {MIN_OPSET} or newer (default {DEFAULT_OPSET})")
+    model_meta = meta.get("model") or {}
+    stride = int(
+        output_stride
+        or getattr(net, "output_stride", 0)
+        or (meta.get("input_policy") or {}).get("multiple")
+        or 32
+    )
+    wrapper = ExportWrapper(net.eval(), input_format, int(model_meta.get("num_classes", 1))).eval()
+    example = sample_input(int(model_meta.get("in_channels", 3)), (2 * stride, 2 * stride), input_format)
+    out = Path(out)
+    with atomic_write(out) as tmp, warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        torch.onnx.export(
+            wrapper,
+            (example,),
+            str(tmp),
+            input_names=[INPUT_NAME],
+            output_names=list(OUTPUT_NAMES),
+            dynamic_axes=_dynamic_axes(input_format),
+            opset_version=opset,
+            dynamo=False,
+            do_constant_folding=True,
+        )
+        model = onnx.load(str(tmp))
+        set_metadata(model, meta, export_info(meta, input_format, stride, opset))
+        onnx.checker.check_model(model)
+        onnx.save(model, str(tmp))
+    return out

@@ -1,0 +1,400 @@
+"""Inference backends behind one interface: ``torch``, ``onnx`` and ``onnx-int8``.
+
+Every backend takes float32 ``(N, C, H, W)`` images in [0, 1] (normalisation happens
+inside the model or the exported graph) and returns float32 logits ``(N, K, H, W)``.
+It also exposes ``meta`` (the checkpoint metadata dict, docs/architecture.md),
+``output_stride`` (H and W must be multiples of it) and ``name``.
+
+- ``torch``: eager PyTorch on a checkpoint (``.ckpt``/``.pt``), a TorchScript export
+  (``segflow export --format torchscript``), a ``torch.export`` program (``.pt2``) or an
+  ``nn.Module``. Eval mode, ``torch.inference_mode()``, channels_last memory layout, and
+  bf16 autocast on CPUs with native bf16 (AVX512-BF16 or AMX) when ``precision="auto"``.
+- ``onnx``: ONNX Runtime on a segflow ONNX export (CPUExecutionProvider, all graph
+  optimisations, one intra-op thread per physical core). The metadata comes from the
+  model's ``metadata_props`` (key ``segflow``); a file without it is refused.
+- ``onnx-int8``: the ``onnx`` backend on the statically quantised ``*.int8.onnx`` model
+  (given directly, or found next to the fp32 ``.onnx``).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import zipfile
+from abc import ABC, abstractmethod
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import psutil
+import torch
+from torch import nn
+
+from segflow.errors import CheckpointError, ConfigError
+from segflow.registry import Registry
+
+BACKENDS: Registry[Callable[..., Backend]] = Registry("backend")
+
+META_KEY = "segflow"
+"""ONNX metadata_props key (and TorchScript/.pt2 extra file stem) holding the checkpoint meta."""
+EXPORT_KEY = "segflow_export"
+"""ONNX metadata_props key holding export details (input format, stride, quantisation)."""
+EXTRA_FILE = "segflow.json"
+"""Extra file inside TorchScript and ``.pt2`` archives: ``{"meta": ..., "export": ...}``."""
+INT8_SUFFIX = ".int8.onnx"
+ONNX_SUFFIX = ".onnx"
+PT2_SUFFIX = ".pt2"
+INPUT_FLOAT_NCHW = "float-nchw"
+INPUT_UINT8_NHWC = "uint8-nhwc"
+INPUT_FORMATS = (INPUT_FLOAT_NCHW, INPUT_UINT8_NHWC)
+UINT8_MAX = 255.0
+DEFAULT_OUTPUT_STRIDE = 32
+PRECISIONS = ("auto", "fp32", "bf16")
+BF16_CPU_FLAGS = ("avx512_bf16", "amx_bf16")
+
+
+class Backend(ABC):
+    """A loaded model that maps images to logits.
+
+    Attributes:
+        name: Registry name of the backend.
+        meta: Checkpoint metadata (docs/architecture.md).
+        output_stride: H and W of the input must be multiples of this.
+    """
+
+    name: str = ""
+
+    def __init__(self, meta: dict[str, Any], output_stride: int) -> None:
+        self.meta = meta
+        self.output_stride = int(output_stride)
+
+    @abstractmethod
+    def forward(self, x: np.ndarray) -> np.ndarray:
+        """Runs the model.
+
+        Args:
+            x: float32 ``(N, C, H, W)`` in [0, 1], H and W multiples of ``output_stride``.
+
+        Returns:
+            float32 logits ``(N, K, H, W)``.
+        """
+
+    def __call__(self, x: np.ndarray) -> np.ndarray:
+        return self.forward(x)
+
+
+def physical_cores() -> int:
+    """Number of physical CPU cores (falls back to logical cores, then 1)."""
+    return psutil.cpu_count(logical=False) or psutil.cpu_count() or 1
+
+
+def cpu_has_native_bf16() -> bool:
+    """True when the CPU has AVX512-BF16 or AMX (bf16 autocast is then faster than fp32)."""
+    capability = str(torch.backends.cpu.get_cpu_capability()).upper()
+    if "AMX" in capability or "BF16" in capability:
+        return True
+    try:
+        flags = Path("/proc/cpuinfo").read_text(errors="ignore")
+    except OSError:
+        return False
+    return any(flag in flags.split() for flag in BF16_CPU_FLAGS)
+
+
+def _stride_from(meta: dict[str, Any], export: dict[str, Any] | None = None) -> int:
+    if export and export.get("output_stride"):
+        return int(export["output_stride"])
+    policy = meta.get("input_policy") or {}
+    return int(policy.get("multiple") or DEFAULT_OUTPUT_STRIDE)
+
+
+def _is_torchscript(path: Path) -> bool:
+    """A TorchScript archive is a zip holding a ``code/`` folder (a checkpoint holds ``data.pkl``)."""
+    if not zipfile.is_zipfile(path):
+        return False
+    with zipfile.ZipFile(path) as archive:
+        return any("/code/" in name for name in archive.namelist())
+
+
+def _read_extra(text: str | bytes, path: Path) -> tuple[dict[str, Any], dict[str, Any]]:
+    if not text:
+        raise CheckpointError(
+            f"{path} is not a segflow export (no {EXTRA_FILE} inside): export it with segflow export"
+        )
+    payload = json.loads(text)
+    return dict(payload["meta"]), dict(payload.get("export") or {})
+
+
+def load_torch_model(path: Path) -> tuple[nn.Module, dict[str, Any], dict[str, Any]]:
+    """Loads a checkpoint, a TorchScript export or a ``torch.export`` program.
+
+    Args:
+        path: ``.ckpt``/``.pt`` checkpoint, TorchScript archive, or ``.pt2`` program.
+
+    Returns:
+        ``(module, meta, export_info)``; ``export_info`` is empty for checkpoints.
+
+    Raises:
+        CheckpointError: The file does not exist, is an ONNX file or cannot be loaded.
+    """
+    if not path.is_file():
+        raise CheckpointError(f"model file {path} does not exist")
+    if path.suffix.lower() == ONNX_SUFFIX:
+        raise CheckpointError(f"{path} is an ONNX model; use --backend onnx (or onnx-int8)")
+    if path.suffix.lower() == PT2_SUFFIX:
+        extra = {EXTRA_FILE: ""}
+        try:
+            program = torch.export.load(str(path), extra_files=extra)
+        except Exception as err:  # torch raises many types for a bad archive
+            raise CheckpointError(f"{path} is not a loadable torch.export program: {err}") from err
+        meta, export = _read_extra(extra[EXTRA_FILE], path)
+        return program.module(), meta, export
+    if _is_torchscript(path):
+        extra = {EXTRA_FILE: ""}
+        script = torch.jit.load(str(path), map_location="cpu", _extra_files=extra)
+        meta, export = _read_extra(extra[EXTRA_FILE], path)
+        return script, meta, export
+    from segflow.models.checkpoint import load_checkpoint
+
+    net, meta = load_checkpoint(path)
+    return net, meta, {}
+
+
+@BACKENDS.register("torch")
+class TorchBackend(Backend):
+    """Eager PyTorch backend.
+
+    Args:
+        source: Checkpoint / TorchScript / ``.pt2`` path, or an ``nn.Module`` taking
+            ``(N, C, H, W)`` in [0, 1].
+        meta: Metadata for an ``nn.Module`` source (ignored for files, which carry theirs).
+        device: Torch device.
+        threads: Unused (torch threads are a process setting, left to the caller).
+        precision: ``"auto"`` (bf16 autocast where the CPU has native bf16), ``"fp32"``
+            or ``"bf16"``.
+    """
+
+    name = "torch"
+
+    def __init__(
+        self,
+        source: str | Path | nn.Module,
+        meta: dict[str, Any] | None = None,
+        device: str = "cpu",
+        threads: int | None = None,
+        precision: str = "auto",
+    ) -> None:
+        if precision not in PRECISIONS:
+            raise ConfigError(f"precision={precision!r} is invalid; choose one of {PRECISIONS}")
+        export: dict[str, Any] = {}
+        if isinstance(source, nn.Module):
+            module, meta = source, dict(meta or {})
+        else:
+            module, meta, export = load_torch_model(Path(source))
+        stride = getattr(module, "output_stride", None) or _stride_from(meta, export)
+        super().__init__(meta, stride)
+        self.device = torch.device(device)
+        if export.get("format") == "export":
+            # torch.export programs are already in inference form: .eval()/.to() are unsupported
+            self.module = module
+        else:
+            self.module = module.eval().to(self.device).to(memory_format=torch.channels_last)
+        self.use_bf16 = precision == "bf16" or (
+            precision == "auto" and self.device.type == "cpu" and cpu_has_native_bf16()
+        )
+
+    def _autocast(self) -> contextlib.AbstractContextManager[Any]:
+        if not self.use_bf16:
+            return contextlib.nullcontext()
+        return torch.autocast(device_type=self.device.type, dtype=torch.bfloat16)
+
+    def forward(self, x: np.ndarray) -> np.ndarray:
+        """``(N, C, H, W)`` float32 in [0, 1] -> float32 logits ``(N, K, H, W)``."""
+        tensor = torch.from_numpy(np.ascontiguousarray(x, dtype=np.float32)).to(self.device)
+        tensor = tensor.contiguous(memory_format=torch.channels_last)
+        with torch.inference_mode(), self._autocast():
+            logits = self.module(tensor)
+        return logits.float().contiguous().cpu().numpy()
+
+
+def to_graph_input(x: np.ndarray, input_format: str) -> np.ndarray:
+    """float32 ``(N, C, H, W)`` in [0, 1] -> an exported graph's input format.
+
+    ``float-nchw`` is passed through; ``uint8-nhwc`` becomes uint8 ``(N, H, W, C)`` (exact
+    for 8-bit images, whose values are k / 255).
+    """
+    if input_format == INPUT_UINT8_NHWC:
+        scaled = np.rint(np.clip(x, 0.0, 1.0) * UINT8_MAX).astype(np.uint8)
+        return np.ascontiguousarray(scaled.transpose(0, 2, 3, 1))
+    return np.ascontiguousarray(x, dtype=np.float32)
+
+
+def _session_options(threads: int | None) -> Any:
+    import onnxruntime as ort
+
+    options = ort.SessionOptions()
+    options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+    options.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
+    options.intra_op_num_threads = int(threads or physical_cores())
+    options.inter_op_num_threads = 1
+    return options
+
+
+def read_onnx_metadata(path: Path, props: dict[str, str]) -> tuple[dict[str, Any], dict[str, Any]]:
+    """Parses segflow's ``metadata_props`` of an ONNX model.
+
+    Args:
+        path: The model file (for messages).
+        props: The model's custom metadata map.
+
+    Returns:
+        ``(meta, export_info)``.
+
+    Raises:
+        CheckpointError: No segflow metadata, or it is not valid JSON.
+    """
+    if META_KEY not in props:
+        raise CheckpointError(
+            f"{path} is not a segflow export (no segflow metadata): export it with segflow export"
+        )
+    try:
+        return json.loads(props[META_KEY]), json.loads(props.get(EXPORT_KEY, "{}"))
+    except json.JSONDecodeError as err:
+        raise CheckpointError(
+            f"{path}: segflow metadata is not valid JSON ({err}); re-export the model"
+        ) from err
+
+
+@BACKENDS.register("onnx")
+class OnnxBackend(Backend):
+    """ONNX Runtime backend (CPUExecutionProvider).
+
+    Args:
+        source: Path of a segflow ``.onnx`` export.
+        meta: Ignored (the file carries its metadata); accepted for a uniform signature.
+        device: Only ``"cpu"``.
+        threads: Intra-op threads (None: one per physical core).
+
+    Raises:
+        CheckpointError: Missing file, not an ONNX model, or no segflow metadata.
+    """
+
+    name = "onnx"
+
+    def __init__(
+        self,
+        source: str | Path,
+        meta: dict[str, Any] | None = None,
+        device: str = "cpu",
+        threads: int | None = None,
+    ) -> None:
+        import onnxruntime as ort
+
+        path = Path(source)
+        if not path.is_file():
+            raise CheckpointError(f"ONNX model {path} does not exist")
+        try:
+            self.session = ort.InferenceSession(
+                str(path), sess_options=_session_options(threads), providers=["CPUExecutionProvider"]
+            )
+        except Exception as err:  # onnxruntime raises its own Fail/InvalidGraph types
+            raise CheckpointError(f"{path} is not a loadable ONNX model: {err}") from err
+        meta_dict, export = read_onnx_metadata(path, self.session.get_modelmeta().custom_metadata_map)
+        super().__init__(meta_dict, _stride_from(meta_dict, export))
+        self.path = path
+        self.export = export
+        self.input_format = str(export.get("input_format", INPUT_FLOAT_NCHW))
+        self.input_name = self.session.get_inputs()[0].name
+
+    def run(self, x: np.ndarray, outputs: list[str]) -> list[np.ndarray]:
+        """Runs the graph and returns the named outputs (``logits``, ``probs``, ``labels``).
+
+        Args:
+            x: float32 ``(N, C, H, W)`` in [0, 1].
+            outputs: Output names.
+        """
+        feed = to_graph_input(x, self.input_format)
+        return list(self.session.run(outputs, {self.input_name: feed}))
+
+    def forward(self, x: np.ndarray) -> np.ndarray:
+        """``(N, C, H, W)`` float32 in [0, 1] -> float32 logits ``(N, K, H, W)``."""
+        return np.asarray(self.run(x, ["logits"])[0], dtype=np.float32)
+
+
+def int8_path_for(path: Path) -> Path:
+    """``model.onnx`` -> ``model.int8.onnx`` (unchanged if already an INT8 name)."""
+    if path.name.endswith(INT8_SUFFIX):
+        return path
+    return path.with_name(
+        path.name[: -len(path.suffix)] + INT8_SUFFIX if path.suffix else path.name + INT8_SUFFIX
+    )
+
+
+@BACKENDS.register("onnx-int8")
+class OnnxInt8Backend(OnnxBackend):
+    """The ONNX backend on a statically quantised (QDQ) INT8 model.
+
+    Args:
+        source: The ``.int8.onnx`` file, or an fp32 ``.onnx`` whose ``.int8.onnx`` sibling exists.
+        meta: Ignored.
+        device: Only ``"cpu"``.
+        threads: Intra-op threads.
+
+    Raises:
+        CheckpointError: No INT8 model found, or it is not a quantised segflow export.
+    """
+
+    name = "onnx-int8"
+
+    def __init__(
+        self,
+        source: str | Path,
+        meta: dict[str, Any] | None = None,
+        device: str = "cpu",
+        threads: int | None = None,
+    ) -> None:
+        path = int8_path_for(Path(source))
+        if not path.is_file():
+            raise CheckpointError(
+                f"no INT8 model {path} for {source}: "
+                "create it with segflow export CKPT --int8 --calib DATA.yaml"
+            )
+        super().__init__(path, meta, device, threads)
+        if not self.export.get("quantization"):
+            raise CheckpointError(f"{path} is not an INT8 segflow export (no quantization metadata)")
+
+
+def backend_name_for(source: str | Path | nn.Module) -> str:
+    """Default backend for a source: ``.onnx`` files -> ``onnx``, everything else -> ``torch``."""
+    if isinstance(source, str | Path) and Path(source).suffix.lower() == ONNX_SUFFIX:
+        return "onnx"
+    return "torch"
+
+
+def create_backend(
+    name: str | None,
+    source: str | Path | nn.Module,
+    meta: dict[str, Any] | None = None,
+    device: str = "cpu",
+    threads: int | None = None,
+    **options: Any,
+) -> Backend:
+    """Builds a backend.
+
+    Args:
+        name: ``torch``, ``onnx``, ``onnx-int8``, or None to pick by the file suffix.
+        source: Model file or ``nn.Module`` (torch only).
+        meta: Metadata for an ``nn.Module`` source.
+        device: Torch device (ONNX backends run on CPU).
+        threads: Intra-op threads for ONNX Runtime (None: physical cores).
+        **options: Backend-specific options (torch: ``precision``).
+
+    Raises:
+        ConfigError: Unknown backend name (lists the valid ones) or a module given to ONNX.
+        CheckpointError: The model file is missing or not a segflow model.
+    """
+    chosen = name or backend_name_for(source)
+    factory = BACKENDS.get(chosen)
+    if isinstance(source, nn.Module) and chosen != "torch":
+        raise ConfigError(f"backend {chosen!r} needs an exported .onnx file, not an nn.Module")
+    return factory(source, meta=meta, device=device, threads=threads, **options)

@@ -1,0 +1,125 @@
+"""The FastAPI application factory of ``segflow serve``.
+
+``create_app()`` with no argument reads ``SEGFLOW_*`` variables, which is how uvicorn's worker
+processes build their own app (``uvicorn.run("segflow.serving.app:create_app", factory=True)``).
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable
+from contextlib import AbstractAsyncContextManager, asynccontextmanager
+from http import HTTPStatus
+
+from fastapi import FastAPI, Request, Response
+from fastapi.middleware.cors import CORSMiddleware
+from fastapi.responses import JSONResponse
+from fastapi.staticfiles import StaticFiles
+from starlette.concurrency import run_in_threadpool
+
+from segflow import __version__
+from segflow.errors import InferenceError, SegflowError
+from segflow.serving.errors import ServiceError
+from segflow.serving.routes import health, metrics, model, page, segment
+from segflow.serving.runner import PredictorLike, VariantFactory, load_predictor, option_variants
+from segflow.serving.service import Service
+from segflow.serving.settings import ServeSettings
+
+logger = logging.getLogger(__name__)
+
+UNMATCHED_ROUTE = "unmatched"
+"""Route label of requests that matched no route (keeps the metric's label set bounded)."""
+CORS_HEADERS = ["X-API-Key", "Authorization", "Content-Type"]
+
+
+def create_app(
+    settings: ServeSettings | None = None,
+    predictor: PredictorLike | None = None,
+    variant: VariantFactory | None = None,
+) -> FastAPI:
+    """Builds the service app; the model runner starts with the app's lifespan.
+
+    Args:
+        settings: Service settings; None reads them from ``SEGFLOW_*`` variables.
+        predictor: An already loaded predictor; None loads ``settings.model``.
+        variant: Predictor for given per-request options; None derives it from ``predictor``.
+
+    Returns:
+        The FastAPI app. Its :class:`Service` is ``app.state.service``.
+
+    Raises:
+        ConfigError: Invalid settings.
+        CheckpointError: The model file cannot be loaded.
+    """
+    settings = settings or ServeSettings.load()
+    if predictor is None:
+        predictor = load_predictor(settings.model, settings.backend)
+    service = Service(settings, predictor, variant or option_variants(predictor))
+    app = FastAPI(
+        title="segflow",
+        version=__version__,
+        description="Image segmentation service. See docs/serving.md.",
+        lifespan=_lifespan(service),
+    )
+    app.state.service = service
+    for router in (health.router, model.router, segment.router, metrics.router, page.router):
+        app.include_router(router)
+    app.mount("/static", StaticFiles(directory=page.STATIC_DIR), name="static")
+    _add_error_handlers(app)
+    _add_request_metrics(app, service)
+    if settings.cors_origins:
+        app.add_middleware(
+            CORSMiddleware,
+            allow_origins=settings.cors_origins,
+            allow_methods=["GET", "POST"],
+            allow_headers=CORS_HEADERS,
+            expose_headers=["Server-Timing"],
+        )
+    return app
+
+
+def _lifespan(service: Service) -> Callable[[FastAPI], AbstractAsyncContextManager[None]]:
+    @asynccontextmanager
+    async def lifespan(_app: FastAPI) -> AsyncIterator[None]:
+        service.start()
+        try:
+            yield
+        finally:
+            # uvicorn runs this after the in-flight requests were answered; the runner then
+            # finishes whatever is still queued before its thread ends.
+            await run_in_threadpool(service.stop)
+
+    return lifespan
+
+
+def _add_request_metrics(app: FastAPI, service: Service) -> None:
+    @app.middleware("http")
+    async def record(request: Request, call_next: Callable[[Request], Awaitable[Response]]) -> Response:
+        started = time.monotonic()
+        status = HTTPStatus.INTERNAL_SERVER_ERROR.value
+        try:
+            response = await call_next(request)
+            status = response.status_code
+            return response
+        finally:
+            route = getattr(request.scope.get("route"), "path", UNMATCHED_ROUTE)
+            service.metrics.observe_request(route, status, time.monotonic() - started)
+
+
+def _add_error_handlers(app: FastAPI) -> None:
+    @app.exception_handler(ServiceError)
+    async def service_error(_request: Request, err: ServiceError) -> JSONResponse:
+        return JSONResponse({"detail": str(err)}, status_code=int(err.status_code), headers=err.headers)
+
+    @app.exception_handler(SegflowError)
+    async def segflow_error(_request: Request, err: SegflowError) -> JSONResponse:
+        status = (
+            HTTPStatus.UNPROCESSABLE_ENTITY if isinstance(err, InferenceError) else HTTPStatus.BAD_REQUEST
+        )
+        return JSONResponse({"detail": str(err)}, status_code=status.value)
+
+    @app.exception_handler(Exception)
+    async def unexpected_error(request: Request, err: Exception) -> JSONResponse:
+        logger.exception("unexpected error on %s %s", request.method, request.url.path, exc_info=err)
+        return JSONResponse({"detail": "internal server error; see the server log"}, status_code=500)

@@ -1,0 +1,77 @@
+"""``segflow benchmark`` on a tiny architecture spec: the JSON and Markdown it writes."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from segflow.cli.main import main
+
+ROW_KEYS = {
+    "backend",
+    "batch",
+    "latency_p50_ms",
+    "latency_p95_ms",
+    "images_per_s",
+    "gflops_per_image",
+    "achieved_gflops",
+    "percent_of_peak",
+    "peak_rss_mb",
+    "speedup_vs_torch",
+}
+
+
+@pytest.mark.slow
+def test_benchmark_spec_writes_json_and_markdown(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    code = main(
+        [
+            "benchmark",
+            "unet:resnet18:3",
+            "--size",
+            "64",
+            "--batch",
+            "1",
+            "--iters",
+            "2",
+            "--warmup",
+            "1",
+            "--out",
+            str(tmp_path),
+        ]
+    )
+    printed = capsys.readouterr().out
+    assert code == 0, printed
+    report = json.loads((tmp_path / "benchmark.json").read_text())
+    assert report["size"] == 64
+    assert report["machine"]["torch_matmul_gflops"] > 1 and report["machine"]["ort_matmul_gflops"] > 1
+    assert report["flops"]["gflops_per_image"] > 0.1  # resnet18 Unet at 64x64 is ~0.5 GFLOPs (2 x MACs)
+    rows = report["results"]
+    assert [row["backend"] for row in rows] == ["torch", "onnx", "onnx-int8"]
+    for row in rows:
+        assert set(row) == ROW_KEYS
+        assert row["latency_p95_ms"] >= row["latency_p50_ms"] > 0
+        assert row["peak_rss_mb"] > 50
+    assert rows[0]["speedup_vs_torch"] == pytest.approx(1.0)
+    markdown = (tmp_path / "benchmark.md").read_text()
+    assert "| backend | batch | p50 ms/img" in markdown and "fp32 matmul peak" in markdown
+    assert "onnx-int8" in printed
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["--size", "100"], "--size 100 is invalid"),
+        (["--batch", "1,x"], "--batch '1,x' is invalid"),
+        (["--backend", "tensorrt"], "unknown backend 'tensorrt'"),
+    ],
+)
+def test_benchmark_bad_options(args: list[str], message: str, capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["benchmark", "unet:resnet18:3", *args]) == 1
+    assert message in capsys.readouterr().err
+
+
+def test_benchmark_missing_model_file(capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["benchmark", "nope.ckpt"]) == 1
+    assert "MODEL 'nope.ckpt' is neither a file nor an arch:encoder:classes spec" in capsys.readouterr().err

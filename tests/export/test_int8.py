@@ -1,0 +1,55 @@
+"""INT8 static quantisation and its mIoU gate (both pass and refuse)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import onnx
+import pytest
+
+from segflow.export.parity import ExportCheckError
+from segflow.export.pipeline import Int8Options, export_model
+from segflow.inference.backends import OnnxInt8Backend, create_backend
+
+SHAPES_CLASSES = 5
+
+
+def test_int8_gate_passes_and_backend_loads(tmp_path: Path, make_tiny: Any, shapes_yaml: Path) -> None:
+    net, meta = make_tiny(SHAPES_CLASSES)
+    lines: list[str] = []
+    options = Int8Options(shapes_yaml, calib_images=4, max_miou_drop=100.0)
+    result = export_model((net, meta), tmp_path / "m.onnx", int8=options, log=lines.append)
+    assert result.int8_path == tmp_path / "m.int8.onnx" and result.int8_path.is_file()
+    assert set(result.miou) == {"fp32", "int8"}
+    assert any(line.startswith("val mIoU: fp32") for line in lines)
+    model = onnx.load(str(result.int8_path))
+    ops = {node.op_type for node in model.graph.node}
+    assert {"QuantizeLinear", "DequantizeLinear"} <= ops
+    props = {p.key: p.value for p in model.metadata_props}
+    quant = json.loads(props["segflow_export"])["quantization"]
+    assert quant["format"] == "QDQ" and quant["images"] == 4
+    backend = create_backend("onnx-int8", tmp_path / "m.onnx")  # found next to the fp32 file
+    assert isinstance(backend, OnnxInt8Backend) and backend.meta == meta
+    x = np.random.default_rng(0).random((1, 3, 64, 64), dtype=np.float32)
+    assert backend.forward(x).shape == (1, SHAPES_CLASSES, 64, 64)
+
+
+def test_int8_gate_refuses_and_keeps_fp32(
+    tmp_path: Path, make_tiny: Any, shapes_yaml: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    net, meta = make_tiny(SHAPES_CLASSES)
+    stale = tmp_path / "m.int8.onnx"
+    stale.write_bytes(b"an older int8 model")
+    scores = iter([80.0, 77.5])  # fp32 first, then int8: a 2.5 point drop
+    monkeypatch.setattr("segflow.export.pipeline.evaluate_miou", lambda *args: next(scores))
+    options = Int8Options(shapes_yaml, calib_images=2, max_miou_drop=1.0)
+    with pytest.raises(ExportCheckError) as err:
+        export_model((net, meta), tmp_path / "m.onnx", int8=options, log=lambda line: None)
+    message = str(err.value)
+    assert "INT8 refused: it loses 2.50 mIoU points (fp32 80.00, int8 77.50) > --max-miou-drop 1.0" in message
+    assert f"kept the fp32 model {tmp_path / 'm.onnx'}" in message
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["m.onnx"]
+    assert create_backend(None, tmp_path / "m.onnx").meta == meta

@@ -1,0 +1,81 @@
+"""Backend registry and the torch backend (ONNX backends: tests/export)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from segflow.errors import CheckpointError, ConfigError
+from segflow.inference.backends import (
+    BACKENDS,
+    TorchBackend,
+    cpu_has_native_bf16,
+    create_backend,
+    int8_path_for,
+)
+from segflow.models import create_model
+
+META = {"model": {"arch": "unet", "encoder": "resnet18", "in_channels": 3, "num_classes": 2}}
+
+
+@pytest.fixture(scope="module")
+def net() -> torch.nn.Module:
+    torch.manual_seed(0)
+    return create_model("unet", "resnet18", 3, 2, encoder_depth=3, decoder_channels=(16, 8, 8)).eval()
+
+
+def test_registry_names_and_unknown_backend() -> None:
+    assert BACKENDS.names() == ["onnx", "onnx-int8", "torch"]
+    with pytest.raises(ConfigError, match="unknown backend 'tensorrt'; valid names: onnx, onnx-int8, torch"):
+        create_backend("tensorrt", "model.onnx")
+
+
+def test_torch_backend_matches_module(net: torch.nn.Module) -> None:
+    backend = create_backend(None, net, meta=META, precision="fp32")
+    assert isinstance(backend, TorchBackend) and backend.meta == META
+    assert backend.output_stride == net.output_stride
+    x = np.random.default_rng(0).random((2, 3, 32, 48), dtype=np.float32)
+    with torch.inference_mode():
+        expected = net(torch.from_numpy(x)).numpy()
+    logits = backend.forward(x)
+    assert logits.dtype == np.float32 and logits.shape == (2, 2, 32, 48)
+    np.testing.assert_allclose(logits, expected, atol=1e-4)
+
+
+def test_bf16_precision_returns_float32_close_to_fp32(net: torch.nn.Module) -> None:
+    x = np.random.default_rng(1).random((1, 3, 32, 32), dtype=np.float32)
+    fp32 = create_backend("torch", net, meta=META, precision="fp32").forward(x)
+    bf16 = create_backend("torch", net, meta=META, precision="bf16").forward(x)
+    assert bf16.dtype == np.float32
+    assert np.abs(bf16 - fp32).max() < 0.1 * np.abs(fp32).max()
+
+
+def test_auto_precision_follows_cpu_flags(net: torch.nn.Module) -> None:
+    flags = Path("/proc/cpuinfo").read_text().split() if Path("/proc/cpuinfo").exists() else []
+    expected = (
+        "avx512_bf16" in flags or "amx_bf16" in flags or "AMX" in str(torch.backends.cpu.get_cpu_capability())
+    )
+    assert cpu_has_native_bf16() == expected
+    assert create_backend("torch", net, meta=META).use_bf16 == expected
+
+
+def test_bad_options_are_typed_errors(net: torch.nn.Module, tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match="precision='fp8' is invalid"):
+        create_backend("torch", net, meta=META, precision="fp8")
+    with pytest.raises(ConfigError, match="backend 'onnx' needs an exported .onnx file"):
+        create_backend("onnx", net)
+    with pytest.raises(CheckpointError, match="missing.ckpt does not exist"):
+        create_backend(None, tmp_path / "missing.ckpt")
+    with pytest.raises(CheckpointError, match="is an ONNX model; use --backend onnx"):
+        (tmp_path / "m.onnx").write_bytes(b"x")
+        create_backend("torch", tmp_path / "m.onnx")
+    with pytest.raises(CheckpointError, match=r"no INT8 model .*m\.int8\.onnx.*segflow export CKPT --int8"):
+        create_backend("onnx-int8", tmp_path / "m.onnx")
+
+
+def test_int8_path_for() -> None:
+    assert int8_path_for(Path("a/model.onnx")) == Path("a/model.int8.onnx")
+    assert int8_path_for(Path("a/model.int8.onnx")) == Path("a/model.int8.onnx")

@@ -1,0 +1,66 @@
+"""ModelRunner: error isolation, cancelled jobs, draining on stop."""
+
+from __future__ import annotations
+
+import time
+from concurrent.futures import CancelledError
+
+import numpy as np
+import pytest
+
+from segflow.errors import InferenceError
+from segflow.serving.batcher import Batcher, PredictOptions
+from segflow.serving.runner import ModelRunner, option_variants, predictor_changes
+
+from .fakes import FakePredictor, expected_labels, sample_image
+
+
+class RejectsTiny(FakePredictor):
+    def predict_batch(self, images, return_probs=False):
+        if any(image.shape[0] < 4 for image in images):
+            raise InferenceError("image too small")
+        return super().predict_batch(images, return_probs)
+
+
+def test_one_bad_image_does_not_fail_its_batch_mates():
+    batcher = Batcher(max_batch=4, max_wait_ms=100, queue_size=10)
+    good, tiny = sample_image(8, 8), sample_image(2, 8)
+    jobs = [batcher.submit(image, PredictOptions()) for image in (good, tiny, good)]
+    runner = ModelRunner(batcher, option_variants(RejectsTiny()), warmup_image=None)
+    runner.start()
+    np.testing.assert_array_equal(jobs[0].future.result(5).labels, expected_labels(good))
+    with pytest.raises(InferenceError, match="too small"):
+        jobs[1].future.result(5)
+    assert jobs[2].future.result(5).labels.shape == (8, 8)
+    runner.stop(5)
+
+
+def test_cancelled_jobs_are_skipped_and_stop_drains_the_queue():
+    predictor = FakePredictor(delay_s=0.05)
+    batcher = Batcher(max_batch=1, max_wait_ms=0, queue_size=10)
+    jobs = [batcher.submit(sample_image(), PredictOptions()) for _ in range(4)]
+    assert jobs[1].future.cancel()
+    runner = ModelRunner(batcher, option_variants(predictor), warmup_image=None)
+    runner.start()
+    time.sleep(0.01)
+    runner.stop(5)  # asked to stop while jobs wait: they are still answered
+    assert not runner.is_alive()
+    assert [job.future.done() for job in jobs] == [True] * 4
+    with pytest.raises(CancelledError):
+        jobs[1].future.result()
+    assert len(predictor.calls) == 3
+
+
+def test_variants_are_cached_and_map_request_options():
+    predictor = FakePredictor()
+    variant = option_variants(predictor)
+    assert variant(PredictOptions()) is predictor
+    assert variant(PredictOptions(keep_probs=True)) is predictor
+    tiled = variant(PredictOptions(tile=64))
+    assert tiled is variant(PredictOptions(tile=64, keep_probs=True))
+    assert predictor_changes(PredictOptions(tta=True, overlap=0.5)) == {
+        "tta": "flip",
+        "tile": None,
+        "min_object_size": 0,
+        "overlap": 0.5,
+    }
