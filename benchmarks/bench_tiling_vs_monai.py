@@ -85,11 +85,13 @@ def child(args: argparse.Namespace) -> None:
     backend = build_backend(args)
     image = synthetic_image(args.size)
     backend.forward(np.zeros((1, 3, args.tile, args.tile), np.float32))  # warm-up
-    before_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / KB_PER_MB
+    usage = resource.getrusage(resource.RUSAGE_SELF)
+    before_mb, cpu_before = usage.ru_maxrss / KB_PER_MB, usage.ru_utime + usage.ru_stime
     started = time.perf_counter()
     labels = (run_segflow if args.child == "segflow" else run_monai)(backend, image, args)
     seconds = time.perf_counter() - started
-    peak_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / KB_PER_MB
+    usage = resource.getrusage(resource.RUSAGE_SELF)
+    peak_mb, cpu_s = usage.ru_maxrss / KB_PER_MB, usage.ru_utime + usage.ru_stime - cpu_before
     np.save(Path(args.labels_dir) / f"{args.child}_{args.size}.npy", labels) if args.labels_dir else None
     print(
         json.dumps(
@@ -97,6 +99,7 @@ def child(args: argparse.Namespace) -> None:
                 "method": args.child,
                 "size": args.size,
                 "seconds": seconds,
+                "cpu_seconds": cpu_s,
                 "peak_rss_mb": peak_mb,
                 "rss_before_mb": before_mb,
                 "threads": torch.get_num_threads(),
@@ -158,14 +161,16 @@ def print_table(results: list[dict[str, Any]], args: argparse.Namespace) -> None
         f"\n{args.arch}-{args.encoder}, {args.classes} classes, tile {args.tile}, overlap {args.overlap}, "
         f"gaussian, batch {args.batch}\n"
     )
-    print("| size | method | time (s) | peak RSS (MB) | RSS before inference (MB) |")
-    print("| --- | --- | ---: | ---: | ---: |")
+    print("| size | method | wall time (s) | CPU time (s) | peak RSS (MB) | RSS before inference (MB) |")
+    print("| --- | --- | ---: | ---: | ---: | ---: |")
     for row in results:
         if "error" in row:
-            print(f"| {row['size']}² | {row['method']} | failed: {row['error']} | | |")
+            print(f"| {row['size']}² | {row['method']} | failed: {row['error']} | | | |")
             continue
         print(
-            f"| {row['size']}² | {row['method']} | {row['seconds']:.1f} | {row['peak_rss_mb']:.0f} "
+            f"| {row['size']}² | {row['method']} | {row['seconds']:.1f} "
+            f"| {row.get('cpu_seconds', float('nan')):.1f} "
+            f"| {row['peak_rss_mb']:.0f} "
             f"| {row['rss_before_mb']:.0f} |"
         )
 

@@ -78,11 +78,6 @@ def random_image(
 
 
 @pytest.fixture
-def backend() -> TorchBackend:
-    return small_backend()
-
-
-@pytest.fixture
 def make_backend() -> Any:
     """Factory: ``make_backend(num_classes=3, in_channels=3, **meta_kw) -> TorchBackend``."""
     return small_backend

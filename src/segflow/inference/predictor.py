@@ -61,6 +61,7 @@ KEEP_POLICY = InputPolicy(mode="keep")
 AUTO_TILE = 512
 """Tile used when a large image is streamed and no ``tile`` was given."""
 AUTO_OVERLAP = 0.25
+DEFAULT_OVERLAP = 0.25
 
 
 class Backend(Protocol):
@@ -135,7 +136,7 @@ class Predictor:
         tta: None (off), ``"flip"`` (horizontal + vertical flips) or a dict
             ``{"hflip": bool, "vflip": bool, "scales": [float, ...]}``.
         tile: Window side for sliding-window inference; None runs the whole image at once.
-        overlap: Window overlap in ``[0, 0.9)``.
+        overlap: Window overlap in ``[0, 0.9)``; None means the default 0.25.
         blend: ``"gaussian"`` or ``"constant"`` window blending.
         tile_batch: Windows per forward call.
         min_object_size: Foreground components smaller than this are relabelled to their
@@ -155,7 +156,7 @@ class Predictor:
         backend: Backend,
         tta: None | bool | str | Mapping[str, Any] | TTAConfig = None,
         tile: int | None = None,
-        overlap: float = 0.25,
+        overlap: float | None = DEFAULT_OVERLAP,
         blend: str = "gaussian",
         tile_batch: int = DEFAULT_TILE_BATCH,
         min_object_size: int = 0,
@@ -172,6 +173,7 @@ class Predictor:
         if pad_mode not in PAD_MODES:
             raise InferenceError(f"pad_mode={pad_mode!r} is invalid; choose one of {PAD_MODES}")
         check_threshold(threshold, self.num_classes)
+        overlap = DEFAULT_OVERLAP if overlap is None else overlap
         spec = None if tile is None else make_tile_spec(tile, overlap, blend, tile_batch, self.stride)
         if tile is None:
             make_tile_spec(self.stride, overlap, blend, tile_batch, self.stride)  # validates the rest
@@ -218,7 +220,7 @@ class Predictor:
         current: dict[str, Any] = {
             "tta": self.options.tta,
             "tile": self.options.tile.tile if self.options.tile else None,
-            "overlap": self.options.tile.overlap if self.options.tile else 0.25,
+            "overlap": self.options.tile.overlap if self.options.tile else DEFAULT_OVERLAP,
             "blend": self.options.tile.blend if self.options.tile else "gaussian",
             "tile_batch": self.options.tile.batch if self.options.tile else DEFAULT_TILE_BATCH,
             "min_object_size": self.options.min_object_size,
