@@ -59,3 +59,16 @@ def test_predict_via_server_writes_palette_png_and_overlay(url, tmp_path):
 
     with Image.open(written[0]) as mask:
         assert mask.getpalette()[:9] == [v for colour in PALETTE for v in colour]
+
+
+def test_cli_predict_with_server_flag(url, tmp_path):
+    from segflow.cli.main import main
+
+    image = sample_image(18, 22)
+    source = tmp_path / "frame.png"
+    source.write_bytes(png_bytes(image))
+    out = tmp_path / "cli-out"
+    assert main(["predict", "--server", url, "--api-key", KEY, str(source), "--out", str(out), "--overlay"]) == 0
+    np.testing.assert_array_equal(read_label_png(out / "frame.png"), expected_labels(image))
+    assert (out / "frame_overlay.png").is_file()
+    assert main(["predict", "--server", url, str(source), "--out", str(out)]) == 1  # no key: 401, one line

@@ -80,9 +80,11 @@ def _progress(console: Console) -> Progress:
 
 @app.command()
 def predict(
-    model: Annotated[Path, typer.Argument(help="Checkpoint (.ckpt/.pt) or segflow export (.onnx).")],
-    inputs: Annotated[list[str], typer.Argument(help="Image files, folders or globs; or videos.")],
+    model: Annotated[
+        str, typer.Argument(help="Checkpoint (.ckpt/.pt) or segflow export (.onnx); with --server, an input.")
+    ],
     out: Annotated[Path, typer.Option("--out", help="Output folder (or a .mp4 file for one video).")],
+    inputs: Annotated[list[str] | None, typer.Argument(help="Image files, folders or globs; or videos.")] = None,
     overlay: Annotated[
         bool, typer.Option(help="Also write <stem>_overlay.png; videos: blend over frames.")
     ] = False,
@@ -99,6 +101,12 @@ def predict(
     fill_holes: Annotated[int, typer.Option(help="Fill enclosed holes smaller than this (pixels).")] = 0,
     threshold: Annotated[float | None, typer.Option(help="Binary models: class 1 where p1 >= this.")] = None,
     batch: Annotated[int, typer.Option(help="Video frames per forward pass.")] = DEFAULT_FRAME_BATCH,
+    server: Annotated[
+        str | None, typer.Option(help="Send images to a running `segflow serve` at this URL instead.")
+    ] = None,
+    api_key: Annotated[
+        str | None, typer.Option(envvar="SEGFLOW_API_KEY", help="API key for --server.")
+    ] = None,
 ) -> None:
     """Segment images (any size: large TIFFs are streamed) or videos with a trained model.
 
@@ -106,6 +114,11 @@ def predict(
     colours and the input's size (<stem>.tif, a tiled BigTIFF, above 8192x8192 pixels).
     A video gives <stem>.mp4 (or the --out .mp4 file) at the source frame rate and size.
     """
+    if server is not None:
+        _predict_via_server(server, [model, *(inputs or [])], out, overlay, api_key)
+        return
+    if not inputs:
+        raise ConfigError("give at least one INPUT after the model: segflow predict MODEL INPUT... --out DIR")
     files = expand_inputs(inputs)
     videos = [p for p in files if is_video(p)]
     images = [p for p in files if not is_video(p)]
@@ -115,7 +128,7 @@ def predict(
     if batch < 1:
         raise ConfigError(f"--batch {batch} is invalid; use an integer >= 1")
     predictor = Predictor.from_path(
-        model,
+        Path(model),
         backend=backend,
         tta="flip" if tta else None,
         tile=tile,
@@ -144,6 +157,20 @@ def predict(
             frames += result.frames
             progress.advance(files_task)
     _summary(console, len(images), len(videos), frames, time.perf_counter() - started, out)
+
+
+def _predict_via_server(url: str, inputs: list[str], out: Path, overlay: bool, api_key: str | None) -> None:
+    """Images only: each is sent to the server; outputs match local prediction."""
+    from segflow.client import predict_via_server
+
+    files = expand_inputs(inputs)
+    if any(is_video(p) for p in files):
+        raise ConfigError("--server takes images only; predict videos locally with a model file")
+    _check_stems(files)
+    console = Console(stderr=True)
+    started = time.perf_counter()
+    predict_via_server(url, files, out, overlay=overlay, api_key=api_key)
+    _summary(console, len(files), 0, 0, time.perf_counter() - started, out)
 
 
 def _summary(console: Console, images: int, videos: int, frames: int, seconds: float, out: Path) -> None:
