@@ -27,8 +27,12 @@ def tiny_data(shapes_cache: Path) -> dict[str, Any]:
     """Inline data spec: 64x64 shapes, 16 train / 8 val / 4 test images."""
     return {
         "format": "shapes",
-        "options": {"size": 64, "num_images": {"train": 16, "val": 8, "test": 4}, "seed": 1,
-                    "cache_dir": str(shapes_cache)},
+        "options": {
+            "size": 64,
+            "num_images": {"train": 16, "val": 8, "test": 4},
+            "seed": 1,
+            "cache_dir": str(shapes_cache),
+        },
     }
 
 
@@ -40,11 +44,22 @@ def tiny_config(tiny_data: dict[str, Any], tmp_path: Path) -> dict[str, Any]:
         "output_dir": str(tmp_path / "runs"),
         "seed": 3,
         "data": tiny_data,
-        "model": {"arch": "unet", "encoder": "resnet18", "encoder_weights": None,
-                  "kwargs": {"decoder_channels": [32, 16, 16, 8, 8]}},
+        "model": {
+            "arch": "unet",
+            "encoder": "resnet18",
+            "encoder_weights": None,
+            "kwargs": {"decoder_channels": [32, 16, 16, 8, 8]},
+        },
         "optimizer": {"name": "adamw", "lr": 0.001},
         "scheduler": {"name": "cosine", "warmup_epochs": 0},
-        "trainer": {"max_epochs": 1, "batch_size": 8, "val_batch_size": 4, "num_workers": 0,
-                    "precision": "32", "progress_bar": False, "num_sample_images": 2},
+        "trainer": {
+            "max_epochs": 1,
+            "batch_size": 8,
+            "val_batch_size": 4,
+            "num_workers": 0,
+            "precision": "32",
+            "progress_bar": False,
+            "num_sample_images": 2,
+        },
         "augment": {"preset": "none"},
     }

@@ -36,7 +36,9 @@ def test_missing_data_key() -> None:
 
 
 def test_overrides_are_yaml_typed() -> None:
-    assert parse_overrides(["trainer.max_epochs=3", "model.encoder_weights=null", "augment.crop_size=[64,32]"]) == {
+    assert parse_overrides(
+        ["trainer.max_epochs=3", "model.encoder_weights=null", "augment.crop_size=[64,32]"]
+    ) == {
         "trainer": {"max_epochs": 3},
         "model": {"encoder_weights": None},
         "augment": {"crop_size": [64, 32]},
@@ -60,8 +62,9 @@ def test_load_config_applies_overrides_and_resolves_data(tmp_path: Path, tiny_co
     ("content", "message"),
     [("trainer: [1, 2", "not valid YAML"), ("- a\n- b\n", "expected a mapping")],
 )
-def test_cli_bad_config_prints_one_line(tmp_path: Path, capsys: pytest.CaptureFixture, content: str,
-                                        message: str) -> None:
+def test_cli_bad_config_prints_one_line(
+    tmp_path: Path, capsys: pytest.CaptureFixture, content: str, message: str
+) -> None:
     path = tmp_path / "bad.yaml"
     path.write_text(content)
     assert main(["train", str(path)]) == 1

@@ -12,7 +12,7 @@ from typing import Any, Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
-from segflow.errors import ConfigError
+from segflow.errors import ConfigError, describe_validation_error
 
 Precision = Literal["auto", "32", "bf16-mixed", "16-mixed"]
 
@@ -114,19 +114,6 @@ class TrainConfig(_Strict):
         return Path(self.output_dir) / self.name
 
 
-def _format_validation_error(err: ValidationError, source: str) -> str:
-    problems = []
-    for item in err.errors():
-        key = ".".join(str(part) for part in item["loc"]) or "<root>"
-        if item["type"] == "extra_forbidden":
-            problems.append(f"unknown key '{key}' (check the spelling; see docs/config.md)")
-        elif item["type"] == "missing":
-            problems.append(f"missing required key '{key}'")
-        else:
-            problems.append(f"'{key}': {item['msg']} (got {item.get('input')!r})")
-    return f"{source}: invalid config: " + "; ".join(problems)
-
-
 def parse_overrides(overrides: list[str]) -> dict[str, Any]:
     """Turns ``["trainer.max_epochs=3", "model.arch=fpn"]`` into a nested dict.
 
@@ -170,7 +157,9 @@ def read_yaml(path: Path) -> dict[str, Any]:
     except (yaml.YAMLError, UnicodeDecodeError) as err:
         raise ConfigError(f"{path}: not valid YAML ({' '.join(str(err).split())})") from None
     if not isinstance(content, dict):
-        raise ConfigError(f"{path}: expected a mapping of keys (data:, model:, ...), got {type(content).__name__}")
+        raise ConfigError(
+            f"{path}: expected a mapping of keys (data:, model:, ...), got {type(content).__name__}"
+        )
     return content
 
 
@@ -187,7 +176,9 @@ def build_config(raw: dict[str, Any], source: str = "config", base_dir: Path | N
     try:
         return TrainConfig.model_validate(raw)
     except ValidationError as err:
-        raise ConfigError(_format_validation_error(err, source)) from None
+        raise ConfigError(
+            f"{source}: invalid config: {describe_validation_error(err, TrainConfig)}"
+        ) from None
 
 
 def load_config(path: str | Path, overrides: list[str] | None = None) -> TrainConfig:

@@ -2,6 +2,8 @@
 the file or field, the bad value and what to do. The CLI prints ``str(err)`` on one line
 and exits non-zero; it never shows a traceback for these."""
 
+from typing import Any
+
 
 class SegflowError(Exception):
     """Base class for all errors meant for the user."""
@@ -25,3 +27,35 @@ class TrainingError(SegflowError, RuntimeError):
 
 class InferenceError(SegflowError, ValueError):
     """An inference input or option is invalid (tile size, overlap, image size)."""
+
+
+def describe_validation_error(err: Any, model: Any = None) -> str:
+    """One line for a pydantic ``ValidationError``: each bad key, its value and what is allowed.
+
+    Args:
+        err: The ``pydantic.ValidationError``.
+        model: The pydantic model class that was validated; used to list the allowed keys
+            when a key is unknown (also inside nested models).
+    """
+    problems = []
+    for item in err.errors():
+        key = ".".join(str(part) for part in item["loc"]) or "<root>"
+        if item["type"] == "extra_forbidden":
+            allowed = _allowed_keys(model, item["loc"])
+            hint = f"; allowed keys: {', '.join(allowed)}" if allowed else ""
+            problems.append(f"unknown key '{key}' (check the spelling{hint})")
+        elif item["type"] == "missing":
+            problems.append(f"missing required key '{key}'")
+        else:
+            problems.append(f"'{key}': {item['msg']} (got {item.get('input')!r})")
+    return "; ".join(problems)
+
+
+def _allowed_keys(model: Any, loc: tuple[Any, ...]) -> list[str]:
+    """Field names of the (nested) model that holds ``loc[-1]``, or [] if unknown."""
+    current = model
+    for part in loc[:-1]:
+        fields = getattr(current, "model_fields", {})
+        field = fields.get(str(part))
+        current = getattr(field, "annotation", None)
+    return list(getattr(current, "model_fields", {}))

@@ -22,8 +22,17 @@ from segflow.errors import DataError, TrainingError
 from segflow.training import engine
 from segflow.training.engine import train
 
-METRIC_KEYS = {"pixel_accuracy", "mean_accuracy", "miou", "fwiou", "mean_dice", "boundary_f1", "num_images",
-               "confusion_matrix", "per_class"}
+METRIC_KEYS = {
+    "pixel_accuracy",
+    "mean_accuracy",
+    "miou",
+    "fwiou",
+    "mean_dice",
+    "boundary_f1",
+    "num_images",
+    "confusion_matrix",
+    "per_class",
+}
 
 
 def _weights(path: Path) -> dict[str, torch.Tensor]:
@@ -36,9 +45,20 @@ def test_run_folder_has_every_artefact(tiny_config: dict[str, Any]) -> None:
     result = train(build_config(tiny_config))
     assert result is not None
     run = result.run_dir
-    for name in ["config.yaml", "checkpoints/best.ckpt", "checkpoints/last.ckpt", "metrics.csv", "curves.png",
-                 "metrics.json", "metrics.md", "confusion.png", "per_class_iou.png", "model_card.md",
-                 "samples/epoch_000.png", "samples/epoch_001.png"]:
+    for name in [
+        "config.yaml",
+        "checkpoints/best.ckpt",
+        "checkpoints/last.ckpt",
+        "metrics.csv",
+        "curves.png",
+        "metrics.json",
+        "metrics.md",
+        "confusion.png",
+        "per_class_iou.png",
+        "model_card.md",
+        "samples/epoch_000.png",
+        "samples/epoch_001.png",
+    ]:
         assert (run / name).is_file(), name
     metrics = json.loads((run / "metrics.json").read_text())
     assert METRIC_KEYS <= set(metrics)
@@ -102,8 +122,12 @@ def test_kill_9_loses_at_most_the_running_epoch(tiny_config: dict[str, Any], tmp
     proc.wait(timeout=30)
     ckpt = torch.load(last, map_location="cpu", weights_only=True)  # intact despite the kill
     assert ckpt["epoch"] >= 0
-    done = subprocess.run([sys.executable, "-m", "segflow.cli.main", "train", str(cfg_path), "--resume", str(last)],
-                          capture_output=True, text=True, timeout=400)
+    done = subprocess.run(
+        [sys.executable, "-m", "segflow.cli.main", "train", str(cfg_path), "--resume", str(last)],
+        capture_output=True,
+        text=True,
+        timeout=400,
+    )
     assert done.returncode == 0, done.stderr[-2000:]
     assert torch.load(last, map_location="cpu", weights_only=True)["epoch"] == 2
     assert not list(last.parent.glob("*.partial*"))
@@ -138,8 +162,19 @@ def test_ddp_two_processes_match_one(tiny_config: dict[str, Any], tmp_path: Path
     cfg_path = tmp_path / "cfg.yaml"
     cfg_path.write_text(yaml.safe_dump(tiny_config))
     done = subprocess.run(
-        [sys.executable, "-m", "segflow.cli.main", "train", str(cfg_path), "trainer.devices=2",
-         "trainer.strategy=ddp"], capture_output=True, text=True, timeout=600)
+        [
+            sys.executable,
+            "-m",
+            "segflow.cli.main",
+            "train",
+            str(cfg_path),
+            "trainer.devices=2",
+            "trainer.strategy=ddp",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
     assert done.returncode == 0, done.stderr[-3000:]
     run = Path(tiny_config["output_dir"]) / "tiny"
     rows = [line.split(",") for line in (run / "metrics.csv").read_text().splitlines()]

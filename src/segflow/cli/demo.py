@@ -18,13 +18,23 @@ from segflow.cli.app import app
 DEMO_SETTINGS: dict[str, Any] = {
     "seed": 0,
     "data": {"format": "shapes", "options": {"size": 128}},
-    "model": {"arch": "unet", "encoder": "resnet18", "encoder_weights": None,
-              "kwargs": {"decoder_channels": [128, 64, 32, 16, 16]}},
+    "model": {
+        "arch": "unet",
+        "encoder": "resnet18",
+        "encoder_weights": None,
+        "kwargs": {"decoder_channels": [128, 64, 32, 16, 16]},
+    },
     "loss": "1.0*ce + 1.0*dice",
     "optimizer": {"name": "adamw", "lr": 0.003, "weight_decay": 0.0001},
     "scheduler": {"name": "cosine", "warmup_epochs": 1},
-    "trainer": {"max_epochs": 14, "batch_size": 16, "val_batch_size": 16, "num_workers": 1,
-                "precision": "auto", "log_every_n_steps": 5},
+    "trainer": {
+        "max_epochs": 14,
+        "batch_size": 16,
+        "val_batch_size": 16,
+        "num_workers": 1,
+        "precision": "auto",
+        "log_every_n_steps": 5,
+    },
     "augment": {"preset": "light"},
 }
 """The demo's training config (also in configs/shapes.yaml for `segflow train`)."""
@@ -62,20 +72,27 @@ def demo(
     console = Console()
     start = time.perf_counter()
     config = demo_config(out, overrides or [])
-    console.print(f"[bold]segflow demo[/]: shapes dataset, {config.model.arch}/{config.model.encoder}, "
-                  f"{config.trainer.max_epochs} epochs -> {out}")
+    console.print(
+        f"[bold]segflow demo[/]: shapes dataset, {config.model.arch}/{config.model.encoder}, "
+        f"{config.trainer.max_epochs} epochs -> {out}"
+    )
     result = train(config)
     if result is None:
         return
     predictions = out / "predictions"
     predict_unseen(result.best_checkpoint, load_spec(config), predictions)
     minutes = (time.perf_counter() - start) / 60
-    console.print(f"\n[bold green]demo finished[/] in {minutes:.1f} min: val mIoU {result.metrics['miou']:.4f}, "
-                  f"pixel accuracy {result.metrics['pixel_accuracy']:.4f}")
+    console.print(
+        f"\n[bold green]demo finished[/] in {minutes:.1f} min: val mIoU {result.metrics['miou']:.4f}, "
+        f"pixel accuracy {result.metrics['pixel_accuracy']:.4f}"
+    )
     for label, path in [
-        ("metrics", out / "metrics.json"), ("model card", out / "model_card.md"),
-        ("training curves", out / "curves.png"), ("val samples per epoch", out / "samples"),
-        ("confusion matrix", out / "confusion.png"), ("per-class IoU", out / "per_class_iou.png"),
+        ("metrics", out / "metrics.json"),
+        ("model card", out / "model_card.md"),
+        ("training curves", out / "curves.png"),
+        ("val samples per epoch", out / "samples"),
+        ("confusion matrix", out / "confusion.png"),
+        ("per-class IoU", out / "per_class_iou.png"),
         ("predictions on unseen test images (+ overlays)", predictions),
         ("checkpoint", result.best_checkpoint),
     ]:

@@ -35,7 +35,9 @@ def evaluate(
         out_dir = out or model.parent / f"eval_{split}"
         metrics = evaluate_model(model, spec, split, out_dir, backend=backend)
     console = Console()
-    console.print(f"mIoU {metrics['miou']:.4f}  pixel acc {metrics['pixel_accuracy']:.4f}  "
-                  f"mean Dice {metrics['mean_dice']:.4f}  boundary F1 {metrics['boundary_f1']:.4f}  "
-                  f"({metrics['num_images']} images)")
+    console.print(
+        f"mIoU {metrics['miou']:.4f}  pixel acc {metrics['pixel_accuracy']:.4f}  "
+        f"mean Dice {metrics['mean_dice']:.4f}  boundary F1 {metrics['boundary_f1']:.4f}  "
+        f"({metrics['num_images']} images)"
+    )
     console.print(f"report: {out_dir}/metrics.json, metrics.md, confusion.png, per_class_iou.png")

@@ -84,7 +84,9 @@ def predict(
         str, typer.Argument(help="Checkpoint (.ckpt/.pt) or segflow export (.onnx); with --server, an input.")
     ],
     out: Annotated[Path, typer.Option("--out", help="Output folder (or a .mp4 file for one video).")],
-    inputs: Annotated[list[str] | None, typer.Argument(help="Image files, folders or globs; or videos.")] = None,
+    inputs: Annotated[
+        list[str] | None, typer.Argument(help="Image files, folders or globs; or videos.")
+    ] = None,
     overlay: Annotated[
         bool, typer.Option(help="Also write <stem>_overlay.png; videos: blend over frames.")
     ] = False,

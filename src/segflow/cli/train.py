@@ -27,6 +27,8 @@ def train(
     if result is None:  # a non-zero DDP rank
         return
     console = Console()
-    console.print(f"[bold green]done[/] in {result.train_seconds / 60:.1f} min: val mIoU "
-                  f"{result.metrics.get('miou', float('nan')):.4f}")
+    console.print(
+        f"[bold green]done[/] in {result.train_seconds / 60:.1f} min: val mIoU "
+        f"{result.metrics.get('miou', float('nan')):.4f}"
+    )
     console.print(f"run folder: {result.run_dir}  (best: {result.best_checkpoint})")

@@ -29,7 +29,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from segflow.constants import IGNORE_INDEX
-from segflow.errors import ConfigError
+from segflow.errors import ConfigError, describe_validation_error
 
 MAX_MASK_VALUE = 65535
 """Largest value a (16-bit) mask file can store."""
@@ -132,21 +132,7 @@ def _validate(raw: dict[str, Any], origin: str) -> DataSpec:
     try:
         return DataSpec.model_validate(raw)
     except ValidationError as err:
-        raise ConfigError(f"{origin}: {_describe(err)}") from err
-
-
-def _describe(err: ValidationError) -> str:
-    allowed = ", ".join(DataSpec.model_fields)
-    parts = []
-    for item in err.errors():
-        key = ".".join(str(p) for p in item["loc"]) or "(top level)"
-        if item["type"] == "extra_forbidden":
-            parts.append(f"unknown key {key!r}; allowed keys: {allowed}")
-        elif item["type"] == "missing":
-            parts.append(f"missing required key {key!r}")
-        else:
-            parts.append(f"key {key!r} has bad value {item.get('input')!r}: {item['msg']}")
-    return "; ".join(parts)
+        raise ConfigError(f"{origin}: {describe_validation_error(err, DataSpec)}") from err
 
 
 def _check_format(spec: DataSpec, origin: str) -> None:

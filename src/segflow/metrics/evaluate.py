@@ -29,15 +29,21 @@ def _progress(total: int, label: str) -> Progress:
 
 
 def score_pairs(
-    pairs: Iterator[tuple[np.ndarray, np.ndarray]], num_classes: int, ignore_index: int, class_names: list[str]
+    pairs: Iterator[tuple[np.ndarray, np.ndarray]],
+    num_classes: int,
+    ignore_index: int,
+    class_names: list[str],
 ) -> dict[str, Any]:
     """Accumulates ``(prediction (H, W), ground truth (H, W))`` pairs into one metrics dict."""
     # One process scores the whole split, even inside a DDP job: never wait for other ranks.
-    metric = SegmentationMetrics(num_classes, ignore_index=ignore_index, class_names=class_names,
-                                 sync_on_compute=False)
+    metric = SegmentationMetrics(
+        num_classes, ignore_index=ignore_index, class_names=class_names, sync_on_compute=False
+    )
     for pred, target in pairs:
-        metric.update(torch.from_numpy(np.asarray(pred, dtype=np.int64))[None],
-                      torch.from_numpy(np.asarray(target, dtype=np.int64))[None])
+        metric.update(
+            torch.from_numpy(np.asarray(pred, dtype=np.int64))[None],
+            torch.from_numpy(np.asarray(target, dtype=np.int64))[None],
+        )
     return metric.compute()
 
 
@@ -59,8 +65,10 @@ def _model_pairs(model: Path, dataset: Any, backend: str | None) -> Iterator[tup
 
     predictor = Predictor.from_path(model, backend=backend)
     if list(predictor.classes) != list(dataset.classes):
-        raise DataError(f"{model} predicts classes {list(predictor.classes)} but the data has "
-                        f"{list(dataset.classes)}; evaluate with the data the model was trained on")
+        raise DataError(
+            f"{model} predicts classes {list(predictor.classes)} but the data has "
+            f"{list(dataset.classes)}; evaluate with the data the model was trained on"
+        )
     with _progress(len(dataset), f"evaluating {model.name}") as progress:
         for index in range(len(dataset)):
             item = dataset[index]
@@ -73,20 +81,27 @@ def _folder_pairs(folder: Path, dataset: Any) -> Iterator[tuple[np.ndarray, np.n
 
     missing = [s.name for s in dataset.samples if not (folder / f"{s.name}.png").is_file()]
     if missing:
-        raise DataError(f"{folder}: no prediction for {len(missing)} image(s) of the split, e.g. "
-                        f"{missing[0]}.png; predictions must be index PNGs named like the images")
+        raise DataError(
+            f"{folder}: no prediction for {len(missing)} image(s) of the split, e.g. "
+            f"{missing[0]}.png; predictions must be index PNGs named like the images"
+        )
     for index, sample in enumerate(dataset.samples):
         path = folder / f"{sample.name}.png"
         pred = read_label_png(path)
         mask = dataset[index]["mask"]
         if pred.shape != mask.shape:
-            raise DataError(f"{path}: prediction is {pred.shape[1]}x{pred.shape[0]} but the ground truth is "
-                            f"{mask.shape[1]}x{mask.shape[0]}; predictions must have the image's size")
+            raise DataError(
+                f"{path}: prediction is {pred.shape[1]}x{pred.shape[0]} but the ground truth is "
+                f"{mask.shape[1]}x{mask.shape[0]}; predictions must have the image's size"
+            )
         yield pred, mask
 
 
 def evaluate_model(
-    model: str | Path, spec: DataSpec, split: str = "val", out_dir: str | Path | None = None,
+    model: str | Path,
+    spec: DataSpec,
+    split: str = "val",
+    out_dir: str | Path | None = None,
     backend: str | None = None,
 ) -> dict[str, Any]:
     """Scores a checkpoint or export on a split through the one inference path (Predictor).
@@ -103,7 +118,9 @@ def evaluate_model(
     """
     dataset = create_dataset(spec, split)
     classes = list(dataset.classes)
-    metrics = score_pairs(_model_pairs(Path(model), dataset, backend), len(classes), spec.ignore_index, classes)
+    metrics = score_pairs(
+        _model_pairs(Path(model), dataset, backend), len(classes), spec.ignore_index, classes
+    )
     if out_dir is not None:
         write_report(metrics, Path(out_dir))
     return metrics

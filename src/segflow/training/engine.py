@@ -64,10 +64,9 @@ def resolve_precision(config: TrainConfig) -> str:
 def load_spec(config: TrainConfig) -> DataSpec:
     """The dataset spec; relative paths resolve against the config file's folder."""
     base = Path(config.base_dir) if config.base_dir else Path.cwd()
-    source = config.data
-    if isinstance(source, str) and not Path(source).is_absolute():
-        source = str(base / source)
-    return load_data_spec(source, base_dir=base)
+    if isinstance(config.data, str):  # a data YAML: its own paths resolve against its own folder
+        return load_data_spec(base / config.data)
+    return load_data_spec(config.data, base_dir=base)
 
 
 def check_before_training(spec: DataSpec) -> Any:
@@ -76,8 +75,10 @@ def check_before_training(spec: DataSpec) -> Any:
     if not report.ok:
         shown = "; ".join(report.errors[:5])
         more = f" (and {len(report.errors) - 5} more)" if len(report.errors) > 5 else ""
-        raise DataError(f"the dataset has {len(report.errors)} problem(s): {shown}{more}. "
-                        "Run `segflow data check` on the data YAML for the full report")
+        raise DataError(
+            f"the dataset has {len(report.errors)} problem(s): {shown}{more}. "
+            "Run `segflow data check` on the data YAML for the full report"
+        )
     return report
 
 
@@ -91,7 +92,9 @@ def class_weights_for(config: TrainConfig, datamodule: SegmentationDataModule) -
         pixel_counts, image_pixel_counts = class_pixel_stats(datamodule.train_set)
         return median_frequency_weights(pixel_counts, image_pixel_counts).float()
     if len(choice) != num_classes:
-        raise ConfigError(f"loss.class_weights has {len(choice)} values but the data has {num_classes} classes")
+        raise ConfigError(
+            f"loss.class_weights has {len(choice)} values but the data has {num_classes} classes"
+        )
     return torch.tensor(choice, dtype=torch.float32)
 
 
@@ -114,8 +117,9 @@ def build_loggers(config: TrainConfig, run_dir: Path) -> list[Logger]:
 
             loggers.append(MLFlowLogger(experiment_name=config.name, save_dir=str(run_dir / "mlruns")))
         except ModuleNotFoundError:
-            raise ConfigError("trainer.loggers asks for mlflow, which is not installed: "
-                              "pip install 'segflow[mlflow]'") from None
+            raise ConfigError(
+                "trainer.loggers asks for mlflow, which is not installed: pip install 'segflow[mlflow]'"
+            ) from None
     return loggers
 
 
@@ -175,9 +179,9 @@ def build_trainer(config: TrainConfig, run_dir: Path, callbacks: list[Any]) -> p
     )
 
 
-def build_module(config: TrainConfig, spec: DataSpec, class_share: list[float]) -> tuple[
-    SegmentationModule, SegmentationDataModule
-]:
+def build_module(
+    config: TrainConfig, spec: DataSpec, class_share: list[float]
+) -> tuple[SegmentationModule, SegmentationDataModule]:
     """Network, loss, metadata and data loaders for one run."""
     from segflow.data import create_dataset
 
@@ -186,19 +190,50 @@ def build_module(config: TrainConfig, spec: DataSpec, class_share: list[float]) 
     palette = [tuple(c) for c in (probe.palette or default_palette(len(classes)))]
     m = config.model
     in_channels = m.in_channels or probe.in_channels
-    net = create_model(m.arch, encoder=m.encoder, in_channels=in_channels, num_classes=len(classes),
-                       encoder_weights=m.encoder_weights, mean=m.mean, std=m.std, **m.kwargs)
+    net = create_model(
+        m.arch,
+        encoder=m.encoder,
+        in_channels=in_channels,
+        num_classes=len(classes),
+        encoder_weights=m.encoder_weights,
+        mean=m.mean,
+        std=m.std,
+        **m.kwargs,
+    )
     datamodule = SegmentationDataModule(spec, config, net.output_stride)
-    loss = create_loss(config.loss.terms, len(classes), spec.ignore_index,
-                       class_weights_for(config, datamodule), config.loss.options)
+    loss = create_loss(
+        config.loss.terms,
+        len(classes),
+        spec.ignore_index,
+        class_weights_for(config, datamodule),
+        config.loss.options,
+    )
     policy = {**config.input_policy.model_dump(), "multiple": net.output_stride}
-    normalization = {"mean": net.mean.flatten().tolist(), "std": net.std.flatten().tolist(),
-                     "max_value": float(probe.max_value)}
-    meta = build_meta(net, classes=classes, palette=[list(c) for c in palette], ignore_index=spec.ignore_index,
-                      normalization=normalization, input_policy=policy, class_distribution=class_share,
-                      config=config.model_dump(mode="json"))
-    module = SegmentationModule(net, loss, classes, spec.ignore_index, config.optimizer, config.scheduler,
-                                meta, sample_batch=datamodule.sample_batch(config.trainer.num_sample_images))
+    normalization = {
+        "mean": net.mean.flatten().tolist(),
+        "std": net.std.flatten().tolist(),
+        "max_value": float(probe.max_value),
+    }
+    meta = build_meta(
+        net,
+        classes=classes,
+        palette=[list(c) for c in palette],
+        ignore_index=spec.ignore_index,
+        normalization=normalization,
+        input_policy=policy,
+        class_distribution=class_share,
+        config=config.model_dump(mode="json"),
+    )
+    module = SegmentationModule(
+        net,
+        loss,
+        classes,
+        spec.ignore_index,
+        config.optimizer,
+        config.scheduler,
+        meta,
+        sample_batch=datamodule.sample_batch(config.trainer.num_sample_images),
+    )
     return module, datamodule
 
 
@@ -218,8 +253,9 @@ def train(config: TrainConfig, resume: str | Path | None = None) -> TrainResult 
     run_dir = config.run_dir()
     run_dir.mkdir(parents=True, exist_ok=True)
     module, datamodule = build_module(config, spec, list(report.class_share.get("val", [])))
-    callbacks = build_callbacks(config, run_dir, [tuple(c) for c in module.meta["palette"]],
-                                module.meta["classes"])
+    callbacks = build_callbacks(
+        config, run_dir, [tuple(c) for c in module.meta["palette"]], module.meta["classes"]
+    )
     trainer = build_trainer(config, run_dir, callbacks)
     if trainer.is_global_zero:
         with atomic_write(run_dir / "config.yaml") as tmp:

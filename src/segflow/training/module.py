@@ -72,7 +72,9 @@ class SegmentationModule(pl.LightningModule):
         self.train_metrics = SegmentationMetrics(
             num_classes, ignore_index=ignore_index, class_names=class_names, compute_boundary=False
         )
-        self.val_metrics = SegmentationMetrics(num_classes, ignore_index=ignore_index, class_names=class_names)
+        self.val_metrics = SegmentationMetrics(
+            num_classes, ignore_index=ignore_index, class_names=class_names
+        )
         self.last_val: dict[str, Any] = {}
         self.sample_predictions: torch.Tensor | None = None
 
