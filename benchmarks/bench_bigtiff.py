@@ -2,7 +2,8 @@
 
 1. Synthesises a tiled RGB BigTIFF of ``--width`` x ``--height`` pixels, tile by tile (never
    in memory).
-2. Saves a random-weight checkpoint (``--arch``/``--encoder``, ``--classes`` classes).
+2. Saves a random-weight checkpoint (``--arch``/``--encoder``, ``--classes`` classes)
+   (or uses ``--model``, e.g. an ONNX export from ``segflow export``).
 3. Runs ``segflow predict CKPT big.tif --out DIR --tile 512 --overlap 0.25`` in a subprocess
    and polls its RSS with psutil every 0.2 s.
 
@@ -115,6 +116,11 @@ def main() -> None:
     parser.add_argument("--classes", type=int, default=12)
     parser.add_argument("--arch", default="unet")
     parser.add_argument("--encoder", default="resnet18")
+    parser.add_argument(
+        "--model",
+        default=None,
+        help="Existing checkpoint or .onnx export (default: a random-weight checkpoint)",
+    )
     parser.add_argument("--workdir", default="bench-out/bigtiff")
     parser.add_argument("--out", default="bench-out/bigtiff.json")
     args = parser.parse_args()
@@ -124,7 +130,7 @@ def main() -> None:
     if not image.exists():
         print(f"writing {image} ...", file=sys.stderr, flush=True)
         synthesise(image, args.height, args.width)
-    ckpt = work / f"{args.arch}_{args.encoder}_{args.classes}.ckpt"
+    ckpt = Path(args.model) if args.model else work / f"{args.arch}_{args.encoder}_{args.classes}.ckpt"
     if not ckpt.exists():
         save_checkpoint(ckpt, args.arch, args.encoder, args.classes)
     command = [
@@ -155,6 +161,8 @@ def main() -> None:
         "exit_code": code,
         "extrapolated_square_s": seconds * square / count,
         "square_windows": square,
+        "model": str(ckpt),
+        "command": " ".join(command),
     }
     print(
         f"\n{args.arch}-{args.encoder}, {args.classes} classes, tile {args.tile}, overlap {args.overlap}, "

@@ -68,7 +68,7 @@ class TrainerConfig(_Strict):
     limit_train_batches: int | float | None = None
     limit_val_batches: int | float | None = None
     max_time_minutes: float | None = Field(default=None, gt=0)
-    loggers: list[Literal["csv", "tensorboard", "mlflow"]] = Field(default_factory=lambda: ["csv"])
+    loggers: list[Literal["csv", "tensorboard", "mlflow"]] = Field(default_factory=lambda: ["csv"])  # type: ignore[arg-type]
     num_sample_images: int = Field(default=4, ge=0, le=16)
     progress_bar: bool = True
 

@@ -182,6 +182,7 @@ def good_png(tmp_path: Path) -> Path:
         (good_png, ["--tile", "48"], "tile=48 is invalid"),
         (good_png, ["--tile", "64", "--overlap", "0.9"], "overlap=0.9 is outside"),
         (good_png, ["--threshold", "0.5"], "threshold=0.5 needs a binary model"),
+        (good_png, ["--tile", "64", "--tile-batch", "0"], "tile_batch=0 is invalid"),
     ],
 )
 def test_bad_inputs_one_line_exit_1_no_output(

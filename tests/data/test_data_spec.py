@@ -32,7 +32,8 @@ def test_dict_source_resolves_against_base_dir(tmp_path: Path) -> None:
 def test_unknown_key_names_key_and_allowed(tmp_path: Path) -> None:
     path = write_yaml(tmp_path / "d.yaml", "format: folder\nroot: x\nclases: [a]\n")
     with pytest.raises(
-        ConfigError, match=r"d\.yaml: unknown key 'clases' \(check the spelling; allowed keys: format, root, classes"
+        ConfigError,
+        match=r"d\.yaml: unknown key 'clases' \(check the spelling; allowed keys: format, root, classes",
     ):
         load_data_spec(path)
 

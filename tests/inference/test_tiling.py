@@ -116,11 +116,14 @@ def test_bands_cover_every_row_once_and_accumulator_is_bounded() -> None:
         reads.append((y0, y1))
         return image[:, y0:y1]
 
-    rows = []
+    covered = np.zeros((300, 40), np.int64)
+    order = []
     for band in iter_blended_bands(read_rows, 300, 40, lambda w: w.astype(np.float32), spec):
-        assert band.sums.shape[1] <= spec.tile
-        rows.extend(range(band.y0, band.y0 + band.height))
-    assert rows == list(range(300))
+        assert band.sums.shape[1] <= spec.tile and band.sums.shape[2] <= spec.tile
+        covered[band.y0 : band.y0 + band.height, band.x0 : band.x0 + band.width] += 1
+        order.append((band.y0, band.x0))
+    assert (covered == 1).all()
+    assert order == sorted(order)
     assert all(y1 - y0 <= spec.tile for y0, y1 in reads)
 
 

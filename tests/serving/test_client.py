@@ -68,7 +68,9 @@ def test_cli_predict_with_server_flag(url, tmp_path):
     source = tmp_path / "frame.png"
     source.write_bytes(png_bytes(image))
     out = tmp_path / "cli-out"
-    assert main(["predict", "--server", url, "--api-key", KEY, str(source), "--out", str(out), "--overlay"]) == 0
+    assert (
+        main(["predict", "--server", url, "--api-key", KEY, str(source), "--out", str(out), "--overlay"]) == 0
+    )
     np.testing.assert_array_equal(read_label_png(out / "frame.png"), expected_labels(image))
     assert (out / "frame_overlay.png").is_file()
     assert main(["predict", "--server", url, str(source), "--out", str(out)]) == 1  # no key: 401, one line

@@ -17,23 +17,26 @@ from segflow.cli.app import app
 
 DEMO_SETTINGS: dict[str, Any] = {
     "seed": 0,
-    "data": {"format": "shapes", "options": {"size": 128}},
+    "data": {
+        "format": "shapes",
+        "options": {"size": 64, "num_images": {"train": 512, "val": 64, "test": 32}},
+    },
     "model": {
         "arch": "unet",
         "encoder": "resnet18",
         "encoder_weights": None,
-        "kwargs": {"decoder_channels": [128, 64, 32, 16, 16]},
+        "kwargs": {"decoder_channels": [64, 32, 16, 16, 16]},
     },
     "loss": "1.0*ce + 1.0*dice",
     "optimizer": {"name": "adamw", "lr": 0.003, "weight_decay": 0.0001},
     "scheduler": {"name": "cosine", "warmup_epochs": 1},
     "trainer": {
-        "max_epochs": 14,
+        "max_epochs": 30,
         "batch_size": 16,
-        "val_batch_size": 16,
+        "val_batch_size": 32,
         "num_workers": 1,
         "precision": "auto",
-        "log_every_n_steps": 5,
+        "log_every_n_steps": 8,
     },
     "augment": {"preset": "light"},
 }

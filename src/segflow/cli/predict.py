@@ -16,6 +16,7 @@ from segflow.data.io import IMAGE_EXTENSIONS
 from segflow.errors import ConfigError, DataError
 from segflow.inference.predictor import Predictor
 from segflow.inference.streaming import RichTileProgress, predict_file
+from segflow.inference.tiling import DEFAULT_TILE_BATCH
 from segflow.inference.video import DEFAULT_FRAME_BATCH, VIDEO_SUFFIXES, is_video, predict_video
 
 GLOB_CHARS = ("*", "?", "[")
@@ -98,6 +99,9 @@ def predict(
         int | None, typer.Option(help="Sliding-window tile size (multiple of the stride).")
     ] = None,
     overlap: Annotated[float, typer.Option(help="Tile overlap in [0, 0.9).")] = 0.25,
+    tile_batch: Annotated[
+        int, typer.Option(help="Tiles per forward pass (memory grows with it; see streaming docs).")
+    ] = DEFAULT_TILE_BATCH,
     tta: Annotated[bool, typer.Option(help="Test-time augmentation: horizontal and vertical flips.")] = False,
     min_object_size: Annotated[int, typer.Option(help="Relabel objects smaller than this (pixels).")] = 0,
     fill_holes: Annotated[int, typer.Option(help="Fill enclosed holes smaller than this (pixels).")] = 0,
@@ -135,6 +139,7 @@ def predict(
         tta="flip" if tta else None,
         tile=tile,
         overlap=overlap,
+        tile_batch=tile_batch,
         min_object_size=min_object_size,
         fill_holes=fill_holes,
         threshold=threshold,

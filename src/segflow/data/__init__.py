@@ -1,16 +1,42 @@
-"""segflow.data: dataset specs, readers, image IO, transforms, validation and statistics."""
+"""segflow.data: dataset specs, readers, image IO, transforms, validation and statistics.
 
-from segflow.data.check import CheckReport, check_dataset
-from segflow.data.dataset import SegmentationDataset, create_dataset
-from segflow.data.io import read_image, read_mask
-from segflow.data.readers import DATASETS, Sample, shapes_spec
-from segflow.data.spec import DataSpec, load_data_spec
-from segflow.data.stats import class_pixel_stats
-from segflow.data.transforms import build_transforms
+Names are imported lazily (on first attribute access), so that ``segflow.data.io`` and the
+readers can be used without importing torch (``SegmentationDataset`` needs it).
+"""
+
+from __future__ import annotations
+
+import importlib
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from segflow.data.check import CheckReport, check_dataset
+    from segflow.data.dataset import SegmentationDataset, create_dataset
+    from segflow.data.io import read_image, read_mask
+    from segflow.data.readers import DATASETS, Sample, shapes_spec
+    from segflow.data.spec import DataSpec, load_data_spec
+    from segflow.data.stats import class_pixel_stats
+    from segflow.data.transforms import build_transforms
+
+_SOURCES = {
+    "DATASETS": "segflow.data.readers",
+    "CheckReport": "segflow.data.check",
+    "DataSpec": "segflow.data.spec",
+    "Sample": "segflow.data.readers",
+    "SegmentationDataset": "segflow.data.dataset",
+    "build_transforms": "segflow.data.transforms",
+    "check_dataset": "segflow.data.check",
+    "class_pixel_stats": "segflow.data.stats",
+    "create_dataset": "segflow.data.dataset",
+    "load_data_spec": "segflow.data.spec",
+    "read_image": "segflow.data.io",
+    "read_mask": "segflow.data.io",
+    "shapes_spec": "segflow.data.readers",
+}
 
 __all__ = [
-    "DATASETS",
     "CheckReport",
+    "DATASETS",
     "DataSpec",
     "Sample",
     "SegmentationDataset",
@@ -23,3 +49,16 @@ __all__ = [
     "read_mask",
     "shapes_spec",
 ]
+
+
+def __getattr__(name: str) -> Any:
+    """Imports the module defining ``name`` on first access (PEP 562)."""
+    if name not in _SOURCES:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    value = getattr(importlib.import_module(_SOURCES[name]), name)
+    globals()[name] = value
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted(set(globals()) | set(_SOURCES))

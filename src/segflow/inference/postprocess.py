@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import cv2
 import numpy as np
-import torch
 
 from segflow.errors import InferenceError
 
@@ -30,7 +29,7 @@ _CROSS = cv2.getStructuringElement(cv2.MORPH_CROSS, (3, 3))
 
 
 def softmax(logits: np.ndarray, axis: int = 1) -> np.ndarray:
-    """Softmax over ``axis``; a single-channel (sigmoid) output becomes ``[1 - p, p]``.
+    """Softmax over ``axis`` without torch; a single-channel (sigmoid) output becomes ``[1 - p, p]``.
 
     Args:
         logits: float32 ``(N, K, H, W)`` (``axis=1``) or ``(K, H, W)`` (``axis=0``).
@@ -38,11 +37,27 @@ def softmax(logits: np.ndarray, axis: int = 1) -> np.ndarray:
     Returns:
         float32 probabilities with ``K`` channels (2 when ``K == 1``).
     """
-    tensor = torch.from_numpy(np.ascontiguousarray(logits, dtype=np.float32))
-    if tensor.shape[axis] == 1:
-        positive = torch.sigmoid(tensor)
-        return torch.cat([1.0 - positive, positive], dim=axis).numpy()
-    return torch.softmax(tensor, dim=axis).numpy()
+    logits = np.asarray(logits, dtype=np.float32)
+    if logits.shape[axis] == 1:
+        positive = _exp(-logits)
+        positive += np.float32(1.0)
+        np.reciprocal(positive, out=positive)
+        return np.concatenate([np.float32(1.0) - positive, positive], axis=axis)
+    shifted = _exp(logits - logits.max(axis=axis, keepdims=True))
+    total = shifted.sum(axis=axis, keepdims=True)
+    np.reciprocal(total, out=total)
+    shifted *= total
+    return shifted
+
+
+def _exp(values: np.ndarray) -> np.ndarray:
+    """Element-wise ``exp`` of a new float32 array, in place (OpenCV's SIMD exp, ~4x NumPy's)."""
+    values = np.ascontiguousarray(values, dtype=np.float32)
+    if values.size == 0:
+        return values
+    flat = values.reshape(-1, values.shape[-1]) if values.ndim > 1 else values.reshape(1, -1)
+    cv2.exp(flat, dst=flat)
+    return values
 
 
 def check_threshold(threshold: float | None, num_classes: int) -> None:

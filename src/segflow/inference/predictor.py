@@ -361,7 +361,7 @@ class Predictor:
             band = adapt_channels(reader.read(y0, y1), self.in_channels)
             return band.transpose(2, 0, 1)
 
-        bands = iter_blended_bands(
+        blocks = iter_blended_bands(
             read_rows,
             reader.height,
             reader.width,
@@ -370,22 +370,34 @@ class Predictor:
             progress,
             self.options.pad_mode,
         )
-        for band in bands:
-            yield self._labels_of_band(band, return_probs)
+        current: LabelBand | None = None
+        for block in blocks:
+            if block.x0 == 0:
+                current = self._empty_label_band(block, reader.width, return_probs)
+            if current is None:
+                raise InferenceError(f"internal: block at column {block.x0} before the start of its rows")
+            current.top_sum += self._fill_labels(current, block)
+            if block.x0 + block.width == reader.width:
+                yield current
+                current = None
 
-    def _labels_of_band(self, band: BlendedBand, return_probs: bool) -> LabelBand:
-        width = band.sums.shape[2]
-        labels = np.empty((band.height, width), dtype=np.uint8)
-        probs = np.empty(band.sums.shape, dtype=np.float32) if return_probs else None
+    def _empty_label_band(self, block: BlendedBand, width: int, return_probs: bool) -> LabelBand:
+        """Label (and probability) arrays for the full-width rows that ``block`` starts."""
+        probs = np.empty((block.sums.shape[0], block.height, width), np.float32) if return_probs else None
+        return LabelBand(block.y0, np.empty((block.height, width), dtype=np.uint8), probs)
+
+    def _fill_labels(self, band: LabelBand, block: BlendedBand) -> float:
+        """Writes ``block``'s labels (and probabilities) into ``band``; returns its top-probability sum."""
         top_sum = 0.0
-        for x0 in range(0, width, LABEL_CHUNK_COLUMNS):
-            x1 = min(x0 + LABEL_CHUNK_COLUMNS, width)
-            chunk = band.scores(x0, x1)
-            labels[:, x0:x1] = probs_to_labels(chunk, self.options.threshold)
+        for start in range(0, block.width, LABEL_CHUNK_COLUMNS):
+            stop = min(start + LABEL_CHUNK_COLUMNS, block.width)
+            chunk = block.scores(start, stop)
+            columns = slice(block.x0 + start, block.x0 + stop)
+            band.labels[:, columns] = probs_to_labels(chunk, self.options.threshold)
             top_sum += float(chunk.max(axis=0).sum(dtype=np.float64))
-            if probs is not None:
-                probs[:, :, x0:x1] = chunk
-        return LabelBand(band.y0, labels, probs, top_sum)
+            if band.probs is not None:
+                band.probs[:, :, columns] = chunk
+        return top_sum
 
     def auto_tile_spec(self) -> TileSpec:
         """Tiling used when streaming an image with no ``tile`` set: 512 (a stride multiple)."""

@@ -11,8 +11,6 @@ from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
-import torch
-import torch.nn.functional as F
 
 from segflow.errors import CheckpointError, InferenceError
 from segflow.inference.tiling import pad_rows_to
@@ -146,14 +144,36 @@ def pad_to_multiple(x: np.ndarray, multiple: int, mode: str = "reflect") -> np.n
     return np.stack([pad_rows_to(item, target_h, target_w, mode) for item in x])
 
 
+def _linear_taps(source: int, target: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Indices and weights of 1-D linear interpolation, half-pixel centres (align_corners=False).
+
+    Same sampling as ``torch.nn.functional.interpolate(mode="bilinear", align_corners=False)``
+    without antialiasing: output pixel ``i`` reads ``(i + 0.5) * source / target - 0.5``,
+    clamped at 0.
+
+    Returns:
+        ``(low (target,), high (target,), weight_of_high (target,) float32)``.
+    """
+    position = (np.arange(target, dtype=np.float64) + 0.5) * (source / target) - 0.5
+    position = np.maximum(position, 0.0)
+    low = np.minimum(np.floor(position).astype(np.int64), source - 1)
+    high = np.minimum(low + 1, source - 1)
+    return low, high, (position - low).astype(np.float32)
+
+
 def resize(x: np.ndarray, size: tuple[int, int]) -> np.ndarray:
-    """Bilinear resize of ``(N, C, H, W)`` float32 to ``size`` (align_corners=False)."""
+    """Bilinear resize of ``(N, C, H, W)`` float32 to ``size`` (align_corners=False, NumPy).
+
+    Matches ``torch.nn.functional.interpolate(..., mode="bilinear", align_corners=False)`` up
+    to float rounding, without importing torch.
+    """
     if tuple(x.shape[2:]) == tuple(size):
         return x
-    out = F.interpolate(
-        torch.from_numpy(np.ascontiguousarray(x)), size=size, mode="bilinear", align_corners=False
-    )
-    return out.numpy()
+    x = np.asarray(x, dtype=np.float32)
+    low, high, weight = _linear_taps(x.shape[2], int(size[0]))
+    rows = x[:, :, low, :] * (np.float32(1.0) - weight)[:, None] + x[:, :, high, :] * weight[:, None]
+    low, high, weight = _linear_taps(x.shape[3], int(size[1]))
+    return rows[..., low] * (np.float32(1.0) - weight) + rows[..., high] * weight
 
 
 def policy_input_size(height: int, width: int, policy: InputPolicy) -> tuple[int, int]:

@@ -10,18 +10,24 @@ tiled BigTIFFs with the palette as colour map, written while the bands arrive (t
 edge are judged by their part in the band).
 
 Peak memory of a streamed prediction to BigTIFF, with ``t = tile``, ``s`` its step,
-``Wp = max(W, t)``, ``K`` classes, ``C`` channels, ``b`` bytes per input sample,
-``B = tile_batch`` and ``T = 256`` (TIFF tile)::
+``c = t - s`` the rows shared by consecutive window rows, ``Wp = max(W, t)``, ``K`` classes,
+``C`` channels, ``b`` bytes per input sample, ``B = tile_batch`` and ``T = 256`` (TIFF tile)::
 
-    4 * t * Wp * (K + 1)              blending accumulator
-  + b * t * Wp * C                    input band of one window row
-  + 4 * B * t * t * (C + K)           one batch of windows and their probabilities
-  + s * Wp + 4 * K * s * 2048         labels of one band, scores of a 2048-column chunk
+    2 * 4 * (K + 1) * c * Wp          rows carried to the next window row (in and out)
+  + 4 * (K + 1) * t * t               strip of finished rows (see tiling.iter_blended_bands)
+  + b * (t + 512) * Wp * C            input band of one window row (plus the TIFF tile rows
+                                      the reader decodes around it)
+  + 4 * B * t * t * (C + 3 * K)       one batch of windows, their logits, probabilities and
+                                      softmax temporaries
+  + s * Wp                            labels of one band
   + 2 * (T + s) * Wp                  rows waiting to become TIFF tiles
-  + model activations for B windows
+  + model activations for B windows (ONNX Runtime's arena is off, so they are freed)
+  + the runtime itself (Python, NumPy, OpenCV, ONNX Runtime: ~0.2 GB; torch: ~0.7 GB more)
 
 which depends on the tile, overlap, class count and width, never on the height. For
-example W = 20000, t = 512, K = 12, C = 3, B = 4: about 0.7 GB plus the model.
+example W = 20000, t = 512, overlap 0.25 (c = 128), K = 12, C = 3, uint8, B = 4: about
+0.27 GB carried + 0.01 GB strip + 0.06 GB input + 0.16 GB batch + 0.03 GB labels and TIFF
+rows, i.e. about 0.5 GB plus the model and the runtime.
 """
 
 from __future__ import annotations

@@ -2,8 +2,9 @@
 
 The engine never holds a full-size ``(K, H, W)`` output. It walks the window rows from top to
 bottom; for each window row it reads the ``tile`` image rows it covers, runs the windows of
-that row through ``forward`` in batches of ``tile_batch``, adds the weighted scores into a
-rolling accumulator of ``tile`` rows, and hands out the rows that no later window touches.
+that row through ``forward`` in batches of ``tile_batch``, and hands out, window by window,
+the blocks that no later window touches; only the rows shared with the next window row are
+kept at full width (see :func:`iter_blended_bands` for the memory formula).
 The in-memory path (:func:`sliding_window`) and the streaming path
 (:mod:`segflow.inference.streaming`) both use :func:`iter_blended_bands`, so their outputs are
 identical by construction.
@@ -166,41 +167,39 @@ def pad_rows_to(band: np.ndarray, height: int, width: int, mode: str = "reflect"
 
 @dataclass
 class BlendedBand:
-    """Finished rows ``[y0, y0 + h)`` of a tiled prediction.
+    """A finished block of a tiled prediction: rows ``[y0, y0 + h)``, columns ``[x0, x0 + w)``.
 
-    ``sums`` and ``weights`` are views into the engine's accumulator; they are valid until the
-    engine is advanced (copy what you keep).
+    The engine hands out, for each window row, the rows no later window row touches, in
+    blocks of columns no later window of the row touches (left to right; the block ending at
+    the image's right edge completes those rows). ``sums`` and ``weights`` are views into the
+    engine's buffers; they are valid until the engine is advanced (copy what you keep).
 
     Attributes:
-        y0: First image row of the band.
-        sums: float32 ``(K, h, W)`` weighted sum of window scores.
-        weights: float32 ``(h, W)`` sum of window weights (> 0 everywhere).
+        y0: First image row of the block.
+        sums: float32 ``(K, h, w)`` weighted sum of window scores.
+        weights: float32 ``(h, w)`` sum of window weights (> 0 everywhere).
+        x0: First image column of the block.
     """
 
     y0: int
     sums: np.ndarray
     weights: np.ndarray
+    x0: int = 0
 
     @property
     def height(self) -> int:
-        """Rows in the band."""
+        """Rows in the block."""
         return int(self.sums.shape[1])
 
+    @property
+    def width(self) -> int:
+        """Columns in the block."""
+        return int(self.sums.shape[2])
+
     def scores(self, x0: int = 0, x1: int | None = None) -> np.ndarray:
-        """Blended scores of columns ``[x0, x1)``: ``sums / weights``, float32 ``(K, h, x1 - x0)``."""
+        """Blended scores of block columns ``[x0, x1)``: ``sums / weights``, float32 ``(K, h, x1 - x0)``."""
         x1 = self.sums.shape[2] if x1 is None else x1
         return self.sums[:, :, x0:x1] / self.weights[None, :, x0:x1]
-
-
-def _shift_up(buffer: np.ndarray, rows: int) -> None:
-    """Moves ``buffer[..., rows:, :]`` to the top and zeroes the freed rows, without a full copy."""
-    height = buffer.shape[-2]
-    keep = height - rows
-    # Chunks of at most `rows` rows never overlap their source, so no temporary is needed.
-    for start in range(0, keep, rows):
-        stop = min(start + rows, keep)
-        buffer[..., start:stop, :] = buffer[..., start + rows : stop + rows, :]
-    buffer[..., max(keep, 0) :, :] = 0.0
 
 
 def _run_window_row(
@@ -226,6 +225,71 @@ def _run_window_row(
             progress(len(chunk))
 
 
+class _RowBlender:
+    """Accumulates one window row of windows ``t`` rows tall, starting at image row ``y0``.
+
+    Channels ``0..K-1`` of every buffer hold weighted score sums, channel ``K`` the weights.
+    The row's first ``h`` rows (``finished``: no later window row reaches them) live in
+    ``strip``, only ``t`` columns wide, starting at column ``lo``: the window at ``lo`` is
+    added, columns up to the next window's start are handed out, and the strip slides right.
+    The last ``t - h`` rows, which the next window row also covers, go to ``carry_out``
+    (full width). Sums are added in the same order as a full ``(K, t, W)`` accumulator would
+    add them (earlier window rows first, then windows left to right), so results are equal.
+    """
+
+    def __init__(
+        self, classes: int, weight: np.ndarray, finished: int, width: int, carry_in: np.ndarray | None
+    ) -> None:
+        tile = weight.shape[0]
+        self.classes = classes
+        self.weight = weight
+        self.finished = finished
+        self.carry_in = carry_in
+        self.carry_out = np.zeros((classes + 1, tile - finished, width), dtype=np.float32)
+        carried = 0 if carry_in is None else carry_in.shape[1]
+        if carry_in is not None and carried > finished:
+            self.carry_out[:, : carried - finished] = carry_in[:, finished:]
+        self.strip = np.empty((classes + 1, finished, tile), dtype=np.float32)
+        self.lo = 0
+        self._load_columns(0, tile)
+
+    def _load_columns(self, start: int, stop: int) -> None:
+        """Initialises strip columns ``[start, stop)`` (relative) from the carried rows."""
+        self.strip[:, :, start:stop] = 0.0
+        if self.carry_in is None:
+            return
+        rows = min(self.carry_in.shape[1], self.finished)
+        image_cols = slice(self.lo + start, min(self.lo + stop, self.carry_in.shape[2]))
+        count = image_cols.stop - image_cols.start
+        if count > 0:
+            self.strip[:, :rows, start : start + count] = self.carry_in[:, :rows, image_cols]
+
+    def add(self, x0: int, scores: np.ndarray) -> None:
+        """Adds the window at column ``x0`` (which must equal ``lo``) with ``scores (K, t, t)``."""
+        if x0 != self.lo:
+            raise InferenceError(f"internal: window at column {x0} added while the strip starts at {self.lo}")
+        tile, head, k = self.weight.shape[0], self.finished, self.classes
+        self.strip[:k] += scores[:, :head] * self.weight[:head]
+        self.strip[k] += self.weight[:head]
+        self.carry_out[:k, :, x0 : x0 + tile] += scores[:, head:] * self.weight[head:]
+        self.carry_out[k, :, x0 : x0 + tile] += self.weight[head:]
+
+    def done_columns(self, stop: int) -> np.ndarray:
+        """View ``(K + 1, h, stop - lo)`` of the finished columns ``[lo, stop)``."""
+        return self.strip[:, :, : stop - self.lo]
+
+    def slide_to(self, stop: int) -> None:
+        """Drops the columns before ``stop`` and loads the new ones on the right."""
+        tile, shift = self.weight.shape[0], stop - self.lo
+        if shift <= 0:
+            return
+        keep = max(tile - shift, 0)
+        if keep:
+            self.strip[:, :, :keep] = self.strip[:, :, shift:].copy()
+        self.lo = stop
+        self._load_columns(keep, tile)
+
+
 def iter_blended_bands(
     read_rows: RowReader,
     height: int,
@@ -235,17 +299,27 @@ def iter_blended_bands(
     progress: Progress | None = None,
     pad_mode: str = "reflect",
 ) -> Iterator[BlendedBand]:
-    """Tiled inference over an image read band by band; yields finished bands top to bottom.
+    """Tiled inference over an image read band by band; yields finished blocks in raster order.
 
-    Memory (bytes) held by the engine, with ``t = tile``, ``Wp = max(W, t)``, ``K`` classes,
-    ``C`` channels, ``b`` bytes per input sample and ``B = tile_batch``::
+    For each window row (start ``y0``, next start ``y1``; ``h = y1 - y0`` rows finish), the
+    windows run left to right in batches; after each window the columns that no later window
+    of the row touches are handed out as a :class:`BlendedBand` of ``h`` rows. Only the
+    ``c = t - h`` rows shared with the next window row are kept at full width.
 
-        4 * t * Wp * (K + 1)        accumulator (weighted sums and weights)
+    Memory (bytes) held by the engine, with ``t = tile``, ``s = step``, ``c = t - s`` (rows
+    carried to the next window row), ``Wp = max(W, t)``, ``K`` classes, ``C`` channels, ``b``
+    bytes per input sample and ``B = tile_batch``::
+
+        4 * (K + 1) * c * Wp        carried rows (weighted sums and weights), two window rows
+                                    of them at a time while a row is being handed over
+      + 4 * (K + 1) * t * t         the strip of finished rows (at most t x t)
       + b * t * Wp * C              the input band of one window row
-      + 4 * B * t * t * (C + K)     one batch of windows and their scores
+      + 4 * B * t * t * (C + K)     one batch of windows and their scores (and temporaries)
 
     plus the model's own activations for a batch of ``B`` windows. None of it depends on the
-    image height; it grows linearly with the width.
+    image height; only the carried rows and the input band grow with the width. Example:
+    W = 20000, t = 512, overlap 0.25 (c = 128), K = 12, C = 3, uint8, B = 4: 133 MB carried
+    (x2 during a handover), 14 MB strip, 31 MB input band, 63 MB batch.
 
     Args:
         read_rows: ``read_rows(y0, y1) -> (C, y1 - y0, W)`` for ``0 <= y0 < y1 <= H``.
@@ -259,31 +333,33 @@ def iter_blended_bands(
             ``"constant"``.
 
     Yields:
-        :class:`BlendedBand` objects covering rows ``0..H`` exactly once, in order.
+        :class:`BlendedBand` blocks covering every pixel of the ``H x W`` image exactly once,
+        rows of blocks top to bottom, blocks of a row left to right (``x0 == 0`` starts a
+        row band, ``x0 + width == W`` ends it).
     """
     tile, step = spec.tile, spec.step
     padded_h, padded_w = max(height, tile), max(width, tile)
     rows, cols = window_starts(padded_h, tile, step), window_starts(padded_w, tile, step)
     weight = importance_map(tile, spec.blend)
-    weights = np.zeros((tile, padded_w), dtype=np.float32)
-    sums: np.ndarray | None = None
+    carry: np.ndarray | None = None
     for index, y0 in enumerate(rows):
-        y1 = min(y0 + tile, height)
-        band = pad_rows_to(read_rows(y0, y1), tile, padded_w, pad_mode)
-        for x0, scores in _run_window_row(band, cols, forward, spec, progress):
-            if sums is None:
-                sums = np.zeros((scores.shape[0], tile, padded_w), dtype=np.float32)
-            sums[:, :, x0 : x0 + tile] += scores * weight
-            weights[:, x0 : x0 + tile] += weight
-        del band
-        if sums is None:
-            raise InferenceError(f"no window ran for an image of {height}x{width} pixels")
         finished = (rows[index + 1] if index + 1 < len(rows) else padded_h) - y0
         visible = min(finished, height - y0)
-        if visible > 0:
-            yield BlendedBand(y0, sums[:, :visible, :width], weights[:visible, :width])
-        _shift_up(sums, finished)
-        _shift_up(weights, finished)
+        band = pad_rows_to(read_rows(y0, min(y0 + tile, height)), tile, padded_w, pad_mode)
+        blender: _RowBlender | None = None
+        for column, (x0, scores) in enumerate(_run_window_row(band, cols, forward, spec, progress)):
+            if blender is None:
+                blender = _RowBlender(scores.shape[0], weight, finished, padded_w, carry)
+            blender.add(x0, scores)
+            stop = cols[column + 1] if column + 1 < len(cols) else padded_w
+            done = blender.done_columns(stop)[:, :visible, : max(min(stop, width) - x0, 0)]
+            if visible > 0 and done.shape[2] > 0:
+                yield BlendedBand(y0, done[:-1], done[-1], x0)
+            blender.slide_to(stop)
+        del band
+        if blender is None:
+            raise InferenceError(f"no window ran for an image of {height}x{width} pixels")
+        carry = blender.carry_out
 
 
 def sliding_window(
@@ -312,7 +388,7 @@ def sliding_window(
     ):
         if out is None:
             out = np.empty((band.sums.shape[0], height, width), dtype=np.float32)
-        out[:, band.y0 : band.y0 + band.height] = band.scores()
+        out[:, band.y0 : band.y0 + band.height, band.x0 : band.x0 + band.width] = band.scores()
     if out is None:
         raise InferenceError(f"tiled inference produced no rows for an image of shape {image.shape}")
     return out

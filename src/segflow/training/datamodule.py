@@ -51,10 +51,10 @@ class SegmentationDataModule(pl.LightningDataModule):
         trainer = self.trainer
         if trainer is None or trainer.world_size == 1:
             return None
-        kwargs = {"num_replicas": trainer.world_size, "rank": trainer.global_rank}
+        replicas, rank = trainer.world_size, trainer.global_rank
         if shuffle:
-            return DistributedSampler(dataset, shuffle=True, seed=self.config.seed, **kwargs)
-        return UnrepeatedDistributedSampler(dataset, shuffle=False, **kwargs)
+            return DistributedSampler(dataset, replicas, rank, shuffle=True, seed=self.config.seed)
+        return UnrepeatedDistributedSampler(dataset, num_replicas=replicas, rank=rank, shuffle=False)
 
     def _loader(self, dataset: Any, batch_size: int, shuffle: bool) -> DataLoader:
         workers = self.config.trainer.num_workers

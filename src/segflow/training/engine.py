@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass, field
+from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
@@ -90,7 +91,9 @@ def class_weights_for(config: TrainConfig, datamodule: SegmentationDataModule) -
         return None
     if choice == "median_frequency":
         pixel_counts, image_pixel_counts = class_pixel_stats(datamodule.train_set)
-        return median_frequency_weights(pixel_counts, image_pixel_counts).float()
+        return median_frequency_weights(
+            torch.as_tensor(pixel_counts), torch.as_tensor(image_pixel_counts)
+        ).float()
     if len(choice) != num_classes:
         raise ConfigError(
             f"loss.class_weights has {len(choice)} values but the data has {num_classes} classes"
@@ -150,7 +153,7 @@ def build_callbacks(config: TrainConfig, run_dir: Path, palette: list[Any], clas
 def build_trainer(config: TrainConfig, run_dir: Path, callbacks: list[Any]) -> pl.Trainer:
     """A Lightning trainer from ``config.trainer``."""
     t = config.trainer
-    max_time = {"minutes": t.max_time_minutes} if t.max_time_minutes else None
+    max_time = timedelta(minutes=t.max_time_minutes) if t.max_time_minutes else None
     strategy: Any = t.strategy
     if t.devices > 1 and t.strategy == "auto":
         strategy = "ddp"

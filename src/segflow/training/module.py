@@ -20,7 +20,7 @@ RNG_KEY = "segflow_rng"
 
 def _rng_state() -> dict[str, Any]:
     """Python, numpy and torch RNG states as primitives/tensors (loadable with weights_only)."""
-    np_state = np.random.get_state()
+    np_state: Any = np.random.get_state()
     return {
         "python": random.getstate(),
         "numpy": [np_state[0], torch.from_numpy(np_state[1].copy()), *np_state[2:]],
