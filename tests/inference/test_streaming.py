@@ -17,6 +17,7 @@ from segflow.inference import Predictor
 from segflow.inference.bands import TiffBandReader
 from segflow.inference.streaming import predict_file, stream_file
 from segflow.viz import read_label_png
+from segflow.viz.overlay import MIN_VIEW_SIDE
 
 
 def test_streamed_labels_equal_in_memory_tiled_labels(tmp_path: Path, make_backend, make_image) -> None:
@@ -65,7 +66,7 @@ def test_predict_file_writes_png_overlay_probs(tmp_path: Path, make_backend, mak
         assert saved.getpalette()[:9] == [0, 0, 0, 255, 0, 0, 0, 255, 0]
     np.testing.assert_array_equal(read_label_png(written[0]), predictor.predict(image).labels)
     with Image.open(written[1]) as over:
-        assert over.mode == "RGB" and over.size[1] == 45
+        assert over.mode == "RGB" and over.size[1] == 45 * -(-MIN_VIEW_SIDE // 70)  # small: enlarged
     assert np.load(written[2]).shape == (3, 45, 70)
 
 

@@ -63,11 +63,14 @@ def test_legend_scales_with_image_size() -> None:
     assert box_height(big) > 1.8 * box_height(small) > 0  # 4x the size, 2x the font
 
 
-def test_tiny_image_gets_legend_strip() -> None:
+def test_tiny_image_is_enlarged_and_gets_legend_strip() -> None:
     image, labels = scene(16, 16)
     out = overlay(image, labels, PALETTE, alpha=0.0, class_names=["background", "person", "sky"])
-    assert out.shape[0] >= 16 and out.shape[1] > 16
-    assert np.array_equal(out[:16, :16], image)  # the image itself is not covered
+    side = 16 * 16  # enlarged 16x (nearest) to MIN_VIEW_SIDE = 256
+    assert out.shape[0] >= side and out.shape[1] >= side
+    enlarged = np.repeat(np.repeat(image, 16, axis=0), 16, axis=1)
+    half = side // 2  # the legend sits top-left or in a strip: the bottom-right quarter is the image
+    assert np.array_equal(out[half:side, half:side], enlarged[half:, half:])
 
 
 def test_gray_rgba_and_uint16_inputs() -> None:

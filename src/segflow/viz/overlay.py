@@ -24,6 +24,8 @@ MIN_FONT_SCALE = 0.35
 MAX_FONT_SCALE = 4.0
 MAX_LEGEND_SHARE = 0.4
 """A legend box covering more than this share of the image goes into a strip on the right."""
+MIN_VIEW_SIDE = 256
+"""Images whose longer side is shorter are enlarged (nearest, integer factor) before the legend."""
 LEGEND_BACKGROUND = (32, 32, 32)
 TEXT_COLOR = (255, 255, 255)
 
@@ -112,10 +114,15 @@ def add_legend(rgb: np.ndarray, entries: list[tuple[str, Color]]) -> np.ndarray:
 
     Returns:
         (H, W, 3) uint8 when the legend fits over the image (it covers at most
-        ``MAX_LEGEND_SHARE`` of it), else (max(H, h_legend), W + w_legend, 3).
+        ``MAX_LEGEND_SHARE`` of it), else (max(H, h_legend), W + w_legend, 3). An image whose
+        longer side is under ``MIN_VIEW_SIDE`` is first enlarged k times (nearest), so that
+        small images stay readable next to their legend.
     """
     if not entries:
         return rgb
+    factor = -(-MIN_VIEW_SIDE // max(rgb.shape[:2]))
+    if factor > 1:
+        rgb = np.repeat(np.repeat(rgb, factor, axis=0), factor, axis=1)
     height, width = rgb.shape[:2]
     layout = _legend_layout(entries, min(height, width))
     fits = layout.width <= width and layout.height <= height
