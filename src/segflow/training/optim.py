@@ -82,8 +82,9 @@ def create_optimizer(cfg: Mapping[str, Any], params: nn.Module) -> Optimizer:
     groups = param_groups_weight_decay(params, weight_decay=decay)
     if name == "sgd":
         momentum = _positive("optimizer", "momentum", values["momentum"], allow_zero=True)
-        return SGD(groups, lr=lr, momentum=momentum, nesterov=bool(values["nesterov"]))
-    return AdamW(groups, lr=lr)
+        return SGD(groups, lr=lr, momentum=momentum, nesterov=bool(values["nesterov"]), foreach=True)
+    # foreach: one multi-tensor kernel per op instead of one per parameter (CPU default is per tensor)
+    return AdamW(groups, lr=lr, foreach=True)
 
 
 class WarmupDecay:
