@@ -7,10 +7,11 @@
 3. Runs ``segflow predict CKPT big.tif --out DIR --tile 512 --overlap 0.25`` in a subprocess
    and polls its RSS with psutil every 0.2 s.
 
-The CLI's predictor uses ``tile_batch`` 4. Peak memory depends on the width, tile, overlap
-and classes, not the height (see segflow.inference.streaming), so ``--height`` may be
-smaller than the width to measure the peak and the windows/s in bounded time; the table then
-also gives the time extrapolated to a square image (labelled as such).
+The CLI's ``--tile-batch`` default applies (4 until 2026-11-21, now 1). Peak memory
+depends on the width, tile, overlap and classes, not the height (see
+segflow.inference.streaming), so ``--height`` may be smaller than the width to measure the
+peak and the windows/s in bounded time; the table then also gives the time extrapolated to a
+square image (labelled as such). ``--model`` takes an existing checkpoint or ONNX export.
 
     nice -n 10 .venv/bin/python benchmarks/bench_bigtiff.py --width 20000 --height 20000
 """
@@ -166,7 +167,7 @@ def main() -> None:
     }
     print(
         f"\n{args.arch}-{args.encoder}, {args.classes} classes, tile {args.tile}, overlap {args.overlap}, "
-        "tile_batch 4 (CLI default)\n"
+        "CLI default tile_batch\n"
     )
     print("| image | windows | time (s) | windows/s | peak RSS (MB) | exit |")
     print("| --- | ---: | ---: | ---: | ---: | ---: |")
