@@ -31,7 +31,7 @@ DEMO_SETTINGS: dict[str, Any] = {
     "optimizer": {"name": "adamw", "lr": 0.003, "weight_decay": 0.0001},
     "scheduler": {"name": "cosine", "warmup_epochs": 1},
     "trainer": {
-        "max_epochs": 30,
+        "max_epochs": 26,
         "batch_size": 16,
         "val_batch_size": 32,
         "num_workers": 1,

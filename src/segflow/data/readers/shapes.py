@@ -40,7 +40,7 @@ from segflow.data.spec import DataSpec
 from segflow.errors import ConfigError
 
 SHAPES_CLASSES = ["background", "circle", "rectangle", "triangle", "star"]
-GENERATOR_VERSION = 2
+GENERATOR_VERSION = 3
 """Bump when the generated pixels change, so caches of older versions are not reused."""
 
 DEFAULT_SIZE = 128
@@ -75,7 +75,7 @@ class ShapesReader(FolderReader):
 
     format_name = "shapes"
     default_classes = SHAPES_CLASSES
-    allowed_options: tuple[str, ...] = ("size", "num_images", "seed", "cache_dir")
+    allowed_options: tuple[str, ...] = ("size", "num_images", "seed", "cache_dir", "radius")
 
     def __init__(self, spec: DataSpec) -> None:
         super().__init__(spec)
@@ -127,14 +127,27 @@ def shapes_spec(cache_dir: str | Path | None = None, **options: Any) -> DataSpec
 
 
 def shapes_settings(options: dict[str, Any]) -> dict[str, Any]:
-    """Validated generation settings (``size``, ``num_images``, ``seed``) from options."""
+    """Validated generation settings (``size``, ``num_images``, ``seed``, ``radius``) from options."""
     size = options.get("size", DEFAULT_SIZE)
     if isinstance(size, bool) or not isinstance(size, int) or not MIN_SIZE <= size <= MAX_SIZE:
         raise ConfigError(f"shapes options.size must be an integer in {MIN_SIZE}..{MAX_SIZE}; got {size!r}")
     seed = options.get("seed", DEFAULT_SEED)
     if isinstance(seed, bool) or not isinstance(seed, int) or seed < 0:
         raise ConfigError(f"shapes options.seed must be a non-negative integer; got {seed!r}")
-    return {"size": size, "num_images": _num_images(options.get("num_images")), "seed": seed}
+    settings = {"size": size, "num_images": _num_images(options.get("num_images")), "seed": seed}
+    if "radius" in options:  # only when given, so default option sets keep their cache folder
+        settings["radius"] = _radius_range(options["radius"], size)
+    return settings
+
+
+def _radius_range(value: Any, size: int) -> list[float]:
+    """``[min, max]`` shape radius in pixels of the generated image."""
+    ok = isinstance(value, list | tuple) and len(value) == 2
+    ok = ok and all(isinstance(v, int | float) and not isinstance(v, bool) for v in value)
+    if not ok or not 1 <= value[0] <= value[1] <= size / 2:
+        raise ConfigError(f"shapes options.radius must be [min, max] pixels with 1 <= min <= max <= size/2; "
+                          f"got {value!r}")
+    return [float(value[0]), float(value[1])]
 
 
 def _num_images(value: Any) -> dict[str, int]:
@@ -210,7 +223,7 @@ def generate_shapes(out_dir: Path, settings: dict[str, Any]) -> None:
     def write(job: tuple[str, int]) -> None:
         split, index = job
         rng = np.random.default_rng([settings["seed"], SPLIT_IDS[split], index])
-        image, mask = make_sample(rng, settings["size"])
+        image, mask = make_sample(rng, settings["size"], settings.get("radius"))
         name = f"{index:05d}.png"
         Image.fromarray(image).save(out_dir / "images" / split / name, compress_level=PNG_COMPRESS_LEVEL)
         label = Image.fromarray(mask)
@@ -221,12 +234,15 @@ def generate_shapes(out_dir: Path, settings: dict[str, Any]) -> None:
         list(pool.map(write, jobs))  # list() re-raises the first failure
 
 
-def make_sample(rng: np.random.Generator, size: int) -> tuple[np.ndarray, np.ndarray]:
+def make_sample(
+    rng: np.random.Generator, size: int, radius: list[float] | None = None
+) -> tuple[np.ndarray, np.ndarray]:
     """One synthetic image and its mask.
 
     Args:
         rng: Random generator (all randomness comes from it).
         size: Image side.
+        radius: ``[min, max]`` shape radius in pixels; default ``RADIUS_RANGE`` scaled to ``size``.
 
     Returns:
         ``(size, size, 3)`` uint8 image and ``(size, size)`` uint8 class-index mask.
@@ -236,7 +252,7 @@ def make_sample(rng: np.random.Generator, size: int) -> tuple[np.ndarray, np.nda
     placed: list[np.ndarray] = []
     for _ in range(int(rng.integers(1, MAX_SHAPES + 1))):
         class_index = int(rng.integers(1, len(SHAPES_CLASSES)))
-        region = _place_shape(rng, size, class_index, placed)
+        region = _place_shape(rng, size, class_index, placed, radius)
         if region is None:
             continue
         image[region] = _shape_colour(rng, image[region])
@@ -280,14 +296,19 @@ def _blobs(rng: np.random.Generator, size: int) -> np.ndarray:
 
 
 def _place_shape(
-    rng: np.random.Generator, size: int, class_index: int, placed: list[np.ndarray]
+    rng: np.random.Generator,
+    size: int,
+    class_index: int,
+    placed: list[np.ndarray],
+    radius_range: list[float] | None = None,
 ) -> np.ndarray | None:
     occupied = np.zeros((size, size), dtype=bool)
     for region in placed:
         occupied |= region
     scale = size / REFERENCE_SIZE
+    low, high = radius_range or (RADIUS_RANGE[0] * scale, RADIUS_RANGE[1] * scale)
     for _ in range(MAX_PLACEMENT_TRIES):
-        radius = rng.uniform(*RADIUS_RANGE) * scale
+        radius = rng.uniform(low, high)
         margin = 0.7 * radius
         center = rng.uniform(margin, size - margin, 2)
         region = _draw(class_index, center, radius, rng.uniform(0, 2 * math.pi), rng, size)
