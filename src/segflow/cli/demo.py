@@ -28,7 +28,7 @@ DEMO_SETTINGS: dict[str, Any] = {
         "kwargs": {"decoder_channels": [64, 32, 16, 16, 16]},
     },
     "loss": "1.0*ce + 1.0*dice",
-    "optimizer": {"name": "adamw", "lr": 0.003, "weight_decay": 0.0001},
+    "optimizer": {"name": "adamw", "lr": 0.004, "weight_decay": 0.0001},
     "scheduler": {"name": "cosine", "warmup_epochs": 1},
     "trainer": {
         "max_epochs": 26,
