@@ -7,8 +7,14 @@ import pytest
 from .fakes import png_bytes, sample_image, serving
 
 KEY = "s3cret-key"
-PROTECTED = [("GET", "/v1/model"), ("GET", "/metrics"), ("POST", "/v1/segment")]
-OPEN = ["/healthz", "/readyz", "/", "/static/app.js", "/static/style.css", "/docs", "/openapi.json"]
+PROTECTED = [
+    ("GET", "/v1/model"),
+    ("GET", "/metrics"),
+    ("POST", "/v1/segment"),
+    ("GET", "/docs"),
+    ("GET", "/openapi.json"),
+]
+OPEN = ["/healthz", "/readyz", "/", "/static/app.js", "/static/style.css"]
 
 
 @pytest.fixture(scope="module")
@@ -30,7 +36,7 @@ def test_protected_routes_need_the_key(keyed, method, path):
 
 
 @pytest.mark.parametrize("path", OPEN)
-def test_probes_page_and_docs_need_no_key(keyed, path):
+def test_probes_and_static_page_need_no_key(keyed, path):
     assert keyed.get(path).status_code == 200
 
 

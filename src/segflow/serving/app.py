@@ -14,12 +14,14 @@ from http import HTTPStatus
 
 from fastapi import FastAPI, Request, Response
 from fastapi.middleware.cors import CORSMiddleware
-from fastapi.responses import JSONResponse
+from fastapi.openapi.docs import get_swagger_ui_html
+from fastapi.responses import HTMLResponse, JSONResponse
 from fastapi.staticfiles import StaticFiles
 from starlette.concurrency import run_in_threadpool
 
 from segflow import __version__
 from segflow.errors import InferenceError, SegflowError
+from segflow.serving.deps import ApiKeyDep
 from segflow.serving.errors import ServiceError
 from segflow.serving.routes import health, metrics, model, page, segment
 from segflow.serving.runner import PredictorLike, VariantFactory, load_predictor, option_variants
@@ -31,6 +33,18 @@ logger = logging.getLogger(__name__)
 UNMATCHED_ROUTE = "unmatched"
 """Route label of requests that matched no route (keeps the metric's label set bounded)."""
 CORS_HEADERS = ["X-API-Key", "Authorization", "Content-Type"]
+
+
+def _add_docs(app: FastAPI) -> None:
+    """OpenAPI schema and UI, under the API key like every data route (open when no key is set)."""
+
+    @app.get("/openapi.json", include_in_schema=False, dependencies=[ApiKeyDep])
+    def openapi_schema() -> JSONResponse:
+        return JSONResponse(app.openapi())
+
+    @app.get("/docs", include_in_schema=False, dependencies=[ApiKeyDep])
+    def swagger_ui() -> HTMLResponse:
+        return get_swagger_ui_html(openapi_url="/openapi.json", title="segflow API")
 
 
 def create_app(
@@ -61,11 +75,14 @@ def create_app(
         version=__version__,
         description="Image segmentation service. See docs/serving.md.",
         lifespan=_lifespan(service),
+        docs_url=None,  # re-added below behind the API key
+        openapi_url=None,
     )
     app.state.service = service
     for router in (health.router, model.router, segment.router, metrics.router, page.router):
         app.include_router(router)
     app.mount("/static", StaticFiles(directory=page.STATIC_DIR), name="static")
+    _add_docs(app)
     _add_error_handlers(app)
     _add_request_metrics(app, service)
     if settings.cors_origins:
