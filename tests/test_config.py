@@ -60,7 +60,7 @@ def test_load_config_applies_overrides_and_resolves_data(tmp_path: Path, tiny_co
 
 @pytest.mark.parametrize(
     ("content", "message"),
-    [("trainer: [1, 2", "not valid YAML"), ("- a\n- b\n", "expected a mapping")],
+    [("trainer: [1, 2", "not valid YAML"), ("- a\n- b\n", "must be a YAML mapping")],
 )
 def test_cli_bad_config_prints_one_line(
     tmp_path: Path, capsys: pytest.CaptureFixture, content: str, message: str

@@ -148,18 +148,21 @@ def merge(base: dict[str, Any], update: dict[str, Any]) -> dict[str, Any]:
     return out
 
 
-def read_yaml(path: Path) -> dict[str, Any]:
-    """Reads a YAML mapping; any problem becomes a ConfigError naming the file."""
+def read_yaml(path: Path, kind: str = "config file") -> dict[str, Any]:
+    """Reads a YAML mapping; any problem becomes one ConfigError naming the file.
+
+    Args:
+        path: The YAML file.
+        kind: What the file is, for messages ("config file", "data spec").
+    """
     if not path.is_file():
-        raise ConfigError(f"{path}: config file not found")
+        raise ConfigError(f"{kind} {path} does not exist; check the path")
     try:
-        content = yaml.safe_load(path.read_text())
+        content = yaml.safe_load(path.read_text(encoding="utf-8"))
     except (yaml.YAMLError, UnicodeDecodeError) as err:
-        raise ConfigError(f"{path}: not valid YAML ({' '.join(str(err).split())})") from None
+        raise ConfigError(f"{kind} {path} is not valid YAML ({' '.join(str(err).split())})") from None
     if not isinstance(content, dict):
-        raise ConfigError(
-            f"{path}: expected a mapping of keys (data:, model:, ...), got {type(content).__name__}"
-        )
+        raise ConfigError(f"{kind} {path} must be a YAML mapping of keys; got {type(content).__name__}")
     return content
 
 

@@ -25,9 +25,9 @@ import os
 from pathlib import Path
 from typing import Any
 
-import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
+from segflow.config import read_yaml
 from segflow.constants import IGNORE_INDEX
 from segflow.errors import ConfigError, describe_validation_error
 
@@ -106,26 +106,12 @@ def load_data_spec(source: str | Path | dict[str, Any] | DataSpec, base_dir: Pat
         base = Path(base_dir) if base_dir is not None else Path.cwd()
     else:
         path = Path(source)
-        raw, origin = _read_yaml(path), str(path)
+        raw, origin = read_yaml(path, "data spec"), str(path)
         base = Path(base_dir) if base_dir is not None else path.resolve().parent
     spec = _validate(raw, origin)
     _check_format(spec, origin)
     _check_mask_values(spec, origin)
     return _resolve_paths(spec, base)
-
-
-def _read_yaml(path: Path) -> dict[str, Any]:
-    if not path.is_file():
-        raise ConfigError(f"data spec {path} does not exist; pass the path of a dataset YAML file")
-    try:
-        raw = yaml.safe_load(path.read_text(encoding="utf-8"))
-    except (yaml.YAMLError, UnicodeDecodeError) as err:
-        raise ConfigError(f"data spec {path} is not valid YAML: {err}") from err
-    if not isinstance(raw, dict):
-        raise ConfigError(
-            f"data spec {path} must be a YAML mapping with at least 'format:'; got {type(raw).__name__}"
-        )
-    return raw
 
 
 def _validate(raw: dict[str, Any], origin: str) -> DataSpec:
