@@ -268,10 +268,12 @@ def train(config: TrainConfig, resume: str | Path | None = None) -> TrainResult 
     seconds = time.perf_counter() - start
     if not trainer.is_global_zero:
         return None
-    return finish_run(config, run_dir, seconds, callbacks)
+    return finish_run(config, spec, run_dir, seconds, callbacks)
 
 
-def finish_run(config: TrainConfig, run_dir: Path, seconds: float, callbacks: list[Any]) -> TrainResult:
+def finish_run(
+    config: TrainConfig, spec: DataSpec, run_dir: Path, seconds: float, callbacks: list[Any]
+) -> TrainResult:
     """Final evaluation of the best checkpoint, curves and model card."""
     from segflow.metrics.evaluate import evaluate_model
     from segflow.training.report import write_model_card
@@ -281,7 +283,6 @@ def finish_run(config: TrainConfig, run_dir: Path, seconds: float, callbacks: li
     best = ckpt_dir / "best.ckpt"
     if not best.is_file():
         best = ckpt_dir / "last.ckpt"
-    spec = load_spec(config)
     metrics = evaluate_model(best, spec, split="val", out_dir=run_dir)
     plot_curves(run_dir / "metrics.csv", run_dir / "curves.png")
     throughput = next((c.history for c in callbacks if isinstance(c, ThroughputCallback)), [])

@@ -93,9 +93,12 @@ class SegmentationModule(pl.LightningModule):
                 "set trainer.gradient_clip_val, or use trainer.precision=32"
             )
         self.train_metrics.update(logits.detach().argmax(1), masks)
-        self.log("train/loss", loss, on_step=True, on_epoch=True, prog_bar=True, batch_size=len(images))
+        batch = len(images)
+        self.log("loss", loss, on_step=True, on_epoch=False, prog_bar=True, logger=False, batch_size=batch)
+        self.log("train/loss", loss, on_step=False, on_epoch=True, batch_size=batch)  # epoch mean: curves.png
+        self.log("train/loss_step", loss, on_step=True, on_epoch=False, batch_size=batch)
         for name, value in getattr(self.loss_fn, "last_terms", {}).items():
-            self.log(f"train/loss_{name}", value, on_step=False, on_epoch=True, batch_size=len(images))
+            self.log(f"train/loss_{name}", value, on_step=False, on_epoch=True, batch_size=batch)
         return loss
 
     def on_train_epoch_end(self) -> None:
