@@ -20,12 +20,10 @@ import json
 import os
 import random
 import socket
-import struct
 import subprocess
 import sys
 import threading
 import time
-import zlib
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -33,6 +31,8 @@ import httpx
 import numpy as np
 import psutil
 from PIL import Image
+
+from segflow.serving.crafted import bomb_png
 
 IMAGE_SIZE = 512
 DISTINCT_IMAGES = 8
@@ -94,24 +94,6 @@ def good_images(channels: int) -> list[np.ndarray]:
         image[(yy - cy) ** 2 + (xx - cx) ** 2 < r**2] = rng.uniform(0, 1, size=channels)
         images.append((image * 255).clip(0, 255).astype(np.uint8))
     return images
-
-
-def bomb_png(side: int = 100_000) -> bytes:
-    def chunk(kind: bytes, data: bytes) -> bytes:
-        return (
-            struct.pack(">I", len(data))
-            + kind
-            + data
-            + struct.pack(">I", zlib.crc32(kind + data) & 0xFFFFFFFF)
-        )
-
-    ihdr = struct.pack(">IIBBBBB", side, side, 8, 0, 0, 0, 0)
-    return (
-        b"\x89PNG\r\n\x1a\n"
-        + chunk(b"IHDR", ihdr)
-        + chunk(b"IDAT", zlib.compress(b"\0" * side))
-        + chunk(b"IEND", b"")
-    )
 
 
 def bad_bodies(good: bytes) -> dict[str, bytes]:

@@ -57,6 +57,7 @@ class TrainerConfig(_Strict):
     val_batch_size: int = Field(default=1, ge=1)
     num_workers: int = Field(default=2, ge=0)
     precision: Precision = "auto"
+    channels_last: bool = False  # NHWC weights and activations: faster convs on CPU for many nets
     accumulate_grad_batches: int = Field(default=1, ge=1)
     gradient_clip_val: float | None = Field(default=None, gt=0)
     accelerator: Literal["cpu", "gpu", "cuda", "auto"] = "cpu"

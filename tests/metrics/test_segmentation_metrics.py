@@ -15,7 +15,13 @@ import torch.multiprocessing as mp
 
 from segflow.constants import IGNORE_INDEX
 from segflow.errors import ConfigError, DataError
-from segflow.metrics import SegmentationMetrics, boundary_counts, confusion_matrix, metrics_from_counts
+from segflow.metrics import (
+    SegmentationMetrics,
+    boundary_counts,
+    class_indices,
+    confusion_matrix,
+    metrics_from_counts,
+)
 
 NUM_CLASSES = 4
 # Uneven shards (rank 0: images 0-4, rank 1: images 5-6) so that averaging the two
@@ -131,3 +137,11 @@ def test_ddp_two_processes_equal_single_process(tmp_path: Path) -> None:
         assert json.dumps(result["second"]) == expected
         assert result["local_unchanged"]
     assert np.isfinite(json.loads(expected)["miou"])
+
+
+def test_class_indices_equals_argmax_and_takes_the_first_of_ties() -> None:
+    logits = torch.randn(3, 6, 17, 9)
+    assert torch.equal(class_indices(logits), logits.argmax(1))
+    tied = torch.zeros(1, 4, 2, 2)
+    tied[0, 2, 0, 0] = tied[0, 3, 0, 0] = 1.0  # classes 2 and 3 tie at (0, 0)
+    assert class_indices(tied).tolist() == [[[2, 0], [0, 0]]]

@@ -7,10 +7,8 @@ so every expected mask is known exactly without a model.
 from __future__ import annotations
 
 import io
-import struct
 import threading
 import time
-import zlib
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -147,26 +145,6 @@ def jpeg_bytes(image: np.ndarray) -> bytes:
     buffer = io.BytesIO()
     Image.fromarray(image).save(buffer, format="JPEG", quality=95)
     return buffer.getvalue()
-
-
-def bomb_png(width: int = 100_000, height: int = 100_000) -> bytes:
-    """A few-hundred-byte PNG whose IHDR declares ``width x height`` 8-bit gray pixels.
-
-    The IDAT holds only a few zero rows, so decoding would need width*height bytes while
-    the file is tiny: the server must refuse it from the header alone.
-    """
-
-    def chunk(kind: bytes, data: bytes) -> bytes:
-        return (
-            struct.pack(">I", len(data))
-            + kind
-            + data
-            + struct.pack(">I", zlib.crc32(kind + data) & 0xFFFFFFFF)
-        )
-
-    ihdr = struct.pack(">IIBBBBB", width, height, 8, 0, 0, 0, 0)
-    idat = zlib.compress(b"\x00" * (width + 1) * 2, 9)
-    return b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", ihdr) + chunk(b"IDAT", idat) + chunk(b"IEND", b"")
 
 
 @contextmanager

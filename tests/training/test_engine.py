@@ -183,3 +183,19 @@ def test_ddp_two_processes_match_one(tiny_config: dict[str, Any], tmp_path: Path
     single = json.loads((run / "metrics.json").read_text())  # evaluated in one process after training
     assert single["num_images"] == 7
     assert abs(ddp_miou - single["miou"]) < 1e-5
+
+
+def test_channels_last_trains_the_same_weights(tiny_config: dict[str, Any], tmp_path: Path) -> None:
+    weights = {}
+    for channels_last in (False, True):
+        config = copy.deepcopy(tiny_config)
+        config["name"] = f"cl-{channels_last}"
+        config["trainer"]["channels_last"] = channels_last
+        config["optimizer"] = {"name": "sgd", "lr": 0.01}  # Adam's first steps amplify rounding noise
+        result = train(build_config(config))
+        assert result is not None
+        assert (result.run_dir / "metrics.json").is_file()  # best.ckpt loaded into a plain net
+        weights[channels_last] = _weights(result.run_dir / "checkpoints" / "best.ckpt")
+    assert weights[False].keys() == weights[True].keys()
+    for name, value in weights[False].items():
+        torch.testing.assert_close(weights[True][name].contiguous(), value, rtol=1e-3, atol=1e-4, msg=name)

@@ -19,26 +19,34 @@ DEMO_SETTINGS: dict[str, Any] = {
     "seed": 0,
     "data": {
         "format": "shapes",
-        "options": {"size": 64, "num_images": {"train": 512, "val": 64, "test": 32}},
+        "options": {"size": 64, "num_images": {"train": 4096, "val": 64, "test": 32}},
     },
     "model": {
         "arch": "unet",
-        "encoder": "resnet18",
+        "encoder": "tu-regnetx_004",
         "encoder_weights": None,
-        "kwargs": {"decoder_channels": [64, 32, 16, 16, 16]},
+        "kwargs": {"encoder_depth": 3, "decoder_channels": [32, 16, 8]},
     },
     "loss": "1.0*ce + 1.0*dice",
     "optimizer": {"name": "adamw", "lr": 0.004, "weight_decay": 0.0001},
-    "scheduler": {"name": "cosine", "warmup_epochs": 1},
+    "scheduler": {"name": "cosine", "warmup_steps": 80},
     "trainer": {
-        "max_epochs": 26,
+        "max_epochs": 11,
         "batch_size": 16,
         "val_batch_size": 32,
-        "num_workers": 1,
+        "num_workers": 0,
         "precision": "auto",
-        "log_every_n_steps": 8,
+        "channels_last": True,
+        "log_every_n_steps": 32,
     },
-    "augment": {"preset": "light"},
+    "augment": {
+        "preset": "none",
+        "transforms": [
+            {"HorizontalFlip": {"p": 0.5}},
+            {"VerticalFlip": {"p": 0.5}},
+            {"RandomRotate90": {"p": 1.0}},
+        ],
+    },
 }
 """The demo's training config (also in configs/shapes.yaml for `segflow train`)."""
 

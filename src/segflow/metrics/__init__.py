@@ -9,7 +9,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any
 
 from segflow.metrics.boundary import BOUNDARY_COLUMNS, boundary_counts, boundary_counts_batch
-from segflow.metrics.confusion import confusion_matrix, confusion_matrix_tensor
+from segflow.metrics.confusion import class_indices, confusion_matrix, confusion_matrix_tensor
 from segflow.metrics.report import render_markdown, save_metrics_json, to_json_safe
 from segflow.metrics.scores import (
     PER_CLASS_KEYS,
@@ -28,6 +28,7 @@ __all__ = [
     "SegmentationMetrics",
     "boundary_counts",
     "boundary_counts_batch",
+    "class_indices",
     "confusion_matrix",
     "confusion_matrix_tensor",
     "metrics_from_confusion",

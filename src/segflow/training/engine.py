@@ -236,6 +236,7 @@ def build_module(
         config.scheduler,
         meta,
         sample_batch=datamodule.sample_batch(config.trainer.num_sample_images),
+        channels_last=config.trainer.channels_last,
     )
     return module, datamodule
 

@@ -11,13 +11,13 @@ from PIL import Image
 from pycocotools import mask as coco_mask
 
 from segflow.serving.codecs import decode_label_png
+from segflow.serving.crafted import bomb_png
 
 from ..fakes import (
     CLASSES,
     PALETTE,
     TOP_PROBABILITY,
     FakePredictor,
-    bomb_png,
     expected_labels,
     jpeg_bytes,
     png_bytes,

@@ -145,8 +145,9 @@ def _radius_range(value: Any, size: int) -> list[float]:
     ok = isinstance(value, list | tuple) and len(value) == 2
     ok = ok and all(isinstance(v, int | float) and not isinstance(v, bool) for v in value)
     if not ok or not 1 <= value[0] <= value[1] <= size / 2:
-        raise ConfigError(f"shapes options.radius must be [min, max] pixels with 1 <= min <= max <= size/2; "
-                          f"got {value!r}")
+        raise ConfigError(
+            f"shapes options.radius must be [min, max] pixels with 1 <= min <= max <= size/2; got {value!r}"
+        )
     return [float(value[0]), float(value[1])]
 
 
