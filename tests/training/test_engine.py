@@ -199,3 +199,15 @@ def test_channels_last_trains_the_same_weights(tiny_config: dict[str, Any], tmp_
     assert weights[False].keys() == weights[True].keys()
     for name, value in weights[False].items():
         torch.testing.assert_close(weights[True][name].contiguous(), value, rtol=1e-3, atol=1e-4, msg=name)
+
+
+def test_sample_images_are_spread_over_the_val_split(tiny_config: dict[str, Any]) -> None:
+    from segflow.training.datamodule import SegmentationDataModule
+
+    config = build_config(tiny_config)
+    datamodule = SegmentationDataModule(engine.load_spec(config), config, 32)
+    images, masks = datamodule.sample_batch(2)
+    assert len(datamodule.val_set) == 8
+    for row, index in enumerate([0, 4]):  # evenly spaced, not the first two (consecutive frames)
+        assert torch.equal(images[row], datamodule.val_set[index]["image"])
+        assert torch.equal(masks[row], datamodule.val_set[index]["mask"])

@@ -77,10 +77,16 @@ class SegmentationDataModule(pl.LightningDataModule):
         return self._loader(self.val_set, self.config.trainer.val_batch_size, shuffle=False)
 
     def sample_batch(self, count: int) -> tuple[torch.Tensor, torch.Tensor] | None:
-        """The first ``count`` val images ``(S, C, H, W)`` and masks ``(S, H, W)``, all one size."""
-        if count == 0 or len(self.val_set) == 0:
+        """``count`` evenly spaced val images ``(S, C, H, W)`` and masks ``(S, H, W)``, all one size.
+
+        Evenly spaced rather than the first ones: video-derived splits (CamVid) list
+        consecutive frames, which would show the same scene ``count`` times.
+        """
+        total = len(self.val_set)
+        if count == 0 or total == 0:
             return None
-        items = [self.val_set[i] for i in range(min(count, len(self.val_set)))]
+        indices = sorted({i * total // min(count, total) for i in range(min(count, total))})
+        items = [self.val_set[i] for i in indices]
         shape = items[0]["image"].shape
         items = [item for item in items if item["image"].shape == shape]
         batch = _collate(items)
