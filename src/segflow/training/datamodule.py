@@ -85,8 +85,8 @@ class SegmentationDataModule(pl.LightningDataModule):
         total = len(self.val_set)
         if count == 0 or total == 0:
             return None
-        indices = sorted({i * total // min(count, total) for i in range(min(count, total))})
-        items = [self.val_set[i] for i in indices]
+        shown = min(count, total)
+        items = [self.val_set[i * total // shown] for i in range(shown)]  # distinct: total/shown >= 1
         shape = items[0]["image"].shape
         items = [item for item in items if item["image"].shape == shape]
         batch = _collate(items)
