@@ -18,6 +18,7 @@ import time
 
 import numpy as np
 import torch
+from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
 
 from segflow.constants import IGNORE_INDEX
 from segflow.data.readers.shapes import SHAPES_CLASSES, SPLIT_IDS, make_sample
@@ -79,6 +80,9 @@ def screen(args: argparse.Namespace) -> dict:
     schedule = WarmupDecay("cosine", SCHEDULE_STEPS, int(args.warmup * SCHEDULE_STEPS), 0.0, 1.0)
     loss_fn = create_loss(args.loss, NUM_CLASSES)
     gen = torch.Generator().manual_seed(0)
+    ema = None
+    if args.ema:
+        ema = AveragedModel(net, multi_avg_fn=get_ema_multi_avg_fn(args.ema), use_buffers=True)
     start, steps, curve = time.perf_counter(), 0, []
     while (elapsed := time.perf_counter() - start) < args.seconds:
         for group in optimizer.param_groups:
@@ -88,10 +92,13 @@ def screen(args: argparse.Namespace) -> dict:
         optimizer.zero_grad(set_to_none=True)
         loss_fn(net(x.contiguous(memory_format=memory)), y).backward()
         optimizer.step()
+        if ema is not None:
+            ema.update_parameters(net)
         steps += 1
         if elapsed > (len(curve) + 1) * args.seconds / CURVE_POINTS:
             curve.append([round(elapsed), round(evaluate(net, val_x, val_y)["miou"], 3)])
     metrics = evaluate(net, val_x, val_y)
+    ema_miou = round(evaluate(ema.module, val_x, val_y)["miou"], 4) if ema is not None else None
     return {
         "encoder": args.encoder,
         "depth": args.depth,
@@ -101,6 +108,8 @@ def screen(args: argparse.Namespace) -> dict:
         "threads": args.threads,
         "seconds": args.seconds,
         "miou": round(metrics["miou"], 4),
+        "ema": args.ema,
+        "ema_miou": ema_miou,
         "per_class_iou": {k: round(v["iou"], 3) for k, v in metrics["per_class"].items()},
         "steps": steps,
         "images_per_s": round(steps * args.batch / args.seconds, 1),
@@ -124,6 +133,7 @@ def parse_args() -> argparse.Namespace:
     p.add_argument("--size", type=int, default=64)
     p.add_argument("--train-images", type=int, default=4096)
     p.add_argument("--channels-last", action="store_true")
+    p.add_argument("--ema", type=float, default=0.0, help="also score an EMA of the weights (decay)")
     return p.parse_args()
 
 

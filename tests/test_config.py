@@ -30,6 +30,24 @@ def test_bad_literal_lists_allowed_values(tiny_config: dict) -> None:
         build_config(tiny_config)
 
 
+@pytest.mark.parametrize(
+    ("key", "value", "message"),
+    [
+        ("evaluate.tta", "rot90", r"'evaluate.tta'.*tta='rot90' is invalid; use None, 'flip' or a dict"),
+        ("evaluate.tta", {"hflip": True, "turns": 4}, r"'evaluate.tta'.*unknown key.*\['turns'\]"),
+        ("trainer.ema_decay", 1.5, r"'trainer.ema_decay'.*less than 1"),
+        ("trainer.cache_data", "sometimes", r"'trainer.cache_data'"),
+    ],
+)
+def test_new_trainer_and_evaluate_keys_are_checked(
+    tiny_config: dict, key: str, value: object, message: str
+) -> None:
+    section, name = key.split(".")
+    tiny_config.setdefault(section, {})[name] = value
+    with pytest.raises(ConfigError, match=message):
+        build_config(tiny_config)
+
+
 def test_missing_data_key() -> None:
     with pytest.raises(ConfigError, match="missing required key 'data'"):
         build_config({"name": "x"})

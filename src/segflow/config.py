@@ -56,8 +56,10 @@ class TrainerConfig(_Strict):
     batch_size: int = Field(default=8, ge=1)
     val_batch_size: int = Field(default=1, ge=1)
     num_workers: int = Field(default=2, ge=0)
+    cache_data: Literal["auto", True, False] = "auto"  # decoded images in RAM after epoch 0 (auto: if small)
     precision: Precision = "auto"
     channels_last: bool = False  # NHWC weights and activations: faster convs on CPU for many nets
+    ema_decay: float | None = Field(default=None, gt=0, lt=1)  # EMA of weights: validated and saved
     accumulate_grad_batches: int = Field(default=1, ge=1)
     gradient_clip_val: float | None = Field(default=None, gt=0)
     accelerator: Literal["cpu", "gpu", "cuda", "auto"] = "cpu"
@@ -82,6 +84,21 @@ class AugmentConfig(_Strict):
     transforms: list[dict[str, Any]] = Field(default_factory=list)
 
 
+class EvaluateConfig(_Strict):
+    """How ``metrics.json`` scores the best checkpoint after training (per-epoch validation is
+    always one plain forward pass)."""
+
+    tta: Any = None  # None, "flip" or {hflip, vflip, scales}: see segflow.inference.tta
+
+    @field_validator("tta")
+    @classmethod
+    def _known_tta(cls, value: Any) -> Any:
+        from segflow.inference.tta import parse_tta
+
+        parse_tta(value)  # ConfigError (a ValueError) names what is allowed
+        return value
+
+
 class TrainConfig(_Strict):
     """The whole training config (``segflow train CONFIG.yaml``)."""
 
@@ -96,6 +113,7 @@ class TrainConfig(_Strict):
     scheduler: dict[str, Any] = Field(default_factory=lambda: {"name": "cosine", "warmup_epochs": 1})
     trainer: TrainerConfig = Field(default_factory=TrainerConfig)
     augment: AugmentConfig = Field(default_factory=AugmentConfig)
+    evaluate: EvaluateConfig = Field(default_factory=EvaluateConfig)
     base_dir: str | None = Field(default=None, description="folder the config was read from")
 
     @field_validator("name")

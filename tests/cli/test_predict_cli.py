@@ -200,3 +200,30 @@ def test_bad_inputs_one_line_exit_1_no_output(
 def test_missing_input_names_it(tmp_path: Path, checkpoint: Path, capsys) -> None:
     assert main(["predict", str(checkpoint), str(tmp_path / "nope.png"), "--out", str(tmp_path / "o")]) == 1
     assert "nope.png does not exist" in capsys.readouterr().err
+
+
+def test_evaluate_tta_matches_predict_tta_then_score(tmp_path: Path, checkpoint: Path) -> None:
+    """`evaluate CKPT --tta` scores exactly what `predict --tta` writes."""
+    import json
+
+    import yaml
+
+    rng = np.random.default_rng(3)
+    for split in ("train", "val"):
+        images, masks = tmp_path / "d" / "images" / split, tmp_path / "d" / "masks" / split
+        images.mkdir(parents=True)
+        masks.mkdir(parents=True)
+        for index in range(3):
+            Image.fromarray(image(64, 96, seed=index)).save(images / f"{index}.png")
+            Image.fromarray(rng.integers(0, 3, (64, 96), dtype=np.uint8)).save(masks / f"{index}.png")
+    spec = tmp_path / "d" / "data.yaml"
+    spec.write_text(yaml.safe_dump({"format": "folder", "root": ".", "classes": CLASSES}))
+    ckpt, data = str(checkpoint), str(spec)
+    assert main(["evaluate", ckpt, "--data", data, "--tta", "--out", str(tmp_path / "direct")]) == 0
+    val_images, predicted = str(tmp_path / "d" / "images" / "val"), str(tmp_path / "p")
+    assert main(["predict", ckpt, val_images, "--out", predicted, "--tta"]) == 0
+    scored_dir = str(tmp_path / "scored")
+    assert main(["evaluate", "--predictions", predicted, "--data", data, "--out", scored_dir]) == 0
+    direct, scored = (json.loads((tmp_path / d / "metrics.json").read_text()) for d in ("direct", "scored"))
+    assert direct["confusion_matrix"] == scored["confusion_matrix"]
+    assert direct["tta"] == {"hflip": True, "vflip": True, "scales": [1.0]}

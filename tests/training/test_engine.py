@@ -19,6 +19,7 @@ import yaml
 
 from segflow.config import build_config
 from segflow.errors import DataError, TrainingError
+from segflow.metrics.evaluate import evaluate_model
 from segflow.training import engine
 from segflow.training.engine import train
 
@@ -42,6 +43,7 @@ def _weights(path: Path) -> dict[str, torch.Tensor]:
 
 def test_run_folder_has_every_artefact(tiny_config: dict[str, Any]) -> None:
     tiny_config["trainer"]["max_epochs"] = 2
+    tiny_config["evaluate"] = {"tta": "flip"}
     result = train(build_config(tiny_config))
     assert result is not None
     run = result.run_dir
@@ -71,7 +73,33 @@ def test_run_folder_has_every_artefact(tiny_config: dict[str, Any]) -> None:
     assert meta["config"]["trainer"]["max_epochs"] == 2
     assert abs(sum(meta["class_distribution"]) - 1.0) < 1e-6
     assert not list(run.rglob("*.partial*"))
+    assert metrics["tta"] == {"hflip": True, "vflip": True, "scales": [1.0]}
+    by_hand = _flip_averaged_miou(run / "checkpoints/best.ckpt", build_config(tiny_config))
+    assert abs(metrics["miou"] - by_hand) < 1e-3  # a near-tie pixel may round either way
+    plain = evaluate_model(run / "checkpoints/best.ckpt", engine.load_spec(build_config(tiny_config)))
+    assert metrics["miou_without_tta"] == plain["miou"] != metrics["miou"] and plain["tta"] is None
+    card = (run / "model_card.md").read_text()
+    assert "test-time augmentation (hflip, vflip, scales [1.0])" in card
+    assert f"one forward pass per image gives mIoU {plain['miou']:.4f}" in card
     assert yaml.safe_load((run / "config.yaml").read_text())["name"] == "tiny"
+
+
+def _flip_averaged_miou(checkpoint: Path, config: Any) -> float:
+    """Val mIoU from probabilities averaged by hand over the image and its two flips."""
+    from segflow.data import create_dataset
+    from segflow.inference import Predictor
+    from segflow.metrics import SegmentationMetrics
+
+    predictor = Predictor.from_path(checkpoint)
+    val = create_dataset(engine.load_spec(config), "val")
+    metric = SegmentationMetrics(5, ignore_index=val.ignore_index, class_names=val.classes)
+    for index in range(len(val)):
+        image, mask = val[index]["image"], val[index]["mask"]
+        probs = predictor.predict(image, return_probs=True).probs
+        probs = probs + predictor.predict(image[:, ::-1].copy(), return_probs=True).probs[:, :, ::-1]
+        probs = probs + predictor.predict(image[::-1].copy(), return_probs=True).probs[:, ::-1]
+        metric.update(torch.from_numpy(probs.argmax(0))[None], torch.from_numpy(mask)[None])
+    return float(metric.compute()["miou"])
 
 
 class _StopAfterFirstEpoch(pl.Callback):
@@ -81,10 +109,14 @@ class _StopAfterFirstEpoch(pl.Callback):
         trainer.should_stop = True
 
 
-def test_resume_is_exact(tiny_config: dict[str, Any], monkeypatch: pytest.MonkeyPatch) -> None:
-    """Two epochs in one go equal one interrupted epoch plus --resume (weights, optimizer, scheduler, RNG)."""
+@pytest.mark.parametrize("ema_decay", [None, 0.9])
+def test_resume_is_exact(
+    tiny_config: dict[str, Any], monkeypatch: pytest.MonkeyPatch, ema_decay: float | None
+) -> None:
+    """Two epochs in one go equal one interrupted epoch plus --resume (weights, optimizer,
+    scheduler, RNG; with EMA both the averaged and the raw weights)."""
     whole = copy.deepcopy(tiny_config)
-    whole["trainer"]["max_epochs"] = 2
+    whole["trainer"].update(max_epochs=2, ema_decay=ema_decay)
     whole["name"] = "whole"
     split = {**copy.deepcopy(whole), "name": "split"}
     a = train(build_config(whole))
@@ -100,7 +132,74 @@ def test_resume_is_exact(tiny_config: dict[str, Any], monkeypatch: pytest.Monkey
     assert wa.keys() == wb.keys()
     for key in wa:
         torch.testing.assert_close(wa[key], wb[key], rtol=0, atol=1e-6, msg=key)
-    assert torch.load(b2.last_checkpoint, weights_only=True)["epoch"] == 1
+    ca, cb = (torch.load(r.last_checkpoint, weights_only=True) for r in (a, b2))
+    assert ca["epoch"] == cb["epoch"] == 1
+    assert ("current_model_state" in ca) is (ema_decay is not None)
+    for key, value in ca.get("current_model_state", {}).items():
+        torch.testing.assert_close(value, cb["current_model_state"][key], rtol=0, atol=1e-6, msg=key)
+
+
+def test_last_checkpoint_follows_every_epoch(
+    tiny_config: dict[str, Any], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """last.ckpt is rewritten every epoch even when val mIoU gets worse (best.ckpt stays)."""
+    from segflow.metrics import SegmentationMetrics
+
+    scores, compute = [0.5, 0.4, 0.3], SegmentationMetrics.compute
+
+    def worse_each_epoch(self: SegmentationMetrics) -> dict[str, Any]:
+        out = compute(self)
+        if self.compute_boundary and scores:  # the val metrics of the three epochs
+            out["miou"] = scores.pop(0)
+        return out
+
+    monkeypatch.setattr(SegmentationMetrics, "compute", worse_each_epoch)
+    tiny_config["trainer"]["max_epochs"] = 3
+    result = train(build_config(tiny_config))
+    assert result is not None
+    assert torch.load(result.last_checkpoint, weights_only=True)["epoch"] == 2
+    assert torch.load(result.best_checkpoint, weights_only=True)["epoch"] == 0
+
+
+def test_ema_weights_are_validated_and_saved(tiny_config: dict[str, Any]) -> None:
+    """EMA with a decay near 0 follows the raw weights; near 1 it stays behind them."""
+    saved = {}
+    for decay in (1e-9, 0.999999):
+        config = copy.deepcopy(tiny_config)
+        config["name"] = f"ema-{decay}"
+        config["trainer"]["ema_decay"] = decay
+        result = train(build_config(config))
+        assert result is not None
+        saved[decay] = torch.load(result.best_checkpoint, weights_only=True)
+    follow, frozen = saved[1e-9], saved[0.999999]
+    raw = follow["current_model_state"]
+    for key, value in follow["state_dict"].items():
+        if value.is_floating_point():
+            torch.testing.assert_close(value, raw[key], rtol=1e-5, atol=1e-6, msg=key)
+    head = "net.model.segmentation_head.0.weight"  # trained one epoch vs an average that barely moved
+    assert not torch.allclose(frozen["state_dict"][head], frozen["current_model_state"][head], atol=1e-5)
+
+
+@pytest.mark.parametrize(
+    ("cache_data", "workers", "limit", "expected"),
+    [("auto", 0, None, True), ("auto", 2, 1, False), (False, 0, None, False), (True, 2, 1, True)],
+)
+def test_cache_data_choice(
+    tiny_config: dict[str, Any],
+    monkeypatch: pytest.MonkeyPatch,
+    cache_data: Any,
+    workers: int,
+    limit: int | None,
+    expected: bool,
+) -> None:
+    from segflow.training import datamodule as dm
+
+    if limit is not None:
+        monkeypatch.setattr(dm, "CACHE_AUTO_BYTES", limit)
+    tiny_config["trainer"].update(cache_data=cache_data, num_workers=workers)
+    config = build_config(tiny_config)
+    module = dm.SegmentationDataModule(engine.load_spec(config), config, 32)
+    assert module.train_set.cache_enabled is module.val_set.cache_enabled is expected
 
 
 def _run_cli(args: list[str], **kwargs: Any) -> subprocess.Popen:

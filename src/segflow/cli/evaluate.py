@@ -20,6 +20,7 @@ def evaluate(
     out: Annotated[Path | None, typer.Option(help="Report folder (default: next to the model).")] = None,
     predictions: Annotated[Path | None, typer.Option(help="Score index PNGs in this folder instead.")] = None,
     backend: Annotated[str | None, typer.Option(help="torch, onnx or onnx-int8.")] = None,
+    tta: Annotated[bool, typer.Option(help="Test-time augmentation: horizontal and vertical flips.")] = False,
 ) -> None:
     """Exact metrics (one confusion matrix over the split) plus metrics.md and plots."""
     from segflow.data import load_data_spec
@@ -33,7 +34,7 @@ def evaluate(
         metrics = evaluate_predictions(predictions, spec, split, out_dir)
     elif model is not None:
         out_dir = out or model.parent / f"eval_{split}"
-        metrics = evaluate_model(model, spec, split, out_dir, backend=backend)
+        metrics = evaluate_model(model, spec, split, out_dir, backend=backend, tta="flip" if tta else None)
     console = Console()
     console.print(
         f"mIoU {metrics['miou']:.4f}  pixel acc {metrics['pixel_accuracy']:.4f}  "

@@ -44,6 +44,8 @@ class SegmentationDataset(Dataset):  # type: ignore[type-arg]
         max_value: 255 for 8-bit images, 65535 for 16-bit.
         palette: RGB colour per class.
         samples: The ``Sample`` list.
+        cache_enabled: Keep every decoded image and mask in memory after its first read, so
+            later epochs skip file reads and decoding (see :meth:`cache_bytes_estimate`).
 
     Raises:
         DataError: Empty split, or images/masks without their partner file.
@@ -72,6 +74,10 @@ class SegmentationDataset(Dataset):  # type: ignore[type-arg]
         first = self.load_image(0)
         self.in_channels: int = int(first.shape[2])
         self.max_value: int = max_value_for(first.dtype)
+        self._first_pixels = first.shape[0] * first.shape[1]
+        self._first_bytes = first.nbytes
+        self.cache_enabled = False
+        self._cache: dict[int, tuple[np.ndarray, np.ndarray]] = {}
 
     def __len__(self) -> int:
         return len(self.samples)
@@ -84,18 +90,37 @@ class SegmentationDataset(Dataset):  # type: ignore[type-arg]
         """Class-index mask ``(H, W)`` int64 of sample ``index`` (unmapped -> ignore_index)."""
         return self._lut[self.reader.read_raw_mask(self.samples[index])]
 
-    def __getitem__(self, index: int) -> dict[str, Any]:
-        sample = self.samples[index]
+    def cache_bytes_estimate(self) -> int:
+        """Memory the in-memory cache would take, from the first image's size (bytes)."""
+        return len(self) * (self._first_bytes + self._first_pixels * np.dtype(np.uint16).itemsize)
+
+    def load_pair(self, index: int) -> tuple[np.ndarray, np.ndarray]:
+        """Image ``(H, W, C)`` and class-index mask ``(H, W)`` (uint16 once cached) of sample ``index``.
+
+        Raises:
+            DataError: The mask's size differs from the image's.
+        """
+        cached = self._cache.get(index)
+        if cached is not None:
+            return cached
         image, mask = self.load_image(index), self.load_mask(index)
         if image.shape[:2] != mask.shape:
+            sample = self.samples[index]
             raise DataError(
                 f"image {sample.image_path} is {image.shape[1]}x{image.shape[0]} but its mask "
                 f"{sample.mask_path or '(annotations)'} is {mask.shape[1]}x{mask.shape[0]}; masks "
                 "must have the image's size"
             )
+        if self.cache_enabled:  # class indices and ignore_index fit uint16 (the transform's dtype)
+            self._cache[index] = (image, mask.astype(np.uint16))
+        return image, mask
+
+    def __getitem__(self, index: int) -> dict[str, Any]:
+        image, mask = self.load_pair(index)
+        name = self.samples[index].name
         if self.transform is None:
-            return {"image": image, "mask": mask, "name": sample.name}
-        return {**self.transform(image, mask), "name": sample.name}
+            return {"image": image, "mask": mask.astype(np.int64, copy=False), "name": name}
+        return {**self.transform(image, mask), "name": name}
 
 
 def create_dataset(

@@ -8,6 +8,7 @@ split) and write the same report: ``metrics.json``, ``metrics.md``, ``confusion.
 from __future__ import annotations
 
 from collections.abc import Iterator
+from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
@@ -60,10 +61,12 @@ def write_report(metrics: dict[str, Any], out_dir: Path) -> None:
     plot_per_class_iou(metrics["per_class"], out_dir / "per_class_iou.png")
 
 
-def _model_pairs(model: Path, dataset: Any, backend: str | None) -> Iterator[tuple[np.ndarray, np.ndarray]]:
+def _model_pairs(
+    model: Path, dataset: Any, backend: str | None, tta: Any
+) -> Iterator[tuple[np.ndarray, np.ndarray]]:
     from segflow.inference import Predictor
 
-    predictor = Predictor.from_path(model, backend=backend)
+    predictor = Predictor.from_path(model, backend=backend, tta=tta)
     if list(predictor.classes) != list(dataset.classes):
         raise DataError(
             f"{model} predicts classes {list(predictor.classes)} but the data has "
@@ -103,6 +106,7 @@ def evaluate_model(
     split: str = "val",
     out_dir: str | Path | None = None,
     backend: str | None = None,
+    tta: Any = None,
 ) -> dict[str, Any]:
     """Scores a checkpoint or export on a split through the one inference path (Predictor).
 
@@ -112,15 +116,20 @@ def evaluate_model(
         split: Split name.
         out_dir: Where to write the report; None writes nothing.
         backend: Inference backend name; None picks one from the file suffix.
+        tta: Test-time augmentation (see ``segflow.inference.tta``); recorded as ``metrics["tta"]``.
 
     Returns:
         The metrics dict (layout in docs/metrics.md).
     """
+    from segflow.inference import parse_tta
+
     dataset = create_dataset(spec, split)
     classes = list(dataset.classes)
     metrics = score_pairs(
-        _model_pairs(Path(model), dataset, backend), len(classes), spec.ignore_index, classes
+        _model_pairs(Path(model), dataset, backend, tta), len(classes), spec.ignore_index, classes
     )
+    views = parse_tta(tta)
+    metrics["tta"] = None if views is None else {**asdict(views), "scales": list(views.scales)}
     if out_dir is not None:
         write_report(metrics, Path(out_dir))
     return metrics

@@ -11,7 +11,12 @@ from torch.utils.data import DataLoader, DistributedSampler, Sampler
 
 from segflow.config import TrainConfig
 from segflow.data import build_transforms, create_dataset
+from segflow.data.dataset import SegmentationDataset
 from segflow.data.spec import DataSpec
+
+CACHE_AUTO_BYTES = 2 * 1024**3
+"""``cache_data: auto`` caches train and val in memory when they need at most this much (per
+loader process: every worker holds its own copy)."""
 
 
 def _collate(items: list[dict[str, Any]]) -> dict[str, Any]:
@@ -20,6 +25,16 @@ def _collate(items: list[dict[str, Any]]) -> dict[str, Any]:
         "mask": torch.stack([item["mask"] for item in items]),
         "name": [item["name"] for item in items],
     }
+
+
+def use_cache(config: TrainConfig, datasets: list[SegmentationDataset]) -> bool:
+    """Whether to keep decoded images in memory: ``trainer.cache_data``, or for ``auto`` whether
+    the splits fit in ``CACHE_AUTO_BYTES`` once per loader process."""
+    choice = config.trainer.cache_data
+    if choice != "auto":
+        return bool(choice)
+    processes = max(1, config.trainer.num_workers)
+    return sum(d.cache_bytes_estimate() for d in datasets) * processes <= CACHE_AUTO_BYTES
 
 
 class SegmentationDataModule(pl.LightningDataModule):
@@ -45,6 +60,8 @@ class SegmentationDataModule(pl.LightningDataModule):
         ignore = spec.ignore_index
         self.train_set.transform = build_transforms(augment, True, policy, max_value, ignore)
         self.val_set.transform = build_transforms(None, False, policy, max_value, ignore)
+        cache = use_cache(config, [self.train_set, self.val_set])
+        self.train_set.cache_enabled = self.val_set.cache_enabled = cache
 
     def _sampler(self, dataset: Any, shuffle: bool) -> Sampler | None:
         """Distributed samplers; validation never repeats an image, so DDP metrics stay exact."""

@@ -11,7 +11,7 @@ from typing import Any
 
 import lightning.pytorch as pl
 import torch
-from lightning.pytorch.callbacks import EarlyStopping, ModelCheckpoint, RichProgressBar
+from lightning.pytorch.callbacks import EarlyStopping, EMAWeightAveraging, ModelCheckpoint, RichProgressBar
 from lightning.pytorch.loggers import CSVLogger, Logger
 
 from segflow.config import TrainConfig, dump_config
@@ -127,22 +127,25 @@ def build_loggers(config: TrainConfig, run_dir: Path) -> list[Logger]:
 
 
 def build_callbacks(config: TrainConfig, run_dir: Path, palette: list[Any], classes: list[str]) -> list[Any]:
-    """Best/last checkpoints, sample pictures, throughput, early stopping, progress bar."""
-    checkpoint = ModelCheckpoint(
-        dirpath=run_dir / "checkpoints",
-        filename="best",
-        monitor=MONITOR,
-        mode="max",
-        save_top_k=1,
-        save_last=True,
-        auto_insert_metric_name=False,
-        enable_version_counter=False,
-    )
+    """Best/last checkpoints, sample pictures, throughput, weight EMA, early stopping, progress bar.
+
+    With ``trainer.ema_decay`` the exponential moving average of the weights (and batch-norm
+    statistics) is what validation scores and checkpoints hold under ``state_dict``; the raw
+    weights travel under ``current_model_state`` so that ``--resume`` continues exactly.
+    """
+    folder = run_dir / "checkpoints"
+    # Two callbacks: since Lightning 2.6, save_last only writes when a top-k file is written,
+    # which would leave last.ckpt behind whenever val mIoU does not improve.
+    best = ModelCheckpoint(folder, "best", MONITOR, mode="max", save_top_k=1, enable_version_counter=False)
+    last = ModelCheckpoint(folder, "last", monitor=None, save_top_k=1, enable_version_counter=False)
     callbacks: list[Any] = [
-        checkpoint,
+        best,
+        last,
         SampleGridCallback(run_dir / "samples", palette, classes),
         ThroughputCallback(),
     ]
+    if config.trainer.ema_decay:
+        callbacks.append(EMAWeightAveraging(decay=config.trainer.ema_decay, use_buffers=True))
     if config.trainer.early_stopping_patience:
         callbacks.append(EarlyStopping(MONITOR, mode="max", patience=config.trainer.early_stopping_patience))
     if config.trainer.progress_bar:
@@ -237,6 +240,7 @@ def build_module(
         meta,
         sample_batch=datamodule.sample_batch(config.trainer.num_sample_images),
         channels_last=config.trainer.channels_last,
+        log_every_n_steps=config.trainer.log_every_n_steps,
     )
     return module, datamodule
 
@@ -272,11 +276,22 @@ def train(config: TrainConfig, resume: str | Path | None = None) -> TrainResult 
     return finish_run(config, spec, run_dir, seconds, callbacks)
 
 
+def final_metrics(best: Path, spec: DataSpec, tta: Any, run_dir: Path) -> dict[str, Any]:
+    """Val metrics of the best checkpoint, written to ``run_dir``; with TTA the plain
+    single-view mIoU is kept beside them as ``miou_without_tta``."""
+    from segflow.metrics.evaluate import evaluate_model, write_report
+
+    metrics = evaluate_model(best, spec, split="val", tta=tta)
+    if metrics["tta"] is not None:
+        metrics["miou_without_tta"] = evaluate_model(best, spec, split="val")["miou"]
+    write_report(metrics, run_dir)
+    return metrics
+
+
 def finish_run(
     config: TrainConfig, spec: DataSpec, run_dir: Path, seconds: float, callbacks: list[Any]
 ) -> TrainResult:
     """Final evaluation of the best checkpoint, curves and model card."""
-    from segflow.metrics.evaluate import evaluate_model
     from segflow.training.report import write_model_card
     from segflow.viz import plot_curves
 
@@ -284,7 +299,7 @@ def finish_run(
     best = ckpt_dir / "best.ckpt"
     if not best.is_file():
         best = ckpt_dir / "last.ckpt"
-    metrics = evaluate_model(best, spec, split="val", out_dir=run_dir)
+    metrics = final_metrics(best, spec, config.evaluate.tta, run_dir)
     plot_curves(run_dir / "metrics.csv", run_dir / "curves.png")
     throughput = next((c.history for c in callbacks if isinstance(c, ThroughputCallback)), [])
     rate = float(sorted(throughput)[len(throughput) // 2]) if throughput else 0.0

@@ -50,6 +50,7 @@ class SegmentationModule(pl.LightningModule):
         sample_batch: Fixed val images ``(S, C, H, W)`` and masks ``(S, H, W)`` drawn every epoch.
         channels_last: Keep weights and input batches in NHWC memory layout (same values,
             often much faster convolutions on CPU).
+        log_every_n_steps: Steps between logged ``train/loss_step`` values.
     """
 
     def __init__(
@@ -63,6 +64,7 @@ class SegmentationModule(pl.LightningModule):
         meta: dict[str, Any],
         sample_batch: tuple[torch.Tensor, torch.Tensor] | None = None,
         channels_last: bool = False,
+        log_every_n_steps: int = 1,
     ) -> None:
         super().__init__()
         self.memory_format = torch.channels_last if channels_last else torch.contiguous_format
@@ -72,6 +74,7 @@ class SegmentationModule(pl.LightningModule):
         self.scheduler_cfg = scheduler
         self.meta = meta
         self.sample_batch = sample_batch
+        self.log_every_n_steps = log_every_n_steps
         num_classes = len(class_names)
         self.train_metrics = SegmentationMetrics(
             num_classes, ignore_index=ignore_index, class_names=class_names, compute_boundary=False
@@ -80,6 +83,8 @@ class SegmentationModule(pl.LightningModule):
             num_classes, ignore_index=ignore_index, class_names=class_names
         )
         self.last_val: dict[str, Any] = {}
+        self.loss_sums: dict[str, torch.Tensor] = {}
+        self.loss_count = 0
         self.sample_predictions: torch.Tensor | None = None
 
     def forward(self, images: torch.Tensor) -> torch.Tensor:
@@ -98,18 +103,32 @@ class SegmentationModule(pl.LightningModule):
             )
         self.train_metrics.update(class_indices(logits.detach()), masks)
         count = len(images)
+        terms = {"loss": loss, **{f"loss_{k}": v for k, v in getattr(self.loss_fn, "last_terms", {}).items()}}
+        for name, value in terms.items():  # epoch means, logged once per epoch (self.log costs ~1 ms)
+            weighted = value.detach() * count
+            self.loss_sums[name] = self.loss_sums[name] + weighted if name in self.loss_sums else weighted
+        self.loss_count += count
         self.log("loss", loss, on_step=True, on_epoch=False, prog_bar=True, logger=False, batch_size=count)
-        self.log("train/loss", loss, on_step=False, on_epoch=True, batch_size=count)  # epoch mean: curves.png
-        self.log("train/loss_step", loss, on_step=True, on_epoch=False, batch_size=count)
-        for name, value in getattr(self.loss_fn, "last_terms", {}).items():
-            self.log(f"train/loss_{name}", value, on_step=False, on_epoch=True, batch_size=count)
+        if self.global_step % self.log_every_n_steps == 0:
+            self.log("train/loss_step", loss, on_step=True, on_epoch=False, batch_size=count)
         return loss
 
     def on_train_epoch_end(self) -> None:
+        for name, total in self.loss_sums.items():
+            self.log(f"train/{name}", total / max(1, self.loss_count), sync_dist=False)  # curves.png
+        self.loss_sums, self.loss_count = {}, 0
         scores = self.train_metrics.compute()
         self.log("train/miou", _finite(scores["miou"]), sync_dist=False)
         self.log("train/pixel_accuracy", _finite(scores["pixel_accuracy"]), sync_dist=False)
         self.train_metrics.reset()
+
+    def on_validation_epoch_start(self) -> None:
+        """Predicts the sample images first, with the weights being validated (EMA ones included:
+        callbacks swap them in before this hook and back before ``on_validation_epoch_end``)."""
+        if self.sample_batch is not None and self.trainer.is_global_zero:
+            with torch.no_grad():
+                images = self.sample_batch[0].to(self.device)
+                self.sample_predictions = class_indices(self(images)).cpu()
 
     def validation_step(self, batch: dict[str, Any], batch_idx: int) -> None:
         images, masks = batch["image"], batch["mask"]
@@ -124,10 +143,6 @@ class SegmentationModule(pl.LightningModule):
         self.last_val = scores
         for key in ("miou", "pixel_accuracy", "mean_dice", "boundary_f1"):
             self.log(f"val/{key}", _finite(scores[key]), prog_bar=key == "miou", sync_dist=False)
-        if self.sample_batch is not None and self.trainer.is_global_zero:
-            with torch.no_grad():
-                images = self.sample_batch[0].to(self.device)
-                self.sample_predictions = class_indices(self(images)).cpu()
 
     def configure_optimizers(self) -> Any:
         optimizer = create_optimizer(self.optimizer_cfg, self.net)

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import platform
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import torch
 
@@ -44,6 +44,7 @@ def model_card_text(result: TrainResult, config: TrainConfig, spec: DataSpec) ->
         "",
         "## Validation metrics (best checkpoint, full-size val images)",
         "",
+        tta_line(result.metrics),
         render_markdown(result.metrics),
         "",
         "## Limitations",
@@ -53,6 +54,18 @@ def model_card_text(result: TrainResult, config: TrainConfig, spec: DataSpec) ->
         "- The model only knows the classes above and the imaging conditions of the training data.",
     ]
     return "\n".join(lines) + "\n"
+
+
+def tta_line(metrics: dict[str, Any]) -> str:
+    """How the table was scored: one view, or averaged test-time-augmented views."""
+    tta = metrics.get("tta")
+    if not tta:
+        return "Scored with one forward pass per image.\n"
+    views = [name for name in ("hflip", "vflip") if tta.get(name)] + [f"scales {tta.get('scales')}"]
+    return (
+        f"Scored with test-time augmentation ({', '.join(views)}); one forward pass per image "
+        f"gives mIoU {metrics.get('miou_without_tta', float('nan')):.4f}.\n"
+    )
 
 
 def write_model_card(result: TrainResult, config: TrainConfig, spec: DataSpec) -> None:
