@@ -67,15 +67,16 @@ def test_class_pixel_stats_exact(tmp_path: Path) -> None:
 def test_cache_serves_later_reads_from_memory(make_folder_dataset: Callable[..., Path]) -> None:
     root = make_folder_dataset({"train": 3}, size=(10, 12))
     spec = {"format": "folder", "root": str(root), "classes": ["a", "b", "c"]}
-    plain = create_dataset(spec, "train")
+    expected = [create_dataset(spec, "train")[i] for i in range(3)]  # no cache: straight from files
     cached = create_dataset(spec, "train")
     cached.cache_enabled = True
-    first = [cached[i] for i in range(3)]  # epoch 0 reads the files
+    for index in range(3):
+        cached[index]  # epoch 0 reads the files
     for path in (root / "images" / "train").iterdir():
         path.unlink()  # later epochs must not touch them
-    for index in range(3):
-        again, reference = cached[index], plain.samples[index].name
-        assert again["name"] == reference == first[index]["name"]
-        assert np.array_equal(again["image"], first[index]["image"])
-        assert again["mask"].dtype == np.int64 and np.array_equal(again["mask"], first[index]["mask"])
+    for index, reference in enumerate(expected):
+        again = cached[index]
+        assert again["name"] == reference["name"]
+        assert np.array_equal(again["image"], reference["image"])
+        assert again["mask"].dtype == np.int64 and np.array_equal(again["mask"], reference["mask"])
     assert cached.cache_bytes_estimate() == 3 * (10 * 12 * 3 + 10 * 12 * 2)

@@ -44,7 +44,8 @@ def _weights(path: Path) -> dict[str, torch.Tensor]:
 def test_run_folder_has_every_artefact(tiny_config: dict[str, Any]) -> None:
     tiny_config["trainer"]["max_epochs"] = 2
     tiny_config["evaluate"] = {"tta": "flip"}
-    result = train(build_config(tiny_config))
+    config = build_config(tiny_config)
+    result = train(config)
     assert result is not None
     run = result.run_dir
     for name in [
@@ -74,9 +75,10 @@ def test_run_folder_has_every_artefact(tiny_config: dict[str, Any]) -> None:
     assert abs(sum(meta["class_distribution"]) - 1.0) < 1e-6
     assert not list(run.rglob("*.partial*"))
     assert metrics["tta"] == {"hflip": True, "vflip": True, "scales": [1.0]}
-    by_hand = _flip_averaged_miou(run / "checkpoints/best.ckpt", build_config(tiny_config))
+    spec = engine.load_spec(config)
+    by_hand = _flip_averaged_miou(run / "checkpoints/best.ckpt", spec)
     assert abs(metrics["miou"] - by_hand) < 1e-3  # a near-tie pixel may round either way
-    plain = evaluate_model(run / "checkpoints/best.ckpt", engine.load_spec(build_config(tiny_config)))
+    plain = evaluate_model(run / "checkpoints/best.ckpt", spec)
     assert metrics["miou_without_tta"] == plain["miou"] != metrics["miou"] and plain["tta"] is None
     card = (run / "model_card.md").read_text()
     assert "test-time augmentation (hflip, vflip, scales [1.0])" in card
@@ -84,14 +86,14 @@ def test_run_folder_has_every_artefact(tiny_config: dict[str, Any]) -> None:
     assert yaml.safe_load((run / "config.yaml").read_text())["name"] == "tiny"
 
 
-def _flip_averaged_miou(checkpoint: Path, config: Any) -> float:
+def _flip_averaged_miou(checkpoint: Path, spec: Any) -> float:
     """Val mIoU from probabilities averaged by hand over the image and its two flips."""
     from segflow.data import create_dataset
     from segflow.inference import Predictor
     from segflow.metrics import SegmentationMetrics
 
     predictor = Predictor.from_path(checkpoint)
-    val = create_dataset(engine.load_spec(config), "val")
+    val = create_dataset(spec, "val")
     metric = SegmentationMetrics(5, ignore_index=val.ignore_index, class_names=val.classes)
     for index in range(len(val)):
         image, mask = val[index]["image"], val[index]["mask"]
@@ -180,15 +182,26 @@ def test_ema_weights_are_validated_and_saved(tiny_config: dict[str, Any]) -> Non
     assert not torch.allclose(frozen["state_dict"][head], frozen["current_model_state"][head], atol=1e-5)
 
 
+TINY_CACHE_BYTES = 24 * (64 * 64 * 3 + 64 * 64 * 2)  # 16 train + 8 val RGB images, uint16 masks
+
+
 @pytest.mark.parametrize(
-    ("cache_data", "workers", "limit", "expected"),
-    [("auto", 0, None, True), ("auto", 2, 1, False), (False, 0, None, False), (True, 2, 1, True)],
+    ("cache_data", "workers", "devices", "limit", "expected"),
+    [
+        ("auto", 0, 1, None, True),
+        ("auto", 2, 1, 1, False),
+        ("auto", 0, 1, TINY_CACHE_BYTES, True),
+        ("auto", 0, 2, TINY_CACHE_BYTES, False),  # each DDP rank holds a copy
+        (False, 0, 1, None, False),
+        (True, 2, 1, 1, True),
+    ],
 )
 def test_cache_data_choice(
     tiny_config: dict[str, Any],
     monkeypatch: pytest.MonkeyPatch,
     cache_data: Any,
     workers: int,
+    devices: int,
     limit: int | None,
     expected: bool,
 ) -> None:
@@ -196,7 +209,7 @@ def test_cache_data_choice(
 
     if limit is not None:
         monkeypatch.setattr(dm, "CACHE_AUTO_BYTES", limit)
-    tiny_config["trainer"].update(cache_data=cache_data, num_workers=workers)
+    tiny_config["trainer"].update(cache_data=cache_data, num_workers=workers, devices=devices)
     config = build_config(tiny_config)
     module = dm.SegmentationDataModule(engine.load_spec(config), config, 32)
     assert module.train_set.cache_enabled is module.val_set.cache_enabled is expected

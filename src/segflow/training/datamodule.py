@@ -15,8 +15,8 @@ from segflow.data.dataset import SegmentationDataset
 from segflow.data.spec import DataSpec
 
 CACHE_AUTO_BYTES = 2 * 1024**3
-"""``cache_data: auto`` caches train and val in memory when they need at most this much (per
-loader process: every worker holds its own copy)."""
+"""``cache_data: auto`` caches train and val in memory when they need at most this much in all
+(every loader worker of every DDP rank holds its own copy)."""
 
 
 def _collate(items: list[dict[str, Any]]) -> dict[str, Any]:
@@ -29,11 +29,11 @@ def _collate(items: list[dict[str, Any]]) -> dict[str, Any]:
 
 def use_cache(config: TrainConfig, datasets: list[SegmentationDataset]) -> bool:
     """Whether to keep decoded images in memory: ``trainer.cache_data``, or for ``auto`` whether
-    the splits fit in ``CACHE_AUTO_BYTES`` once per loader process."""
+    the splits fit in ``CACHE_AUTO_BYTES`` once per loader process (of every DDP rank)."""
     choice = config.trainer.cache_data
     if choice != "auto":
         return bool(choice)
-    processes = max(1, config.trainer.num_workers)
+    processes = max(1, config.trainer.num_workers) * config.trainer.devices
     return sum(d.cache_bytes_estimate() for d in datasets) * processes <= CACHE_AUTO_BYTES
 
 
