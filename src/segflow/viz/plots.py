@@ -76,6 +76,10 @@ def plot_confusion(
     _save(fig, out_png)
 
 
+VALUE_BOX = {"facecolor": "white", "edgecolor": "none", "pad": 1.0}
+"""Backdrop of the per-class IoU values, so the mIoU line never strikes through them."""
+
+
 def plot_per_class_iou(per_class: dict[str, dict[str, Any]], out_png: str | os.PathLike[str]) -> None:
     """Horizontal bar chart of per-class IoU, value printed at each bar ("n/a" for NaN/null).
 
@@ -96,13 +100,15 @@ def plot_per_class_iou(per_class: dict[str, dict[str, Any]], out_png: str | os.P
     ax.set_xlabel("IoU")
     with np.errstate(invalid="ignore"):
         miou = float(np.nanmean(ious)) if np.isfinite(ious).any() else math.nan
-    if not math.isnan(miou):
-        ax.axvline(miou, color="tab:red", linestyle="--", label=f"mIoU {miou:.3f}")
-        ax.legend(loc="lower right")
+    title = "per-class IoU"
+    if not math.isnan(miou):  # named in the title: a legend box would hide a bar's value
+        ax.axvline(miou, color="tab:red", linestyle="--")
+        title += f" (dashed red line: mIoU {miou:.3f})"
     for pos, value in zip(positions, ious, strict=True):
         label = "n/a" if math.isnan(value) else f"{value:.3f}"
-        ax.text((0.0 if math.isnan(value) else value) + 0.01, float(pos), label, va="center", fontsize=8)
-    ax.set_title("per-class IoU")
+        x = (0.0 if math.isnan(value) else value) + 0.01
+        ax.text(x, float(pos), label, va="center", fontsize=8, zorder=3, bbox=VALUE_BOX)  # above the line
+    ax.set_title(title)
     fig.tight_layout()
     _save(fig, out_png)
 
