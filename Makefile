@@ -14,7 +14,7 @@ $(STAMP): pyproject.toml
 	touch $(STAMP)
 
 demo: $(STAMP)
-	$(VENV)/bin/segflow demo --out runs/demo
+	$(VENV)/bin/segflow demo --out runs/demo --overwrite
 
 # Debian's Chromium for the end-to-end browser test (Playwright never downloads a browser).
 browser:

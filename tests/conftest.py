@@ -6,7 +6,9 @@ import os
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pytest
+from PIL import Image
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -63,3 +65,26 @@ def tiny_config(tiny_data: dict[str, Any], tmp_path: Path) -> dict[str, Any]:
         },
         "augment": {"preset": "none"},
     }
+
+
+def _all_ignore_dataset(folder: Path, ignore_index: int = 255) -> Path:
+    """A folder dataset (5 classes, 2 train / 2 val 32x32 images) whose every mask pixel is
+    ``ignore_index``; returns its data YAML."""
+    rng = np.random.default_rng(0)
+    for split in ("train", "val"):
+        for name in ("a", "b"):
+            (folder / "images" / split).mkdir(parents=True, exist_ok=True)
+            (folder / "masks" / split).mkdir(parents=True, exist_ok=True)
+            image = rng.integers(0, 256, (32, 32, 3), dtype=np.uint8)
+            Image.fromarray(image).save(folder / "images" / split / f"{name}.png")
+            mask = np.full((32, 32), ignore_index, np.uint8)
+            Image.fromarray(mask).save(folder / "masks" / split / f"{name}.png")
+    path = folder / "data.yaml"
+    path.write_text(f"format: folder\nroot: .\nclasses: [c0, c1, c2, c3, c4]\nignore_index: {ignore_index}\n")
+    return path
+
+
+@pytest.fixture(scope="session")
+def all_ignore_yaml() -> Any:
+    """Factory ``(folder, ignore_index=255) -> data YAML`` of a dataset with no labelled pixel."""
+    return _all_ignore_dataset

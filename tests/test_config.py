@@ -33,7 +33,7 @@ def test_bad_literal_lists_allowed_values(tiny_config: dict) -> None:
 @pytest.mark.parametrize(
     ("key", "value", "message"),
     [
-        ("evaluate.tta", "rot90", r"'evaluate.tta'.*tta='rot90' is invalid; use None, 'flip' or a dict"),
+        ("evaluate.tta", "rot90", r"'evaluate.tta'.*tta='rot90' is invalid; use None, one of none, hflip"),
         ("evaluate.tta", {"hflip": True, "turns": 4}, r"'evaluate.tta'.*unknown key.*\['turns'\]"),
         ("trainer.ema_decay", 1.5, r"'trainer.ema_decay'.*less than 1"),
         ("trainer.cache_data", "sometimes", r"'trainer.cache_data'"),

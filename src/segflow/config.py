@@ -13,6 +13,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from segflow.errors import ConfigError, describe_validation_error
+from segflow.yaml_io import read_yaml
 
 Precision = Literal["auto", "32", "bf16-mixed", "16-mixed"]
 
@@ -165,24 +166,6 @@ def merge(base: dict[str, Any], update: dict[str, Any]) -> dict[str, Any]:
         else:
             out[key] = value
     return out
-
-
-def read_yaml(path: Path, kind: str = "config file") -> dict[str, Any]:
-    """Reads a YAML mapping; any problem becomes one ConfigError naming the file.
-
-    Args:
-        path: The YAML file.
-        kind: What the file is, for messages ("config file", "data spec").
-    """
-    if not path.is_file():
-        raise ConfigError(f"{kind} {path} does not exist; check the path")
-    try:
-        content = yaml.safe_load(path.read_text(encoding="utf-8"))
-    except (yaml.YAMLError, UnicodeDecodeError) as err:
-        raise ConfigError(f"{kind} {path} is not valid YAML ({' '.join(str(err).split())})") from None
-    if not isinstance(content, dict):
-        raise ConfigError(f"{kind} {path} must be a YAML mapping of keys; got {type(content).__name__}")
-    return content
 
 
 def build_config(raw: dict[str, Any], source: str = "config", base_dir: Path | None = None) -> TrainConfig:

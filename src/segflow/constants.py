@@ -12,8 +12,9 @@ DEFAULT_BOUNDARY_TOLERANCE = 2
 CHECKPOINT_KEY = "segflow"
 """Key of the segflow metadata dict inside a checkpoint (see docs/architecture.md)."""
 
-CHECKPOINT_FORMAT_VERSION = 1
-"""Bumped when the checkpoint metadata layout changes incompatibly."""
+CHECKPOINT_FORMAT_VERSION = 2
+"""Bumped when the checkpoint metadata layout changes (2 added ``tta`` and ``data``); older
+layouts load through ``segflow.models.meta.migrate_meta``."""
 
 
 def default_palette(num_classes: int) -> list[tuple[int, int, int]]:

@@ -74,4 +74,15 @@ def test_benchmark_bad_options(args: list[str], message: str, capsys: pytest.Cap
 
 def test_benchmark_missing_model_file(capsys: pytest.CaptureFixture[str]) -> None:
     assert main(["benchmark", "nope.ckpt"]) == 1
-    assert "MODEL 'nope.ckpt' is neither a file nor an arch:encoder:classes spec" in capsys.readouterr().err
+    err = " ".join(capsys.readouterr().err.split())
+    assert err == (
+        "error: model file nope.ckpt does not exist; give PATH (a model file: .ckpt, .pt, .safetensors, "
+        ".onnx, .ts or .pt2); arch:encoder:classes (random weights, for benchmark, e.g. unet:resnet34:12)"
+    )
+
+
+def test_benchmark_unknown_model_scheme_lists_the_valid_forms(capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["benchmark", "classical:otsu"]) == 1
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1
+    assert "error: MODEL 'classical:otsu': unknown model scheme 'classical'; valid forms: PATH" in err

@@ -39,7 +39,7 @@ def test_check_errors_exit_1_and_name_file(tmp_path: Path) -> None:
     spec = make_dataset(tmp_path, bad_value=True)
     result = CliRunner().invoke(app, ["data", "check", str(spec)])
     assert result.exit_code == 1
-    assert "mask value 5 maps to no class" in result.output
+    assert "mask value 5 (1 pixel) in" in result.output and "is neither a class 0..1" in result.output
     assert str(tmp_path / "masks" / "val" / "a.png") in result.output.replace("\n", "")
     only_train = CliRunner().invoke(app, ["data", "check", str(spec), "--split", "train"])
     assert only_train.exit_code == 0, only_train.output

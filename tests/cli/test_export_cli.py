@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
@@ -29,7 +30,6 @@ def checkpoint(tmp_path_factory: pytest.TempPathFactory) -> Path:
         None,
         {"name": "cli-test"},
     )
-    meta["torch_version"] = str(meta["torch_version"])  # TorchVersion is not weights_only-loadable
     return save_model_checkpoint(tmp_path_factory.mktemp("ckpt") / "best.ckpt", net, meta)
 
 
@@ -72,7 +72,7 @@ def test_export_onnx_with_int8_then_backends_load(
     _, meta = load_checkpoint(checkpoint)
     for name in ("onnx", "onnx-int8"):
         backend = create_backend(name, out)
-        assert backend.meta == meta
+        assert backend.meta == meta.with_stride(meta.stride)
     x = np.random.default_rng(0).random((1, 3, 64, 96), dtype=np.float32)
     assert create_backend("onnx-int8", out).forward(x).shape == (1, len(SHAPES_CLASSES), 64, 96)
 
@@ -122,3 +122,51 @@ def test_export_torchscript_from_checkpoint(
     assert "torchscript parity on 4 images" in capsys.readouterr().out
     _, meta = load_checkpoint(checkpoint)
     assert create_backend(None, out).meta == meta
+
+
+def test_export_out_folder_is_one_line_before_any_work(
+    tmp_path: Path, checkpoint: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    def no_load(*args: object, **kwargs: object) -> None:
+        raise AssertionError("the checkpoint was loaded before --out was checked")
+
+    monkeypatch.setattr("segflow.export.pipeline.load_torch_model", no_load)
+    folder = tmp_path / "exports"
+    folder.mkdir()
+    assert main(["export", str(checkpoint), "--out", str(folder)]) == 1
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "Traceback" not in err
+    assert (
+        f"error: --out {folder} is an existing folder; give a file path such as {folder / 'exports.onnx'}"
+        in (" ".join(err.split()))
+    )
+    assert list(folder.iterdir()) == []
+
+
+def test_export_int8_with_all_ignore_calibration_refuses(
+    tmp_path: Path, checkpoint: Path, capsys: pytest.CaptureFixture[str], all_ignore_yaml: Any
+) -> None:
+    data = all_ignore_yaml(tmp_path / "data")
+    out = tmp_path / "out" / "m.onnx"
+    code = main(["export", str(checkpoint), "--out", str(out), "--int8", "--calib", str(data)])
+    err = " ".join(capsys.readouterr().err.split())
+    assert code == 1
+    assert "the val split has no labelled pixel" in err and "the INT8 gate cannot measure mIoU" in err
+    assert not out.parent.exists()
+
+
+@pytest.mark.parametrize(
+    ("model", "message"),
+    [
+        (
+            "classical:otsu",
+            "error: MODEL 'classical:otsu': unknown model scheme 'classical'; valid forms: PATH",
+        ),
+        ("unet:resnet34:3", "error: MODEL 'unet:resnet34:3' is a spec model, which export does not take"),
+    ],
+)
+def test_export_model_argument_goes_through_the_one_parser(
+    tmp_path: Path, model: str, message: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    assert main(["export", model, "--out", str(tmp_path / "m.onnx")]) == 1
+    assert message in " ".join(capsys.readouterr().err.split())

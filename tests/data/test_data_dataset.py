@@ -8,6 +8,7 @@ from pathlib import Path
 
 import cv2
 import numpy as np
+import pytest
 import torch
 from data_builders import save_png
 
@@ -61,7 +62,8 @@ def test_class_pixel_stats_exact(tmp_path: Path) -> None:
     )
     pixels, image_pixels = class_pixel_stats(ds)
     assert pixels.dtype == np.int64 and pixels.tolist() == [5, 3, 3, 0]
-    assert image_pixels.tolist() == [12, 6, 6, 0]
+    # Denominators count labelled pixels only: image 0 has 5 (one is ignored), image 1 has 6.
+    assert image_pixels.tolist() == [11, 5, 6, 0]
 
 
 def test_cache_serves_later_reads_from_memory(make_folder_dataset: Callable[..., Path]) -> None:
@@ -80,3 +82,20 @@ def test_cache_serves_later_reads_from_memory(make_folder_dataset: Callable[...,
         assert np.array_equal(again["image"], reference["image"])
         assert again["mask"].dtype == np.int64 and np.array_equal(again["mask"], reference["mask"])
     assert cached.cache_bytes_estimate() == 3 * (10 * 12 * 3 + 10 * 12 * 2)
+
+
+@pytest.mark.parametrize("ignore", [0, 1, 2])  # first, middle and last class
+def test_class_pixel_stats_leave_out_the_ignored_class(tmp_path: Path, ignore: int) -> None:
+    mask = np.array([[0, 0, 0, 1], [1, 2, 2, 2]], dtype=np.uint8)  # class 0: 3, class 1: 2, class 2: 3
+    save_png(tmp_path / "images" / "train" / "a.png", np.zeros((2, 4, 3), dtype=np.uint8))
+    save_png(tmp_path / "masks" / "train" / "a.png", mask)
+    spec = {"format": "folder", "root": str(tmp_path), "classes": ["a", "b", "c"], "ignore_index": ignore}
+    dataset = create_dataset(spec, "train")
+    assert dataset.labels.ignored_class == ignore and dataset.labels.scored.tolist() == [
+        c != ignore for c in range(3)
+    ]
+    pixels, image_pixels = class_pixel_stats(dataset)
+    expected = [3, 2, 3]
+    expected[ignore] = 0
+    assert pixels.tolist() == expected
+    assert image_pixels.tolist() == [sum(expected) if c != ignore else 0 for c in range(3)]

@@ -103,5 +103,9 @@ def test_palette_mask_gives_indices_not_colours(tmp_path: Path) -> None:
 
 def test_rgb_mask_is_rejected(tmp_path: Path) -> None:
     path = save_png(tmp_path / "rgbmask.png", np.zeros((3, 3, 3), dtype=np.uint8))
-    with pytest.raises(DataError, match=r"rgbmask\.png.*single-channel index PNGs"):
+    with pytest.raises(DataError) as info:
         read_mask(path)
+    assert str(info.value) == (
+        f"mask {path}: RGB colour mask: segflow needs class-index masks; map the colours to classes with "
+        "`colors: {road: [128, 64, 128], ...}` in the data YAML, or save the masks as class indices"
+    )

@@ -11,7 +11,8 @@ import pytest
 from data_builders import save_png
 from pycocotools import mask as mask_utils
 
-from segflow.data import create_dataset
+from segflow.data import create_dataset, load_data_spec
+from segflow.data.readers import create_reader
 from segflow.data.readers.camvid import CAMVID_PALETTE
 from segflow.data.readers.cityscapes import CITYSCAPES_CLASSES
 from segflow.data.readers.voc import VOC_CLASSES, VOC_PALETTE
@@ -73,9 +74,15 @@ def test_folder_flat_layout_with_val_fraction_and_mask_values(tmp_path: Path) ->
     assert [s.name for s in train.samples] == [str(i) for i in range(8)]  # natural order: 2 before 10
     assert [s.name for s in val.samples] == ["8", "9"]
     assert train.in_channels == 1
-    mask = val[0]["mask"]
-    assert mask[1, 0] == 0 and mask[1, 5] == 1
-    assert mask[0, 0] == 255  # unmapped stored value -> ignore_index
+    with pytest.raises(DataError) as caught:  # stored 7 maps to no label: an error, never dropped
+        val[0]
+    assert str(caught.value) == (
+        f"mask value 7 (1 pixel) in {tmp_path}/label/8.png is neither a class 0..1 nor ignore_index 255; "
+        "map it in 'mask_values:' in the data YAML or fix the masks"
+    )
+    mapped = create_dataset({**spec, "mask_values": {0: 0, 255: 1, 7: 255}}, "val")[0]["mask"]
+    assert mapped[1, 0] == 0 and mapped[1, 5] == 1
+    assert mapped[0, 0] == 255  # mapped to ignore_index on purpose
 
 
 def test_camvid_layout_maps_void_to_ignore(tmp_path: Path) -> None:
@@ -116,6 +123,24 @@ def test_cityscapes_label_ids_map_to_train_ids(tmp_path: Path) -> None:
     assert ds.samples[0].name == "aachen/aachen_000000_000019"
     assert ds.classes == CITYSCAPES_CLASSES and len(ds.classes) == 19
     np.testing.assert_array_equal(ds[0]["mask"][0], [0, 1, 13, 18, 255, 255])
+
+
+def test_cityscapes_images_outside_a_city_folder_are_reported(tmp_path: Path) -> None:
+    for where in ("aachen/aachen_0_1", "aachen/extra/aachen_0_2", "loose_0_3"):
+        save_png(tmp_path / "leftImg8bit" / "val" / f"{where}_leftImg8bit.png", rgb(4, 6))
+        mask = tmp_path / "gtFine" / "val" / f"{where}_gtFine_labelIds.png"
+        save_png(mask, np.full((4, 6), 7, dtype=np.uint8))
+    spec = {"format": "cityscapes", "root": str(tmp_path)}
+    with pytest.raises(DataError, match=r"split 'val' has 2 problem\(s\): unpaired"):
+        create_dataset(spec, "val")
+    listing = create_reader(load_data_spec(spec)).list_split("val")
+    assert [s.name for s in listing.samples] == ["aachen/aachen_0_1"]
+    root = tmp_path / "leftImg8bit" / "val"
+    assert listing.problems == [
+        f"unpaired image: {path} is not read; cityscapes images must be "
+        f"{root}/<city>/<name>_leftImg8bit.png, one folder deep: move it"
+        for path in (root / "aachen/extra/aachen_0_2_leftImg8bit.png", root / "loose_0_3_leftImg8bit.png")
+    ]
 
 
 def write_coco(tmp_path: Path) -> Path:

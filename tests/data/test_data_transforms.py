@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import cv2
 import numpy as np
 import pytest
 import torch
 
 from segflow.data import build_transforms
+from segflow.data.transforms import IMAGE_FILL
 from segflow.errors import ConfigError
 
 RNG = np.random.default_rng(2)
@@ -101,3 +103,87 @@ def test_custom_transform_appended() -> None:
 def test_config_errors(augment: dict | None, policy: dict | None, message: str) -> None:
     with pytest.raises(ConfigError, match=message):
         build_transforms(augment, True, policy, 255, IGNORE)
+
+
+EXPOSING_TRANSFORMS = {
+    "Rotate": {"limit": [30, 30]},
+    "SafeRotate": {"limit": [30, 30]},
+    "Affine": {"rotate": [30, 30], "scale": [0.7, 0.7]},
+    "ShiftScaleRotate": {"shift_limit": [0.2, 0.2], "scale_limit": [-0.3, -0.3], "rotate_limit": [30, 30]},
+    "Perspective": {"scale": [0.2, 0.2], "fit_output": True},
+    "PadIfNeeded": {"min_height": 48, "min_width": 48},
+    "Pad": {"padding": 5},
+    "CropAndPad": {"px": 5},
+    "RandomCrop": {"height": 48, "width": 48, "pad_if_needed": True},
+    "CenterCrop": {"height": 48, "width": 48, "pad_if_needed": True},
+    "ElasticTransform": {"alpha": 400, "sigma": 4},
+    "GridDistortion": {"distort_limit": [-0.6, -0.6]},
+    "OpticalDistortion": {"distort_limit": [0.9, 0.9]},
+    "ThinPlateSpline": {"scale_range": [0.3, 0.3]},
+    "MaskDropout": {"max_objects": 1},
+}
+"""User-listable albumentations transforms that can expose area with a label fill (their
+``fill_mask`` defaults to a value), with arguments that make them expose some."""
+
+FILLING_TRANSFORMS = {**EXPOSING_TRANSFORMS, "PiecewiseAffine": {"scale": [0.1, 0.1]}}
+"""Also those that rarely expose area at all (PiecewiseAffine keeps the image border fixed)."""
+
+
+@pytest.mark.parametrize("name", sorted(EXPOSING_TRANSFORMS))
+@pytest.mark.parametrize("ignore", [2, 3, IGNORE])  # middle class, last class, outside the classes
+def test_user_transforms_fill_exposed_area_with_ignore(name: str, ignore: int) -> None:
+    image = np.full((32, 32, 3), 200, dtype=np.uint8)
+    mask = np.ones((32, 32), dtype=np.int64)  # all class 1 of classes 0..3
+    if name == "MaskDropout":  # drops whole objects: give it one small object of class 1 on class 0
+        mask[:] = 0
+        mask[10:20, 10:20] = 1
+    augment = {"transforms": [{name: {**EXPOSING_TRANSFORMS[name], "p": 1.0}}]}
+    transform = build_transforms(augment, True, None, 255, ignore)
+    out = transform(image, mask)["mask"].numpy()
+    values = set(np.unique(out).tolist())
+    assert ignore in values  # the transform did expose area, and it is ignored
+    if name == "MaskDropout":
+        assert values <= {0, ignore}  # the dropped object is ignored, not relabelled background
+    else:
+        assert 0 not in values and values <= {1, ignore}
+
+
+@pytest.mark.parametrize("name", ["Rotate", "Pad", "RandomCrop", "ShiftScaleRotate"])
+def test_exposed_image_area_is_filled_with_image_fill(name: str) -> None:
+    image = np.full((32, 32, 3), 200, dtype=np.uint8)
+    transform = build_transforms(
+        {"transforms": [{name: {**EXPOSING_TRANSFORMS[name], "p": 1.0}}]}, True, None, 255, 9
+    )
+    out = transform(image, np.ones((32, 32), dtype=np.int64))
+    exposed = out["mask"].numpy() == 9
+    core = cv2.erode(exposed.astype(np.uint8), np.ones((3, 3), np.uint8)).astype(
+        bool
+    )  # off interpolated edges
+    assert core.any() and np.all(out["image"].numpy()[:, core] == IMAGE_FILL)
+    assert np.allclose(out["image"].numpy()[:, ~exposed].max(), 200 / 255)
+
+
+@pytest.mark.parametrize("name", sorted(FILLING_TRANSFORMS))
+def test_exposed_area_fill_arguments_are_set_unless_given(name: str) -> None:
+    kwargs = {**FILLING_TRANSFORMS[name], "p": 1.0}
+    op = build_transforms({"transforms": [{name: kwargs}]}, True, None, 255, 7).pipeline.transforms[0]
+    assert (op.fill_mask, op.fill) == (7, IMAGE_FILL)
+    given = {"transforms": [{name: {**kwargs, "fill_mask": 5, "fill": 9}}]}
+    op = build_transforms(given, True, None, 255, 7).pipeline.transforms[0]
+    assert (op.fill_mask, op.fill) == (5, 9)  # the YAML's values win
+
+
+def test_ignore_at_zero_fills_exposed_area_with_zero() -> None:
+    mask = np.ones((32, 32), dtype=np.int64)
+    transform = build_transforms(
+        {"transforms": [{"Rotate": {"limit": [45, 45], "p": 1.0}}]}, True, None, 255, 0
+    )
+    out = transform(np.zeros((32, 32, 3), np.uint8), mask)["mask"].numpy()
+    assert set(np.unique(out).tolist()) == {0, 1}  # 0 is the ignore value here, not a fill class
+
+
+def test_dropouts_leave_the_mask_alone() -> None:
+    mask = np.ones((32, 32), dtype=np.int64)
+    augment = {"transforms": [{"CoarseDropout": {"num_holes_range": [4, 4], "p": 1.0}}]}
+    out = build_transforms(augment, True, None, 255, IGNORE)(np.zeros((32, 32, 3), np.uint8), mask)
+    assert set(np.unique(out["mask"].numpy()).tolist()) == {1}

@@ -10,9 +10,10 @@ import numpy as np
 import onnx
 import pytest
 
-from segflow.export.parity import ExportCheckError
+from segflow.export.parity import ExportCheckError, evaluate_miou
 from segflow.export.pipeline import Int8Options, export_model
-from segflow.inference.backends import OnnxInt8Backend, create_backend
+from segflow.inference.backends import OnnxBackend, OnnxInt8Backend, create_backend
+from segflow.models.meta import CheckpointMeta
 
 SHAPES_CLASSES = 5
 
@@ -32,7 +33,7 @@ def test_int8_gate_passes_and_backend_loads(tmp_path: Path, make_tiny: Any, shap
     quant = json.loads(props["segflow_export"])["quantization"]
     assert quant["format"] == "QDQ" and quant["images"] == 4
     backend = create_backend("onnx-int8", tmp_path / "m.onnx")  # found next to the fp32 file
-    assert isinstance(backend, OnnxInt8Backend) and backend.meta == meta
+    assert isinstance(backend, OnnxInt8Backend) and backend.meta == CheckpointMeta.of(meta)
     x = np.random.default_rng(0).random((1, 3, 64, 64), dtype=np.float32)
     assert backend.forward(x).shape == (1, SHAPES_CLASSES, 64, 64)
 
@@ -52,4 +53,31 @@ def test_int8_gate_refuses_and_keeps_fp32(
     assert "INT8 refused: it loses 2.50 mIoU points (fp32 80.00, int8 77.50) > --max-miou-drop 1.0" in message
     assert f"kept the fp32 model {tmp_path / 'm.onnx'}" in message
     assert sorted(p.name for p in tmp_path.iterdir()) == ["m.onnx"]
-    assert create_backend(None, tmp_path / "m.onnx").meta == meta
+    assert create_backend(None, tmp_path / "m.onnx").meta == CheckpointMeta.of(meta)
+
+
+def test_int8_gate_refuses_data_it_cannot_measure_and_writes_nothing(
+    tmp_path: Path, make_tiny: Any, all_ignore_yaml: Any
+) -> None:
+    net, meta = make_tiny(SHAPES_CLASSES)
+    data = all_ignore_yaml(tmp_path / "data")
+    out = tmp_path / "out"
+    options = Int8Options(data, calib_images=2, max_miou_drop=100.0)
+    with pytest.raises(ExportCheckError) as err:
+        export_model((net, meta), out / "m.onnx", int8=options, log=lambda line: None)
+    assert str(err.value) == (
+        f"{data}: the val split has no labelled pixel in its first 2 image(s) (every mask value is "
+        "ignore_index 255), so the INT8 gate cannot measure mIoU; give data with labelled masks. "
+        "Nothing was written"
+    )
+    assert not out.exists()
+
+
+def test_miou_of_unmeasurable_split_is_refused_not_nan(
+    tmp_path: Path, onnx_model: Path, all_ignore_yaml: Any
+) -> None:
+    data = all_ignore_yaml(tmp_path / "data")
+    with pytest.raises(
+        ExportCheckError, match=r"the val split has no labelled pixel in its first 2 image\(s\)"
+    ):
+        evaluate_miou(OnnxBackend(onnx_model), data, "val")

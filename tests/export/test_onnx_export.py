@@ -16,6 +16,7 @@ from segflow.export.onnx import export_onnx
 from segflow.export.parity import MIN_ARGMAX_AGREEMENT, ExportCheckError, ParityReport
 from segflow.export.pipeline import export_model
 from segflow.inference.backends import OnnxBackend, create_backend
+from segflow.models.meta import CheckpointMeta
 
 MAX_LOGIT_DIFF = 1e-3
 NUM_CLASSES = 3  # tests/export/conftest.py: TinyNet
@@ -58,8 +59,10 @@ def test_graph_declares_dynamic_batch_height_width(onnx_model: Path) -> None:
 def test_backend_meta_round_trips_checkpoint_meta(onnx_model: Path, meta: dict) -> None:
     backend = create_backend(None, onnx_model)
     assert isinstance(backend, OnnxBackend) and backend.name == "onnx"
-    assert backend.meta == meta
-    assert backend.output_stride == STRIDE
+    assert backend.meta == CheckpointMeta.of(meta)
+    model = {**meta["model"], "arch_kwargs": {}}
+    assert backend.meta.to_dict() == {**meta, "model": model, "format_version": 2, "tta": None, "data": None}
+    assert backend.output_stride == backend.meta.stride == STRIDE
     props = {p.key: p.value for p in onnx.load(str(onnx_model)).metadata_props}
     assert json.loads(props["classes"]) == ["c0", "c1", "c2"]
     assert json.loads(props["segflow_export"])["input_format"] == "float-nchw"
@@ -97,6 +100,52 @@ def test_onnx_without_segflow_metadata_is_refused(tmp_path: Path, onnx_model: Pa
         create_backend("onnx", bare)
 
 
+def _with_props(source: Path, out: Path, **props: str) -> Path:
+    model = onnx.load(str(source))
+    for entry in model.metadata_props:
+        if entry.key in props:
+            entry.value = props[entry.key]
+    onnx.save(model, str(out))
+    return out
+
+
+@pytest.mark.parametrize(
+    ("key", "value", "message"),
+    [
+        (
+            "segflow",
+            "[1, 2, 3]",
+            r"list\.onnx: segflow metadata is a JSON list, not an object of metadata keys",
+        ),
+        ("segflow", '"unet"', r"list\.onnx: segflow metadata is a JSON str, not an object"),
+        ("segflow", "{oops", r"list\.onnx: segflow metadata is not valid JSON"),
+        ("segflow_export", "7", r"list\.onnx: segflow_export metadata is a JSON int, not an object"),
+    ],
+)
+def test_onnx_metadata_that_is_not_an_object_is_one_line(
+    tmp_path: Path, onnx_model: Path, key: str, value: str, message: str
+) -> None:
+    path = _with_props(onnx_model, tmp_path / "list.onnx", **{key: value})
+    with pytest.raises(CheckpointError, match=message) as err:
+        create_backend(None, path)
+    assert "\n" not in str(err.value)
+
+
+@pytest.mark.parametrize("num_classes", [2, 5])
+def test_onnx_metadata_class_count_must_match_graph_outputs(
+    tmp_path: Path, onnx_model: Path, meta: dict, num_classes: int
+) -> None:
+    meta["model"]["num_classes"] = num_classes
+    meta["classes"] = [f"k{i}" for i in range(num_classes)]
+    path = _with_props(onnx_model, tmp_path / "other.onnx", segflow=json.dumps(meta))
+    message = (
+        rf"other\.onnx: segflow metadata has {num_classes} classes \(\[.*\]\) but the graph outputs 3 "
+        "channels; the metadata belongs to another model: re-export it"
+    )
+    with pytest.raises(CheckpointError, match=message):
+        create_backend("onnx", path)
+
+
 def test_file_that_is_not_onnx_is_refused(tmp_path: Path) -> None:
     fake = tmp_path / "fake.onnx"
     fake.write_bytes(b"not a model")
@@ -114,6 +163,26 @@ def test_export_model_prints_parity_and_writes_file(
     assert result.parity.argmax_agreement >= MIN_ARGMAX_AGREEMENT
     assert result.parity.num_images == 4
     assert any("max |logit diff|" in line and "argmax agreement" in line for line in lines)
+
+
+@pytest.mark.parametrize("int8", [False, True])
+def test_out_that_is_a_folder_is_refused_before_any_work(
+    tmp_path: Path, tiny_net: torch.nn.Module, meta: dict, monkeypatch: pytest.MonkeyPatch, int8: bool
+) -> None:
+    from segflow.export.pipeline import Int8Options
+
+    def no_work(*args: object, **kwargs: object) -> None:
+        raise AssertionError("the model was exported before --out was checked")
+
+    monkeypatch.setattr("segflow.export.pipeline.parity_batches", no_work)
+    folder = tmp_path / ("m.int8.onnx" if int8 else "m.onnx")
+    folder.mkdir()
+    options = Int8Options(tmp_path / "data.yaml") if int8 else None
+    with pytest.raises(ConfigError, match=rf"--out {folder} is an existing folder; give a file path such as"):
+        export_model((tiny_net, meta), tmp_path / "m.onnx", int8=options, log=lambda line: None)
+    with pytest.raises(ConfigError, match=r"is a file, not a folder; choose another output path"):
+        (tmp_path / "file").write_text("x")
+        export_model((tiny_net, meta), tmp_path / "file" / "m.onnx", log=lambda line: None)
 
 
 def test_failed_parity_leaves_no_file(

@@ -13,6 +13,7 @@ from segflow.errors import CheckpointError, ConfigError
 from segflow.export.parity import MIN_ARGMAX_AGREEMENT
 from segflow.export.pipeline import export_model
 from segflow.inference.backends import TorchBackend, create_backend
+from segflow.models.meta import CheckpointMeta
 
 MAX_LOGIT_DIFF = 1e-3
 
@@ -25,7 +26,7 @@ def test_torch_formats_match_eager_and_carry_meta(
     assert result.parity.argmax_agreement >= MIN_ARGMAX_AGREEMENT
     backend = create_backend(None, result.path)
     assert isinstance(backend, TorchBackend)
-    assert backend.meta == meta and backend.output_stride == 8
+    assert backend.meta == CheckpointMeta.of(meta) and backend.output_stride == 8
     x = np.random.default_rng(5).random((3, 3, 48, 80), dtype=np.float32)  # not the trace size
     with torch.inference_mode():
         expected = tiny_net(torch.from_numpy(x)).numpy()

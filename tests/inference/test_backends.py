@@ -17,6 +17,7 @@ from segflow.inference.backends import (
     int8_path_for,
 )
 from segflow.models import create_model
+from segflow.models.meta import CheckpointMeta
 
 META = {"model": {"arch": "unet", "encoder": "resnet18", "in_channels": 3, "num_classes": 2}}
 
@@ -35,8 +36,8 @@ def test_registry_names_and_unknown_backend() -> None:
 
 def test_torch_backend_matches_module(net: torch.nn.Module) -> None:
     backend = create_backend(None, net, meta=META, precision="fp32")
-    assert isinstance(backend, TorchBackend) and backend.meta == META
-    assert backend.output_stride == net.output_stride
+    assert isinstance(backend, TorchBackend) and backend.meta.model == CheckpointMeta.of(META).model
+    assert backend.output_stride == backend.meta.stride == net.output_stride == 8  # the module's own stride
     x = np.random.default_rng(0).random((2, 3, 32, 48), dtype=np.float32)
     with torch.inference_mode():
         expected = net(torch.from_numpy(x)).numpy()

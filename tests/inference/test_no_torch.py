@@ -30,12 +30,12 @@ SCRIPT = textwrap.dedent(
     import segflow.cli.predict  # registers the predict command on the app
     from segflow.cli.app import app
     from segflow.data.io import read_image
-    from segflow.inference import Predictor
+    from segflow.inference import InferenceOptions, Predictor
     from segflow.inference.bands import open_band_reader
     from segflow.inference.streaming import stream_file
 
     model, image, work = Path(sys.argv[1]), Path(sys.argv[2]), Path(sys.argv[3])
-    predictor = Predictor.from_path(model, tile=32, overlap=0.25)
+    predictor = Predictor.from_path(model, InferenceOptions(tile=32, overlap=0.25))
     labels = predictor.predict(read_image(image)).labels
     reader = open_band_reader(image)
     stream_file(predictor, reader, image, work / "stream", large=True)

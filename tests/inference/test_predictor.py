@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from segflow.errors import CheckpointError, InferenceError
-from segflow.inference import Predictor
+from segflow.inference import InferenceOptions, Predictor
 from segflow.inference.postprocess import softmax
 from segflow.inference.tiling import make_tile_spec, sliding_window
 
@@ -68,8 +68,10 @@ def test_channel_and_dtype_adaptation(make_backend, make_image) -> None:
         atol=1e-6,
     )
     gray_model = Predictor(make_backend(in_channels=1))
-    with pytest.raises(InferenceError, match="has 3 channel\\(s\\) but the model expects 1"):
-        gray_model.predict(rgb)
+    luma = ((rgb.astype(np.int64) @ np.array([19595, 38470, 7471]) + 32768) >> 16).astype(np.uint8)
+    np.testing.assert_array_equal(gray_model.predict(rgb).labels, gray_model.predict(luma[:, :, None]).labels)
+    with pytest.raises(InferenceError, match="has 2 channel\\(s\\) but the model expects 4"):
+        Predictor(make_backend(in_channels=4)).predict(rgb[:, :, :2])
 
 
 def test_threshold_for_binary_models(make_backend, make_image) -> None:
@@ -77,10 +79,10 @@ def test_threshold_for_binary_models(make_backend, make_image) -> None:
     image = make_image(24, 24)
     probs = Predictor(backend).predict(image, return_probs=True).probs
     for threshold in (0.2, 0.8):
-        labels = Predictor(backend, threshold=threshold).predict(image).labels
+        labels = Predictor(backend, InferenceOptions(threshold=threshold)).predict(image).labels
         np.testing.assert_array_equal(labels, (probs[1] >= threshold).astype(np.uint8))
     with pytest.raises(InferenceError, match="threshold=0.5 needs a binary model"):
-        Predictor(make_backend(num_classes=3), threshold=0.5)
+        Predictor(make_backend(num_classes=3), InferenceOptions(threshold=0.5))
 
 
 def test_resize_policy_runs_fixed_size_and_restores(make_backend, make_image) -> None:
@@ -93,7 +95,7 @@ def test_resize_policy_runs_fixed_size_and_restores(make_backend, make_image) ->
 def test_tiled_predict_equals_engine_on_window_probabilities(make_backend, make_image) -> None:
     backend = make_backend()
     image = make_image(70, 90)
-    predictor = Predictor(backend, tile=32, overlap=0.25, tile_batch=2)
+    predictor = Predictor(backend, InferenceOptions(tile=32, overlap=0.25, tile_batch=2))
     result = predictor.predict(image, return_probs=True)
     assert max(shape[0] for shape in backend.calls) == 2
 
@@ -114,7 +116,7 @@ def test_postprocessing_is_applied(make_backend, make_image) -> None:
     backend = make_backend()
     image = make_image(40, 40)
     plain = Predictor(backend).predict(image).labels
-    cleaned = Predictor(backend, min_object_size=30).predict(image).labels
+    cleaned = Predictor(backend, InferenceOptions(min_object_size=30)).predict(image).labels
     from segflow.inference.postprocess import remove_small_objects
 
     np.testing.assert_array_equal(cleaned, remove_small_objects(plain, 30))
@@ -123,17 +125,25 @@ def test_postprocessing_is_applied(make_backend, make_image) -> None:
 @pytest.mark.parametrize(
     ("options", "message"),
     [
-        ({"tile": 12}, "tile=12"),
-        ({"tile": 4}, "tile=4"),
-        ({"overlap": 0.95}, "overlap=0.95"),
-        ({"min_object_size": -1}, "min_object_size=-1"),
-        ({"fill_holes": 2.5}, "fill_holes=2.5"),
-        ({"pad_mode": "wrap"}, "pad_mode='wrap'"),
+        (
+            {"tile": 12},
+            "tile=12 is invalid: the model needs a tile that is a positive multiple of its stride 8",
+        ),
+        (
+            {"tile": 4},
+            "tile=4 is invalid: the model needs a tile that is a positive multiple of its stride 8",
+        ),
+        ({"threshold": 0.5}, "threshold=0.5 needs a binary model"),
     ],
 )
-def test_bad_options_name_the_option(make_backend, options: dict, message: str) -> None:
+def test_options_that_do_not_suit_the_model_are_refused(make_backend, options: dict, message: str) -> None:
     with pytest.raises(InferenceError, match=message):
-        Predictor(make_backend(), **options)
+        Predictor(make_backend(), InferenceOptions(**options))
+
+
+def test_predictor_takes_only_ready_made_options(make_backend) -> None:
+    with pytest.raises(InferenceError, match="Predictor options must be an InferenceOptions, got dict"):
+        Predictor(make_backend(), {"tile": 16})  # type: ignore[arg-type]
 
 
 def test_properties_and_with_options(make_backend) -> None:
@@ -141,10 +151,13 @@ def test_properties_and_with_options(make_backend) -> None:
     predictor = Predictor(backend)
     assert predictor.num_classes == 3 and predictor.classes == ["c0", "c1", "c2"]
     assert predictor.palette == [(0, 0, 0), (255, 0, 0), (0, 255, 0)]
-    assert predictor.meta["model"]["num_classes"] == 3
+    assert predictor.meta.num_classes == 3
     tiled = predictor.with_options(tile=16, min_object_size=4)
-    assert tiled.backend is backend and tiled.options.tile.tile == 16 and tiled.options.min_object_size == 4
-    with pytest.raises(InferenceError, match="unknown predictor option"):
+    assert tiled.backend is backend and tiled.tile_spec is not None and tiled.tile_spec.tile == 16
+    assert tiled.options == InferenceOptions(tile=16, min_object_size=4)
+    assert predictor.tile_spec is None and predictor.streaming_tile_spec.tile == 512
+    assert predictor.with_options(InferenceOptions(tta="flip")).options.tta is not None
+    with pytest.raises(InferenceError, match="unknown inference option 'tiles'"):
         predictor.with_options(tiles=16)
 
 
@@ -153,3 +166,51 @@ def test_metadata_without_model_section_is_refused(make_backend) -> None:
     backend.meta = {"classes": ["a"]}
     with pytest.raises(CheckpointError, match="model.num_classes"):
         Predictor(backend)
+
+
+def test_colour_image_on_a_gray_model_tiled_warns_once_and_uses_luminance(
+    make_backend, make_image, caplog: pytest.LogCaptureFixture
+) -> None:
+    from segflow.inference.preprocess import luminance
+
+    predictor = Predictor(make_backend(in_channels=1), InferenceOptions(tile=16))
+    rgb = make_image(40, 56)
+    with caplog.at_level("WARNING"):
+        tiled = predictor.predict(rgb, name="photo.jpg").labels
+    assert [r.getMessage().split(":")[0] for r in caplog.records] == [
+        "photo.jpg has 3 colour channels but the model takes 1"
+    ]
+    np.testing.assert_array_equal(tiled, predictor.predict(luminance(rgb)).labels)
+
+
+def test_sixteen_bit_model_max_value_scales_uint16_pixels(make_backend) -> None:
+    """A model trained on 12-bit data (max_value 4095) sees 4095 as 1.0, like its training did."""
+    backend = make_backend(in_channels=1)
+    backend.meta["normalization"]["max_value"] = 4095.0
+    twelve_bit = np.arange(0, 4096, 16, dtype=np.uint16).reshape(16, 16, 1)
+    eight_bit_equivalent = np.round(twelve_bit.astype(np.float64) * 255 / 4095).astype(np.uint8)
+    probs12 = Predictor(backend).predict(twelve_bit, return_probs=True).probs
+    plain = make_backend(in_channels=1)
+    probs8 = Predictor(plain).predict(eight_bit_equivalent, return_probs=True).probs
+    np.testing.assert_allclose(probs12, probs8, atol=0.05)
+    assert not np.allclose(probs12, Predictor(plain).predict(twelve_bit, return_probs=True).probs, atol=0.05)
+
+
+@pytest.mark.parametrize(
+    ("stored", "option", "expected"),
+    [
+        ("hflip", "checkpoint", (True, False)),  # `--tta` alone / absent on the CLI
+        ("flip", "checkpoint", (True, True)),
+        (None, "checkpoint", None),  # a model validated without TTA
+        ("flip", "none", None),  # an explicit value overrides the checkpoint
+        ("flip", "vflip", (False, True)),
+        ("hflip", None, None),  # the Python API default stays "off"
+    ],
+)
+def test_tta_checkpoint_means_the_views_the_model_was_validated_with(
+    make_backend, stored: str | None, option: str | None, expected: tuple[bool, bool] | None
+) -> None:
+    backend = make_backend()
+    backend.meta = {**backend.meta, "format_version": 2, "tta": stored}
+    predictor = Predictor(backend, InferenceOptions(tta=option))
+    assert (None if predictor.tta is None else (predictor.tta.hflip, predictor.tta.vflip)) == expected

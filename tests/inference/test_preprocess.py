@@ -10,7 +10,9 @@ from segflow.inference.preprocess import (
     InputPolicy,
     adapt_channels,
     logits_with_policy,
+    luminance,
     pad_to_multiple,
+    pixel_scale,
     to_chw,
 )
 
@@ -31,9 +33,60 @@ def test_channel_adaptation() -> None:
     np.testing.assert_array_equal(adapt_channels(rgba, 3), rgba[:, :, :3])
     gray_as_rgb = np.repeat(gray, 3, axis=2)
     np.testing.assert_array_equal(adapt_channels(gray_as_rgb, 1), gray)
-    colour = np.arange(18, dtype=np.uint8).reshape(2, 3, 3)
-    with pytest.raises(InferenceError, match="image has 3 channel\\(s\\) but the model expects 1"):
-        adapt_channels(colour, 1)
+    with pytest.raises(InferenceError, match="image has 2 channel\\(s\\) but the model expects 4"):
+        adapt_channels(gray_as_rgb[:, :, :2], 4)
+
+
+@pytest.mark.parametrize("dtype", [np.uint8, np.uint16])
+def test_colour_to_gray_is_bt601_luminance_with_a_warning(
+    dtype: type, caplog: pytest.LogCaptureFixture
+) -> None:
+    top = np.iinfo(dtype).max
+    rgb = np.array([[[top, 0, 0], [0, top, 0], [0, 0, top], [10, 20, 30]]], dtype=dtype)
+    rgba = np.concatenate([rgb, np.zeros((1, 4, 1), dtype)], axis=2)
+    with caplog.at_level("WARNING", logger="segflow.inference.preprocess"):
+        gray = adapt_channels(rgb, 1, "photo.png")
+        assert gray.dtype == dtype and gray.shape == (1, 4, 1)
+        np.testing.assert_array_equal(adapt_channels(rgba, 1), gray)
+    expected = [round(0.299 * top), round(0.587 * top), round(0.114 * top), 18]  # 2.99 + 11.74 + 3.42
+    np.testing.assert_array_equal(gray[0, :, 0], expected)
+    assert caplog.messages[0] == (
+        "photo.png has 3 colour channels but the model takes 1: converted to grayscale by luminance "
+        "(0.299 R + 0.587 G + 0.114 B); convert it yourself to silence this"
+    )
+    assert len(caplog.messages) == 2  # once per call; identical channels give no warning
+    caplog.clear()
+    adapt_channels(np.repeat(gray, 3, axis=2), 1)
+    assert caplog.messages == []
+
+
+def test_eight_bit_luminance_equals_pillow_convert_l() -> None:
+    from PIL import Image
+
+    rgb = np.random.default_rng(0).integers(0, 256, (17, 23, 3), dtype=np.uint8)
+    pillow = np.asarray(Image.fromarray(rgb).convert("L"))
+    np.testing.assert_array_equal(luminance(rgb)[:, :, 0], pillow)
+
+
+@pytest.mark.parametrize(
+    ("dtype", "max_value", "expected"),
+    [
+        (np.uint8, 255.0, 1 / 255),
+        (np.uint8, 65535.0, 1 / 255),
+        (np.uint16, 255.0, 1 / 65535),
+        (np.uint16, 65535.0, 1 / 65535),
+        (np.uint16, 4095.0, 1 / 4095),
+    ],
+)
+def test_pixel_scale_follows_dtype_and_checkpoint_max_value(
+    dtype: type, max_value: float, expected: float
+) -> None:
+    assert pixel_scale(dtype, max_value) == np.float32(expected)
+
+
+def test_twelve_bit_model_clips_brighter_pixels_to_one() -> None:
+    image = np.array([[[0], [4095], [65535]]], np.uint16)
+    np.testing.assert_allclose(to_chw(image, 1, 4095.0)[0, 0], [0.0, 1.0, 1.0])
 
 
 def test_zero_width_image_is_refused() -> None:

@@ -13,7 +13,7 @@ import pytest
 import tifffile
 
 from segflow.errors import DataError, InferenceError
-from segflow.inference import Predictor
+from segflow.inference import InferenceOptions, Predictor
 from segflow.inference.bands import TiffBandReader
 from segflow.inference.streaming import predict_file, stream_file
 from segflow.viz import read_label_png
@@ -24,7 +24,7 @@ def test_streamed_labels_equal_in_memory_tiled_labels(tmp_path: Path, make_backe
     image = make_image(300, 260, seed=5)
     path = tmp_path / "scene.tif"
     tifffile.imwrite(path, image, tile=(64, 64), compression="zlib")
-    predictor = Predictor(make_backend(), tile=64, overlap=0.25)
+    predictor = Predictor(make_backend(), InferenceOptions(tile=64, overlap=0.25))
     in_memory = predictor.predict(image).labels
     for large, name in ((True, "scene.tif"), (False, "scene.png")):
         out = tmp_path / f"out_{large}"
@@ -42,7 +42,7 @@ def test_streamed_probs_and_png_postprocessing(tmp_path: Path, make_backend, mak
     image = make_image(150, 90, seed=6)
     path = tmp_path / "p.tif"
     tifffile.imwrite(path, image)
-    predictor = Predictor(make_backend(), tile=32, min_object_size=20)
+    predictor = Predictor(make_backend(), InferenceOptions(tile=32, min_object_size=20))
     expected = predictor.predict(image, return_probs=True)
     reader = TiffBandReader(path)
     written = stream_file(predictor, reader, path, tmp_path / "o", probs=True, large=False)
@@ -86,7 +86,12 @@ def test_overlay_of_a_bigtiff_output_is_refused_before_work(tmp_path: Path, make
     reader = TiffBandReader(path)
     with pytest.raises(InferenceError, match="--overlay is not available"):
         stream_file(
-            Predictor(make_backend(), tile=16), reader, path, tmp_path / "o", overlay=True, large=True
+            Predictor(make_backend(), InferenceOptions(tile=16)),
+            reader,
+            path,
+            tmp_path / "o",
+            overlay=True,
+            large=True,
         )
     reader.close()
     assert not (tmp_path / "o").exists()
@@ -100,7 +105,7 @@ MEMORY_CHILD = textwrap.dedent(
     from torch import nn
     sys.path.insert(0, sys.argv[4])
     from conftest import TorchBackend, make_meta
-    from segflow.inference import Predictor
+    from segflow.inference import InferenceOptions, Predictor
     from segflow.inference.bands import TiffBandReader
     from segflow.inference.streaming import stream_file
 
@@ -116,7 +121,9 @@ MEMORY_CHILD = textwrap.dedent(
     tifffile.imwrite(path, tiles(), shape=(height, width, 3), dtype=np.uint8, tile=(tile, tile))
     torch.manual_seed(0)
     net = nn.Conv2d(3, 4, 1)
-    predictor = Predictor(TorchBackend(net, make_meta(4, 3)), tile=tile, overlap=0.25, tile_batch=4)
+    predictor = Predictor(
+        TorchBackend(net, make_meta(4, 3)), InferenceOptions(tile=tile, overlap=0.25, tile_batch=4)
+    )
     reader = TiffBandReader(path)
     before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
     stream_file(predictor, reader, path, folder / "out", large=True)

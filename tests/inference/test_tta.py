@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from segflow.errors import ConfigError
-from segflow.inference import Predictor
+from segflow.inference import InferenceOptions, Predictor
 from segflow.inference.postprocess import softmax
 from segflow.inference.preprocess import resize
 from segflow.inference.tta import TTAConfig, parse_tta, tta_probs
@@ -72,7 +72,7 @@ def test_predictor_tta_equals_hand_average_of_its_own_views(make_backend, make_i
     backend = make_backend()
     image = make_image(21, 30)
     plain = Predictor(backend)
-    tta = Predictor(backend, tta="flip")
+    tta = Predictor(backend, InferenceOptions(tta="flip"))
     views = [image, image[:, ::-1], image[::-1]]
     probs = [plain.predict(np.ascontiguousarray(v), return_probs=True).probs for v in views]
     expected = (probs[0] + probs[1][:, :, ::-1] + probs[2][:, ::-1]) / 3

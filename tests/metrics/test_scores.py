@@ -8,8 +8,15 @@ import numpy as np
 import pytest
 
 from segflow.constants import IGNORE_INDEX
+from segflow.data.labels import LabelRules
 from segflow.errors import ConfigError, DataError
-from segflow.metrics import confusion_matrix, metrics_from_confusion, metrics_from_counts
+from segflow.metrics import (
+    confusion_matrix,
+    metrics_from_confusion,
+    metrics_from_counts,
+    render_markdown,
+    to_json_safe,
+)
 
 I = IGNORE_INDEX  # noqa: E741
 
@@ -79,6 +86,8 @@ def test_key_order_is_the_metrics_json_contract(scores: dict) -> None:
         "mean_dice",
         "boundary_f1",
         "num_images",
+        "boundary_tolerance_px",
+        "ignore_index",
         "confusion_matrix",
         "per_class",
     ]
@@ -134,3 +143,44 @@ def test_bad_inputs_raise_typed_errors() -> None:
         metrics_from_counts(np.zeros((2, 2), np.int64), class_names=["a", "b", "c"])
     with pytest.raises(ConfigError, match="unique"):
         metrics_from_counts(np.zeros((2, 2), np.int64), class_names=["a", "a"])
+
+
+def test_issue_example_ignore_zero_is_not_scored() -> None:
+    # classes [background, a, b], ignore_index 0; mask rows `2 1 0 0`, prediction `2 1 0 1`.
+    target = np.array([[2, 1, 0, 0], [2, 1, 0, 0]])
+    pred = np.array([[2, 1, 0, 1], [2, 1, 0, 1]])
+    labels = LabelRules(("background", "a", "b"), ignore_index=0)
+    matrix = confusion_matrix(pred, target, 3, ignore_index=0)
+    assert matrix.tolist() == [[0, 0, 0], [0, 2, 0], [0, 0, 2]]  # was [[2, 2, 0], [0, 2, 0], [0, 0, 2]]
+    scores = metrics_from_counts(matrix, labels=labels)
+    assert (scores["miou"], scores["pixel_accuracy"], scores["mean_dice"]) == (1.0, 1.0, 1.0)
+    assert scores["mean_accuracy"] == 1.0 and scores["fwiou"] == 1.0
+    assert all(math.isnan(value) for value in scores["per_class"]["background"].values())
+    assert "| background | n/a | n/a | n/a | n/a | n/a | n/a |" in render_markdown(scores)
+    assert to_json_safe(scores)["per_class"]["background"]["iou"] is None
+
+
+@pytest.mark.parametrize("ignore", [0, 1, 2])  # first, middle and last class of 3
+def test_ignored_class_is_never_scored_even_when_predicted(ignore: int) -> None:
+    names = ("c0", "c1", "c2")
+    target = np.array([[0, 1, 2, 0, 1, 2]])
+    others = [c for c in range(3) if c != ignore]
+    pred = np.where(target == ignore, others[0], target)  # right everywhere except on ignored pixels
+    pred[0, np.flatnonzero(target[0] == others[1])[0]] = (
+        ignore  # one labelled pixel predicted as the ignored class
+    )
+    scores = metrics_from_counts(confusion_matrix(pred, target, 3, ignore), labels=LabelRules(names, ignore))
+    assert all(math.isnan(value) for value in scores["per_class"][names[ignore]].values())
+    # 4 labelled pixels, 3 right; others[1] has 1 of 2 pixels (IoU 1/2), others[0] all (IoU 1).
+    assert scores["pixel_accuracy"] == pytest.approx(3 / 4)
+    assert scores["miou"] == pytest.approx((1.0 + 0.5) / 2)
+    assert scores["per_class"][names[others[1]]]["recall"] == pytest.approx(0.5)
+
+
+def test_unknown_ground_truth_value_names_value_and_pixel_count() -> None:
+    with pytest.raises(
+        DataError, match=r"ground truth contains value 7 \(1 pixel\), which is neither a class 0..1"
+    ):
+        target = np.zeros((6, 6), int)
+        target[2, 3] = 7
+        confusion_matrix(np.zeros((6, 6), int), target, 2)

@@ -14,6 +14,7 @@ import torch.distributed as dist
 import torch.multiprocessing as mp
 
 from segflow.constants import IGNORE_INDEX
+from segflow.data.labels import LabelRules
 from segflow.errors import ConfigError, DataError
 from segflow.metrics import (
     SegmentationMetrics,
@@ -60,8 +61,10 @@ def test_matches_pure_functions() -> None:
     metric.update(pred, target)
     confmat = confusion_matrix(pred, target, NUM_CLASSES)
     boundary = sum(boundary_counts(p, t, NUM_CLASSES, tolerance=1) for p, t in zip(pred, target, strict=True))
-    expected = metrics_from_counts(confmat, boundary, ["a", "b", "c", "d"], num_images=7)
+    labels = LabelRules.for_scoring(NUM_CLASSES, IGNORE_INDEX, ["a", "b", "c", "d"])
+    expected = metrics_from_counts(confmat, boundary, num_images=7, labels=labels, boundary_tolerance_px=1)
     assert json.dumps(metric.compute()) == json.dumps(expected)
+    assert (expected["boundary_tolerance_px"], expected["ignore_index"]) == (1, IGNORE_INDEX)
     assert metric.confmat.dtype == torch.int64 and metric.boundary.dtype == torch.int64
     assert int(metric.confmat.sum()) == int((target != IGNORE_INDEX).sum())
 
@@ -145,3 +148,17 @@ def test_class_indices_equals_argmax_and_takes_the_first_of_ties() -> None:
     tied = torch.zeros(1, 4, 2, 2)
     tied[0, 2, 0, 0] = tied[0, 3, 0, 0] = 1.0  # classes 2 and 3 tie at (0, 0)
     assert class_indices(tied).tolist() == [[[2, 0], [0, 0]]]
+
+
+@pytest.mark.parametrize("ignore", [0, 1, 2])  # the ignore value is the first, middle or last class
+def test_ignored_class_is_excluded_from_every_score(ignore: int) -> None:
+    names = ["c0", "c1", "c2"]
+    target = torch.tensor([[[2, 1, 0, 0], [2, 1, 0, 0]]])
+    pred = torch.where(target == ignore, (ignore + 1) % 3, target)  # right on every labelled pixel
+    metric = SegmentationMetrics(3, ignore_index=ignore, class_names=names, boundary_tolerance=0)
+    metric.update(pred, target)
+    result = metric.compute()
+    assert [result[key] for key in ("miou", "pixel_accuracy", "mean_dice", "boundary_f1")] == [1.0] * 4
+    assert all(math.isnan(v) for v in result["per_class"][names[ignore]].values())
+    assert int(metric.confmat[ignore].sum()) == 0 and int(metric.boundary[ignore].sum()) == 0
+    assert (result["ignore_index"], result["boundary_tolerance_px"]) == (ignore, 0)

@@ -31,6 +31,7 @@ def net() -> SegmentationNet:
 
 
 def make_meta(net: SegmentationNet) -> dict:
+    """The raw stored form (primitives), as the tests below edit it."""
     return build_meta(
         net,
         classes=CLASSES,
@@ -40,7 +41,8 @@ def make_meta(net: SegmentationNet) -> dict:
         input_policy={"mode": "keep", "size": None, "multiple": 32, "scale": None},
         class_distribution=[0.5, 0.3, 0.2],
         config={"data": {"root": Path("/data/x")}, "lr": 1e-3, "size": (256, 256)},
-    )
+        tta="hflip",
+    ).to_dict()
 
 
 def test_build_meta_layout(net: SegmentationNet) -> None:
@@ -57,6 +59,8 @@ def test_build_meta_layout(net: SegmentationNet) -> None:
     assert meta["normalization"]["mean"] == pytest.approx(list(IMAGENET_MEAN))
     assert meta["normalization"]["max_value"] == 255.0
     assert meta["config"] == {"data": {"root": "/data/x"}, "lr": 1e-3, "size": [256, 256]}
+    assert meta["tta"] == {"hflip": True, "vflip": False, "scales": [1.0]}
+    assert meta["input_policy"]["multiple"] == net.output_stride == 32
     json.dumps(meta)  # only primitives
 
 
@@ -73,8 +77,8 @@ def test_round_trip_gives_identical_logits(tmp_path: Path, net: SegmentationNet,
     path = save_model_checkpoint(tmp_path / name, net, meta)
     assert [p.name for p in tmp_path.iterdir()] == [name]  # no temp file left behind
     loaded, loaded_meta = load_checkpoint(path)
-    assert loaded_meta == meta
-    assert read_meta(path) == meta
+    assert loaded_meta.to_dict() == meta
+    assert read_meta(path).to_dict() == meta
     assert not loaded.training
     x = torch.rand(2, 3, 64, 64)
     with torch.no_grad():
@@ -105,7 +109,7 @@ def test_lightning_style_checkpoint_loads(tmp_path: Path, net: SegmentationNet) 
     path = tmp_path / "epoch=3.ckpt"
     torch.save(ckpt, path)
     loaded, meta = load_checkpoint(path)
-    assert meta["classes"] == CLASSES
+    assert meta.classes == CLASSES
     x = torch.rand(1, 3, 64, 64)
     with torch.no_grad():
         assert torch.equal(loaded(x), net(x))
@@ -147,10 +151,11 @@ def test_format_version_mismatch(tmp_path: Path, net: SegmentationNet) -> None:
     meta = make_meta(net)
     meta["format_version"] = CHECKPOINT_FORMAT_VERSION + 1
     meta["segflow_version"] = "9.9.0"
-    path = save_model_checkpoint(tmp_path / "new.pt", net, meta)
+    path = tmp_path / "new.pt"  # written by hand: save_model_checkpoint only writes the current format
+    torch.save({"segflow": meta, "state_dict": {"net." + k: v for k, v in net.state_dict().items()}}, path)
     expected = (
         rf"{path} was written by segflow 9.9.0 with checkpoint format {CHECKPOINT_FORMAT_VERSION + 1}; "
-        rf"this segflow \(.*\) reads format {CHECKPOINT_FORMAT_VERSION}: "
+        rf"this segflow \(.*\) reads formats 1..{CHECKPOINT_FORMAT_VERSION}: "
         r"re-export it with segflow 9.9.0 or upgrade"
     )
     with pytest.raises(CheckpointError, match=expected):

@@ -7,9 +7,10 @@ so every expected mask is known exactly without a model.
 from __future__ import annotations
 
 import io
+import math
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -20,6 +21,7 @@ from fastapi import FastAPI
 from fastapi.testclient import TestClient
 from PIL import Image
 
+from segflow.inference.options import InferenceOptions
 from segflow.serving.app import create_app
 from segflow.serving.settings import ServeSettings
 
@@ -50,13 +52,18 @@ class FakePredictor:
 
     Attributes:
         delay_s: Sleep per batch (to make requests overlap).
+        window_delay_s: Sleep per window of a tiled prediction (``tile`` set).
+        options: The options of this variant (``with_options`` argument).
         calls: ``(options dict, batch size)`` per call, shared with every variant.
+        windows: Windows run by tiled predictions, shared with every variant.
     """
 
     delay_s: float = 0.0
-    options: dict[str, Any] = field(default_factory=dict)
-    calls: list[tuple[dict[str, Any], int]] = field(default_factory=list)
+    window_delay_s: float = 0.0
+    options: InferenceOptions = field(default_factory=InferenceOptions)
+    calls: list[tuple[InferenceOptions, int]] = field(default_factory=list)
     meta_extra: dict[str, Any] = field(default_factory=dict)
+    windows: list[int] = field(default_factory=list)
 
     @property
     def classes(self) -> list[str]:
@@ -83,8 +90,26 @@ class FakePredictor:
         }
         return {**base, **self.meta_extra}
 
-    def with_options(self, **options: Any) -> FakePredictor:
-        return FakePredictor(self.delay_s, options, self.calls, self.meta_extra)
+    def with_options(self, options: InferenceOptions) -> FakePredictor:
+        return FakePredictor(
+            self.delay_s, self.window_delay_s, options, self.calls, self.meta_extra, self.windows
+        )
+
+    def predict(
+        self, image: np.ndarray, return_probs: bool = False, progress: Callable[[int], None] | None = None
+    ) -> FakePrediction:
+        """One image; with ``tile`` set, walks its windows (calling ``progress``) like the tiling engine."""
+        tile = self.options.tile
+        if tile:
+            count = math.ceil(image.shape[0] / tile) * math.ceil(image.shape[1] / tile)
+            for _ in range(count):
+                time.sleep(self.window_delay_s)
+                self.windows.append(1)
+                if progress is not None:
+                    progress(1)
+            self.calls.append((self.options, 1))
+            return self._predict(image, return_probs)
+        return self.predict_batch([image], return_probs)[0]
 
     def predict_batch(self, images: list[np.ndarray], return_probs: bool = False) -> list[FakePrediction]:
         self.calls.append((self.options, len(images)))

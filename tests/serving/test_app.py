@@ -40,13 +40,6 @@ def test_probes_and_static_page_need_no_key(keyed, path):
     assert keyed.get(path).status_code == 200
 
 
-def test_key_from_environment(monkeypatch):
-    from segflow.serving.settings import ServeSettings
-
-    monkeypatch.setenv("SEGFLOW_API_KEY", "from-env")
-    assert ServeSettings.load(model="m.pt").api_key.get_secret_value() == "from-env"
-
-
 def test_cors_is_off_unless_configured():
     preflight = {"Origin": "https://app.example", "Access-Control-Request-Method": "POST"}
     with serving() as client:
@@ -69,3 +62,20 @@ def test_page_is_offline_html_without_external_urls(keyed):
     assert '<input id="file" type="file"' in page
     for text in (page, script, keyed.get("/static/style.css").text):
         assert "http://" not in text and "https://" not in text
+
+
+@pytest.mark.parametrize(
+    ("message", "expected"),
+    [
+        (
+            "cannot identify image file <_io.BytesIO object at 0x7f3a2c1d9f80>",
+            "cannot identify image file the upload",
+        ),
+        ("bad <function decode at 0x7F00AB>\n  here", "bad the upload here"),
+        ("size <64 x 64> is fine", "size <64 x 64> is fine"),
+    ],
+)
+def test_client_messages_never_show_object_reprs(message, expected):
+    from segflow.serving.app import client_message
+
+    assert client_message(ValueError(message)) == expected

@@ -9,7 +9,8 @@ import numpy as np
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
-from segflow.serving.batcher import Batcher, PredictOptions, QueueFullError, group_by_options
+from segflow.inference.options import InferenceOptions
+from segflow.serving.batcher import Batcher, QueueFullError, group_by_options
 from segflow.serving.codecs import decode_label_png
 
 from .fakes import FakePredictor, expected_labels, png_bytes, sample_image, serving
@@ -19,7 +20,7 @@ IMAGE = np.zeros((2, 2, 3), dtype=np.uint8)
 
 def test_next_batch_takes_up_to_max_batch_and_keeps_order():
     batcher = Batcher(max_batch=3, max_wait_ms=200, queue_size=10)
-    jobs = [batcher.submit(IMAGE, PredictOptions()) for _ in range(5)]
+    jobs = [batcher.submit(IMAGE, InferenceOptions()) for _ in range(5)]
     assert batcher.depth() == 5
     assert batcher.next_batch(poll_s=0.01) == jobs[:3]
     started = time.monotonic()
@@ -30,7 +31,7 @@ def test_next_batch_takes_up_to_max_batch_and_keeps_order():
 
 def test_next_batch_returns_after_max_wait_with_a_partial_batch():
     batcher = Batcher(max_batch=8, max_wait_ms=50, queue_size=10)
-    batcher.submit(IMAGE, PredictOptions())
+    batcher.submit(IMAGE, InferenceOptions())
     started = time.monotonic()
     assert len(batcher.next_batch(poll_s=1.0)) == 1
     assert 0.03 < time.monotonic() - started < 0.5
@@ -38,15 +39,15 @@ def test_next_batch_returns_after_max_wait_with_a_partial_batch():
 
 def test_full_queue_refuses_at_once():
     batcher = Batcher(max_batch=1, max_wait_ms=0, queue_size=2)
-    batcher.submit(IMAGE, PredictOptions())
-    batcher.submit(IMAGE, PredictOptions())
+    batcher.submit(IMAGE, InferenceOptions())
+    batcher.submit(IMAGE, InferenceOptions())
     with pytest.raises(QueueFullError, match="2 requests"):
-        batcher.submit(IMAGE, PredictOptions())
+        batcher.submit(IMAGE, InferenceOptions())
 
 
 def test_group_by_options_splits_and_keeps_order():
     batcher = Batcher(max_batch=8, max_wait_ms=0, queue_size=10)
-    plain, tta = PredictOptions(), PredictOptions(tta=True)
+    plain, tta = InferenceOptions(), InferenceOptions(tta=True)
     jobs = [batcher.submit(IMAGE, options) for options in (plain, tta, plain)]
     assert group_by_options(jobs) == [[jobs[0], jobs[2]], [jobs[1]]]
 

@@ -33,5 +33,15 @@ def test_help_lists_the_service_options(capsys):
         "--cors-origin",
         "--workers",
         "--forwarded-allow-ips",
+        "--max-memory-mb",
+        "--config",
+        "--log-level",
     ):
         assert option in out
+
+
+def test_help_defaults_come_from_the_settings_class():
+    from segflow.cli.serve import default
+
+    assert default("max_batch") == "(default: 8)"
+    assert default("timeout_s") == "(default: 30.0)"

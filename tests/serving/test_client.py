@@ -1,11 +1,11 @@
-"""segflow.client against a live server: every format, errors, predict_via_server."""
+"""segflow.serving.client against a live server: every format, errors, predict_via_server."""
 
 from __future__ import annotations
 
 import numpy as np
 import pytest
 
-from segflow.client import Client, ServerError, predict_via_server
+from segflow.serving.client import Client, ServerError, predict_via_server
 from segflow.serving.codecs import labels_from_rle
 from segflow.viz import read_label_png
 
@@ -73,4 +73,9 @@ def test_cli_predict_with_server_flag(url, tmp_path):
     )
     np.testing.assert_array_equal(read_label_png(out / "frame.png"), expected_labels(image))
     assert (out / "frame_overlay.png").is_file()
-    assert main(["predict", "--server", url, str(source), "--out", str(out)]) == 1  # no key: 401, one line
+    assert sorted(p.name for p in out.iterdir()) == ["frame.png", "frame_overlay.png", "predictions.json"]
+    rerun = ["predict", "--server", url, "--api-key", KEY, str(source), "--out", str(out)]
+    assert main(rerun) == 1  # the --out rule of local predict: non-empty without --overwrite/--resume
+    assert main([*rerun, "--overlay", "--resume"]) == 0
+    fresh = str(tmp_path / "cli-out-2")
+    assert main(["predict", "--server", url, str(source), "--out", fresh]) == 1  # no key: 401, one line

@@ -39,6 +39,27 @@ def test_metrics_without_reference_report_nan_drift():
     assert math.isnan(metrics.drift_score())
 
 
-def test_batch_buckets_cover_every_small_size():
-    assert batch_size_buckets(8) == [1.0, 2.0, 3.0, 4.0, 5.0, 6.0, 7.0, 8.0]
-    assert batch_size_buckets(64)[-3:] == [32.0, 64.0, 64.0] or batch_size_buckets(64)[-2:] == [32.0, 64.0]
+SIXTEEN = [float(size) for size in range(1, 17)]
+
+
+@pytest.mark.parametrize(
+    ("max_batch", "expected"),
+    [
+        (1, [1.0]),
+        (8, [1.0, 2.0, 3.0, 4.0, 5.0, 6.0, 7.0, 8.0]),
+        (16, SIXTEEN),
+        (20, [*SIXTEEN, 20.0]),
+        (32, [*SIXTEEN, 32.0]),
+        (64, [*SIXTEEN, 32.0, 64.0]),  # was [..., 32, 64, 64]
+        (100, [*SIXTEEN, 32.0, 64.0, 100.0]),
+        (256, [*SIXTEEN, 32.0, 64.0, 128.0, 256.0]),
+    ],
+)
+def test_batch_buckets_are_each_size_once_up_to_max_batch(max_batch, expected):
+    assert batch_size_buckets(max_batch) == expected
+
+
+def test_served_histogram_has_the_right_buckets():
+    metrics = ServiceMetrics(["a", "b"], None, drift_window=3, max_batch=64)
+    bounds = [s.labels["le"] for s in metrics.batch_size.collect()[0].samples if s.name.endswith("_bucket")]
+    assert bounds == [*(str(v) for v in SIXTEEN), "32.0", "64.0", "+Inf"]

@@ -32,9 +32,6 @@ def checkpoint(tmp_path_factory):
     net = models.create_model("unet", "mobilenet_v2", 3, len(CLASSES), encoder_weights=None)
     policy = {"mode": "keep", "size": None, "multiple": net.output_stride, "scale": None}
     meta = models.build_meta(net, CLASSES, None, 255, None, policy, [0.3, 0.5, 0.2], {})
-    # build_meta may store torch.__version__ as a TorchVersion object, which
-    # torch.load(weights_only=True) refuses; a plain string is what the layout specifies.
-    meta["torch_version"] = str(meta["torch_version"])
     return models.save_model_checkpoint(tmp_path_factory.mktemp("model") / "tiny.pt", net, meta)
 
 

@@ -1,35 +1,173 @@
-"""ServeSettings: environment, overrides, validation errors."""
+"""ServeSettings: one owner of every default; precedence CLI > SEGFLOW_* > --config file > default."""
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 
+from segflow.cli.main import main
 from segflow.errors import ConfigError
+from segflow.serving.memory import cgroup_memory_limit, default_memory_budget_mb
 from segflow.serving.settings import ServeSettings
 
+GIB = 1024**3
 
-def test_environment_then_overrides():
-    env = {"SEGFLOW_MAX_BATCH": "4", "SEGFLOW_CORS_ORIGINS": "https://a, https://b", "SEGFLOW_PORT": "9000"}
-    settings = ServeSettings.load(env, model="m.onnx", port=8100)
+
+def write_config(tmp_path: Path, text: str) -> Path:
+    path = tmp_path / "serve.yaml"
+    path.write_text(text, encoding="utf-8")
+    return path
+
+
+def test_defaults_live_in_the_settings_class():
+    settings = ServeSettings.load(model="m.onnx")
+    assert (settings.max_batch, settings.port, settings.host, settings.queue_size) == (
+        8,
+        8000,
+        "127.0.0.1",
+        64,
+    )
+    assert settings.max_upload_bytes == 20 * 1024 * 1024
+    assert settings.log_level == "info" and settings.forwarded_allow_ips == "127.0.0.1"
+
+
+def test_environment_is_used_when_the_cli_does_not_give_the_option(monkeypatch):
+    monkeypatch.setenv("SEGFLOW_MAX_BATCH", "4")
+    monkeypatch.setenv("SEGFLOW_CORS_ORIGINS", "https://a, https://b")
+    settings = ServeSettings.load(model="m.onnx", max_batch=None)  # None: the CLI option was not given
     assert settings.max_batch == 4
     assert settings.cors_origins == ["https://a", "https://b"]
-    assert settings.port == 8100
-    assert settings.host == "127.0.0.1"
-    assert settings.max_upload_bytes == 20 * 1024 * 1024
 
 
-def test_round_trip_through_environment():
-    settings = ServeSettings.load({}, model="m.pt", api_key="k", cors_origins=["https://a"], max_wait_ms=2.5)
-    again = ServeSettings.load(settings.to_environ())
-    assert again == settings
+def test_cli_overrides_environment_which_overrides_file(monkeypatch, tmp_path):
+    config = write_config(tmp_path, "max_batch: 6\nqueue_size: 10\nport: 9100\n")
+    monkeypatch.setenv("SEGFLOW_MAX_BATCH", "4")
+    monkeypatch.setenv("SEGFLOW_QUEUE_SIZE", "20")
+    settings = ServeSettings.load(config=config, model="m.onnx", max_batch=2)
+    assert settings.max_batch == 2  # CLI
+    assert settings.queue_size == 20  # environment over file
+    assert settings.port == 9100  # file over default
+    assert settings.max_wait_ms == 5.0  # default
 
 
-def test_invalid_value_names_option_and_variable():
-    with pytest.raises(ConfigError, match=r"--max-batch \(env SEGFLOW_MAX_BATCH\) = 0"):
-        ServeSettings.load({}, model="m.pt", max_batch=0)
-    with pytest.raises(ConfigError, match="SEGFLOW_QUEUE_SIZE"):
-        ServeSettings.load({"SEGFLOW_QUEUE_SIZE": "many"}, model="m.pt")
+def test_file_is_used_when_neither_cli_nor_environment_set_it(tmp_path):
+    config = write_config(tmp_path, "model: from-file.pt\nmax_batch: 6\n")
+    settings = ServeSettings.load(config=config)
+    assert settings.max_batch == 6
+    assert settings.model == tmp_path / "from-file.pt"  # relative to the file, like data specs
 
 
-def test_empty_api_key_means_none():
-    assert ServeSettings.load({"SEGFLOW_API_KEY": ""}, model="m.pt").api_key is None
+def test_segflow_serve_command_follows_the_precedence(monkeypatch, tmp_path):
+    """The issue's case: SEGFLOW_MAX_BATCH=4 segflow serve m.onnx batched 8; it must batch 4."""
+    import uvicorn
+
+    import segflow.serving.app as app_module
+
+    seen: list[ServeSettings] = []
+    monkeypatch.setattr(app_module, "create_app", lambda settings: seen.append(settings) or "app")
+    monkeypatch.setattr(uvicorn, "run", lambda app, **kwargs: None)
+    model = tmp_path / "m.onnx"
+    model.write_bytes(b"onnx")
+    config = write_config(tmp_path, "max_batch: 6\nmax_wait_ms: 7\n")
+
+    monkeypatch.setenv("SEGFLOW_MAX_BATCH", "4")
+    assert main(["serve", str(model)]) == 0
+    assert main(["serve", str(model), "--max-batch", "2"]) == 0
+    assert main(["serve", str(model), "--config", str(config)]) == 0
+    monkeypatch.delenv("SEGFLOW_MAX_BATCH")
+    assert main(["serve", str(model), "--config", str(config)]) == 0
+    assert [s.max_batch for s in seen] == [4, 2, 4, 6]
+    assert [s.max_wait_ms for s in seen] == [5.0, 5.0, 7.0, 7.0]
+
+
+def test_round_trip_through_environment(monkeypatch):
+    settings = ServeSettings.load(model="m.pt", api_key="k", cors_origins=["https://a"], max_wait_ms=2.5)
+    for name, value in settings.to_environ().items():
+        monkeypatch.setenv(name, value)
+    assert ServeSettings.load() == settings
+
+
+def test_invalid_value_names_option_and_its_source(monkeypatch, tmp_path):
+    with pytest.raises(ConfigError, match=r"serve option --max-batch = 0: .*greater than or equal to 1"):
+        ServeSettings.load(model="m.pt", max_batch=0)
+    monkeypatch.setenv("SEGFLOW_QUEUE_SIZE", "many")
+    with pytest.raises(ConfigError, match=r"env SEGFLOW_QUEUE_SIZE \(serve option --queue-size\) = 'many'"):
+        ServeSettings.load(model="m.pt")
+    monkeypatch.delenv("SEGFLOW_QUEUE_SIZE")
+    config = write_config(tmp_path, "max_bach: 3\n")
+    with pytest.raises(ConfigError, match=r"unknown key 'max_bach' in .*serve.yaml; valid keys: model, "):
+        ServeSettings.load(config=config, model="m.pt")
+    config = write_config(tmp_path, "timeout_s: -1\n")
+    with pytest.raises(
+        ConfigError, match=r"key 'timeout_s' of .*serve.yaml \(serve option --timeout-s\) = -1"
+    ):
+        ServeSettings.load(config=config, model="m.pt")
+
+
+@pytest.mark.parametrize("key", ["", "   ", "\t\n"])
+def test_empty_or_whitespace_api_key_is_a_start_up_error(monkeypatch, key):
+    monkeypatch.setenv("SEGFLOW_API_KEY", key)
+    with pytest.raises(ConfigError, match="API key is empty or whitespace") as info:
+        ServeSettings.load(model="m.pt")
+    assert key.strip() == "" and "<hidden>" in str(info.value)
+    with pytest.raises(ConfigError, match="API key is empty or whitespace"):
+        ServeSettings.load(model="m.pt", api_key=key or " ")
+
+
+def test_empty_api_key_ends_segflow_serve_with_one_line(monkeypatch, tmp_path, capsys):
+    model = tmp_path / "m.pt"
+    model.write_bytes(b"x")
+    monkeypatch.setenv("SEGFLOW_API_KEY", "")
+    assert main(["serve", str(model)]) == 1
+    err = capsys.readouterr().err
+    assert err.startswith("error: env SEGFLOW_API_KEY (serve option --api-key) = <hidden>: ")
+    assert "empty or whitespace" in err
+    assert len(err.strip().splitlines()) == 1 and "Traceback" not in err
+
+
+def test_real_api_key_is_kept(monkeypatch):
+    monkeypatch.setenv("SEGFLOW_API_KEY", "from-env")
+    settings = ServeSettings.load(model="m.pt")
+    assert settings.api_key is not None and settings.api_key.get_secret_value() == "from-env"
+    assert ServeSettings.load(model="m.pt", api_key="cli").api_key.get_secret_value() == "cli"
+
+
+def test_default_memory_budget_is_half_the_cgroup_limit_else_half_the_ram():
+    assert default_memory_budget_mb(cgroup_limit=8 * GIB, ram=32 * GIB) == 4096.0
+    assert default_memory_budget_mb(cgroup_limit=64 * GIB, ram=32 * GIB) == 16384.0  # limit above RAM
+    assert ServeSettings.load(model="m.pt").max_memory_mb == default_memory_budget_mb()
+    assert (
+        ServeSettings.load(model="m.pt", workers=2, max_memory_mb=1000).memory_budget_bytes == 500 * 1024**2
+    )
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [("max\n", None), ("1073741824\n", GIB), ("9223372036854771712\n", None), ("junk", None)],
+    ids=["v2-unlimited", "v2-1GiB", "v1-unlimited", "unreadable"],
+)
+def test_cgroup_limit_is_read_from_the_cgroup_file(tmp_path, text, expected):
+    path = tmp_path / "memory.max"
+    path.write_text(text)
+    assert cgroup_memory_limit((path,)) == expected
+    assert cgroup_memory_limit((tmp_path / "absent",)) is None
+
+
+def test_missing_model_is_one_line(capsys):
+    assert main(["serve"]) == 1
+    err = capsys.readouterr().err
+    assert err.strip() == "error: the model to serve is missing: pass MODEL or set SEGFLOW_MODEL"
+
+
+def test_unreadable_config_file_is_one_line(tmp_path):
+    with pytest.raises(ConfigError, match=r"serve config .*absent.yaml does not exist; check the path"):
+        ServeSettings.load(config=tmp_path / "absent.yaml", model="m.pt")
+    config = write_config(tmp_path, "- just\n- a list\n")
+    with pytest.raises(ConfigError, match=r"serve config .*serve.yaml must be a YAML mapping"):
+        ServeSettings.load(config=config, model="m.pt")
+    config = write_config(tmp_path, "api_key: '  '\n")
+    with pytest.raises(
+        ConfigError, match=r"key 'api_key' of .*serve.yaml \(serve option --api-key\) = <hidden>: "
+    ):
+        ServeSettings.load(config=config, model="m.pt")

@@ -73,6 +73,16 @@ def test_run_folder_has_every_artefact(tiny_config: dict[str, Any]) -> None:
     assert meta["model"]["arch"] == "unet" and len(meta["palette"]) == 5
     assert meta["config"]["trainer"]["max_epochs"] == 2
     assert abs(sum(meta["class_distribution"]) - 1.0) < 1e-6
+    assert meta["tta"] == {"hflip": True, "vflip": True, "scales": [1.0]}  # evaluate: {tta: flip}
+    assert meta["data"] == {
+        "format": "shapes",
+        "classes": list(metrics["per_class"]),
+        "ignore_index": 255,
+        "in_channels": 3,
+        "mask_values": None,
+        "options": {"size": 64, "seed": 1},  # what shapes the images; not the cache or split sizes
+    }
+    assert meta["input_policy"]["multiple"] == 32
     assert not list(run.rglob("*.partial*"))
     assert metrics["tta"] == {"hflip": True, "vflip": True, "scales": [1.0]}
     spec = engine.load_spec(config)

@@ -72,6 +72,29 @@ def test_ignored_pixels_contribute_nothing(name: str) -> None:
     assert torch.count_nonzero(noisy.grad[~ignored]) > 0
 
 
+@pytest.mark.parametrize("ignore", [0, 2, K - 1])  # the ignore value is a class: first, middle, last
+@pytest.mark.parametrize("name", NAMES)
+def test_ignore_value_inside_the_class_range_is_never_trained(name: str, ignore: int) -> None:
+    gen = torch.Generator().manual_seed(ignore)
+    logits = torch.randn(2, K, 6, 5, generator=gen)
+    target = torch.randint(0, K, (2, 6, 5), generator=gen)  # about a quarter of the pixels are `ignore`
+    loss = create_loss(name, K, ignore_index=ignore)
+    full = loss(logits, target)
+    ignored = (target == ignore).unsqueeze(1).expand_as(logits)
+    noisy = logits.clone()
+    noisy[ignored] = 100.0
+    noisy.requires_grad_(True)
+    value = loss(noisy, target)
+    assert value.item() == pytest.approx(full.item(), rel=1e-5, abs=1e-6)
+    value.backward()
+    assert noisy.grad is not None
+    assert torch.count_nonzero(noisy.grad[ignored]) == 0 and torch.count_nonzero(noisy.grad[~ignored]) > 0
+    # Right on every labelled pixel, anything on the ignored ones: (near) zero loss.
+    perfect = 40.0 * F.one_hot(target, K).permute(0, 3, 1, 2).float()
+    perfect[ignored] = torch.randn(int(ignored.sum()), generator=gen) * 40.0
+    assert loss(perfect, target).item() == pytest.approx(0.0, abs=1e-4)
+
+
 @pytest.mark.parametrize("name", NAMES)
 def test_all_ignored_batch_gives_zero_not_nan(name: str) -> None:
     logits = torch.randn(1, K, 4, 4, requires_grad=True)

@@ -49,7 +49,7 @@ def benchmark_command(
     out: Annotated[Path, typer.Option(help="Folder for benchmark.json and benchmark.md.")] = DEFAULT_OUT,
 ) -> None:
     """Latency, throughput, FLOPs, % of the measured matmul peak and peak RSS per backend."""
-    from segflow.benchmarking import render_markdown, run_benchmark, table_rows
+    from segflow.inference.benchmarking import render_markdown, run_benchmark, table_rows
 
     console = Console()
     report = run_benchmark(

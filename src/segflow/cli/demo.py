@@ -51,6 +51,9 @@ DEMO_SETTINGS: dict[str, Any] = {
 }
 """The demo's training config (also in configs/shapes.yaml for `segflow train`)."""
 
+PREDICTIONS_DIR = "predictions"
+"""Sub-folder of the run folder with the demo's predictions on unseen test images."""
+
 
 def demo_config(out: Path, overrides: list[str]) -> Any:
     """The demo's TrainConfig writing into ``out``."""
@@ -63,13 +66,14 @@ def demo_config(out: Path, overrides: list[str]) -> Any:
 def predict_unseen(checkpoint: Path, spec: Any, out_dir: Path, tta: Any, count: int = 8) -> list[Path]:
     """Predicts the first ``count`` test-split images with overlays; returns written files."""
     from segflow.data import create_dataset
-    from segflow.inference import Predictor
+    from segflow.inference import InferenceOptions, Predictor
+    from segflow.inference.streaming import predict_file
 
     test_set = create_dataset(spec, "test")
-    predictor = Predictor.from_path(checkpoint, tta=tta)
+    predictor = Predictor.from_path(checkpoint, InferenceOptions(tta=tta, overlay=True))
     written: list[Path] = []
     for sample in test_set.samples[:count]:
-        written += predictor.predict_file(sample.image_path, out_dir, overlay=True)
+        written += predict_file(predictor, sample.image_path, out_dir, overlay=True)
     return written
 
 
@@ -77,6 +81,9 @@ def predict_unseen(checkpoint: Path, spec: Any, out_dir: Path, tta: Any, count: 
 def demo(
     out: Annotated[Path, typer.Option(help="Run folder.")] = Path("runs/demo"),
     overrides: Annotated[list[str] | None, typer.Argument(help="dotted.key=value overrides.")] = None,
+    overwrite: Annotated[
+        bool, typer.Option("--overwrite", help="Replace the outputs of an earlier demo in a non-empty --out.")
+    ] = False,
 ) -> None:
     """Train, evaluate and predict on the built-in shapes data (offline, CPU, a few minutes)."""
     from segflow.training.engine import load_spec, train
@@ -88,10 +95,10 @@ def demo(
         f"[bold]segflow demo[/]: shapes dataset, {config.model.arch}/{config.model.encoder}, "
         f"{config.trainer.max_epochs} epochs -> {out}"
     )
-    result = train(config)
+    result = train(config, overwrite=overwrite, extra_outputs=(PREDICTIONS_DIR,))
     if result is None:
         return
-    predictions = out / "predictions"
+    predictions = out / PREDICTIONS_DIR
     predict_unseen(result.best_checkpoint, load_spec(config), predictions, config.evaluate.tta)
     minutes = (time.perf_counter() - start) / 60
     metrics = result.metrics

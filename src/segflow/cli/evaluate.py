@@ -7,34 +7,60 @@ from typing import Annotated
 
 import typer
 from rich.console import Console
+from rich.text import Text
 
 from segflow.cli.app import app
+from segflow.cli.tta_option import TTA_HELP, tta_choice
+from segflow.constants import DEFAULT_BOUNDARY_TOLERANCE
 from segflow.errors import ConfigError
+from segflow.models.source import parse_model_source
 
 
 @app.command()
 def evaluate(
     data: Annotated[Path, typer.Option(help="Dataset YAML.")],
-    model: Annotated[Path | None, typer.Argument(help="Checkpoint or segflow ONNX export.")] = None,
+    model: Annotated[str | None, typer.Argument(help="Checkpoint or segflow export (MODEL).")] = None,
     split: Annotated[str, typer.Option(help="Split to score.")] = "val",
     out: Annotated[Path | None, typer.Option(help="Report folder (default: next to the model).")] = None,
     predictions: Annotated[Path | None, typer.Option(help="Score index PNGs in this folder instead.")] = None,
     backend: Annotated[str | None, typer.Option(help="torch, onnx or onnx-int8.")] = None,
-    tta: Annotated[bool, typer.Option(help="Test-time augmentation: horizontal and vertical flips.")] = False,
+    tta: Annotated[str | None, typer.Option("--tta", help=TTA_HELP)] = None,
+    boundary_tolerance: Annotated[
+        int,
+        typer.Option(min=0, help="Boundary F1 match distance in pixels (boundary_tolerance_px)."),
+    ] = DEFAULT_BOUNDARY_TOLERANCE,
 ) -> None:
-    """Exact metrics (one confusion matrix over the split) plus metrics.md and plots."""
+    """Exact metrics (one confusion matrix over the split) plus metrics.md and plots.
+
+    A model trained on other data (classes, channels, generator options stored in its
+    checkpoint) gives one warning per difference; other classes are refused.
+    """
     from segflow.data import load_data_spec
     from segflow.metrics.evaluate import evaluate_model, evaluate_predictions
 
     if (model is None) == (predictions is None):
         raise ConfigError("give either a model (CKPT or .onnx) or --predictions DIR, not both or neither")
+    views = tta_choice(tta)
+    source = None if model is None else parse_model_source(model, accept=("file",), command="evaluate")
     spec = load_data_spec(data)
     if predictions is not None:
         out_dir = out or predictions.parent / f"eval_{predictions.name}_{split}"
-        metrics = evaluate_predictions(predictions, spec, split, out_dir)
-    elif model is not None:
-        out_dir = out or model.parent / f"eval_{split}"
-        metrics = evaluate_model(model, spec, split, out_dir, backend=backend, tta="flip" if tta else None)
+        metrics = evaluate_predictions(
+            predictions, spec, split, out_dir, boundary_tolerance=boundary_tolerance
+        )
+    elif source is not None and source.path is not None:
+        out_dir = out or source.path.parent / f"eval_{split}"
+        errors = Console(stderr=True)
+        metrics = evaluate_model(
+            source.path,
+            spec,
+            split,
+            out_dir,
+            backend=backend,
+            tta=views,
+            boundary_tolerance=boundary_tolerance,
+            warn=lambda line: errors.print(Text.assemble(("warning: ", "bold yellow"), line), soft_wrap=True),
+        )
     console = Console()
     console.print(
         f"mIoU {metrics['miou']:.4f}  pixel acc {metrics['pixel_accuracy']:.4f}  "

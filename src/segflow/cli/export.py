@@ -11,16 +11,23 @@ from rich.console import Console
 from segflow.cli.app import app
 from segflow.errors import ConfigError
 from segflow.export.onnx import DEFAULT_OPSET
-from segflow.export.pipeline import DEFAULT_CALIB_IMAGES, DEFAULT_MAX_MIOU_DROP, Int8Options, export_model
+from segflow.export.pipeline import (
+    DEFAULT_CALIB_IMAGES,
+    DEFAULT_MAX_MIOU_DROP,
+    Int8Options,
+    check_export_target,
+    export_model,
+)
 from segflow.export.quantize import CALIBRATION_METHODS, DEFAULT_CALIBRATION
 from segflow.inference.backends import INPUT_FLOAT_NCHW
+from segflow.models.source import parse_model_source
 
 DEFAULT_SUFFIX = {"onnx": ".onnx", "torchscript": ".ts", "export": ".pt2"}
 
 
 @app.command("export")
 def export_command(
-    checkpoint: Annotated[Path, typer.Argument(help="segflow checkpoint (.ckpt).")],
+    model: Annotated[str, typer.Argument(help="segflow checkpoint (.ckpt/.pt/.safetensors).")],
     out: Annotated[Path | None, typer.Option(help="Output file (default: next to CKPT).")] = None,
     format: Annotated[str, typer.Option("--format", help="onnx, torchscript or export (.pt2).")] = "onnx",
     int8: Annotated[
@@ -44,14 +51,18 @@ def export_command(
         INPUT_FLOAT_NCHW
     ),
 ) -> None:
-    """Exports a checkpoint, checks parity with the eager model, optionally quantises to INT8."""
+    """Exports a checkpoint, checks parity with the eager model, optionally quantises to INT8.
+
+    Every option and the output path are checked before the model is loaded.
+    """
     if int8 and calib is None:
         raise ConfigError("--int8 needs --calib DATA.yaml (real images to calibrate and check INT8 on)")
     if calib_images < 1:
         raise ConfigError(f"--calib-images {calib_images} is invalid; use at least 1 image")
-    if not checkpoint.is_file():
-        raise ConfigError(f"checkpoint {checkpoint} does not exist")
+    source = parse_model_source(model, accept=("file",), command="export")
+    checkpoint = source.path or Path(model)
     target = out or checkpoint.with_suffix(DEFAULT_SUFFIX.get(format, ".onnx"))
+    check_export_target(target, format, int8)
     options = None
     if int8 and calib is not None:
         options = Int8Options(calib, calib_images, max_miou_drop, calibration, eval_images)

@@ -9,6 +9,7 @@ from rich.console import Console
 from rich.text import Text
 
 from segflow.cli.app import app
+from segflow.cli.tta_option import expand_bare_flags
 from segflow.errors import SegflowError
 
 COMMAND_MODULES = ("demo", "train", "evaluate", "predict", "data", "export", "benchmark", "serve")
@@ -29,31 +30,54 @@ def _register_commands(argv: list[str]) -> None:
                 raise
 
 
+def _interrupted(err: BaseException) -> bool:
+    """Whether ``err`` was raised because of Ctrl-C (click turns KeyboardInterrupt into Abort)."""
+    seen: set[int] = set()
+    current: BaseException | None = err
+    while current is not None and id(current) not in seen:
+        if isinstance(current, KeyboardInterrupt):
+            return True
+        seen.add(id(current))
+        current = current.__cause__ or current.__context__
+    return False
+
+
+def _show_error(err: SegflowError) -> None:
+    """Prints a user error as one line: ``error: <message>``."""
+    message = " ".join(str(err).split())  # one line, whatever the message held
+    text = Text.assemble(("error: ", "bold red"), message)  # no markup parsing of user text
+    Console(stderr=True).print(text, highlight=False, soft_wrap=True)
+
+
 def main(argv: list[str] | None = None) -> int:
-    """Runs the CLI; user errors print one line and return exit code 1."""
-    args = list(sys.argv[1:] if argv is None else argv)
+    """Runs the CLI and returns its exit code.
+
+    Exit codes: 0 success; 1 a user error (``SegflowError``, printed as one ``error:`` line);
+    2 a usage error (unknown option or command, bad option value), printed by typer/click as
+    the usual usage line and message; 130 Ctrl-C.
+
+    Typer runs in its standalone mode, so typer itself reports usage errors and ``--help``.
+    That is its public behaviour; catching its exception classes would tie segflow to which
+    click typer uses (typer >= 0.16 vendors its own copy, so ``click.ClickException`` misses
+    them).
+    """
+    args = expand_bare_flags(list(sys.argv[1:] if argv is None else argv))
     _register_commands(args)
     try:
-        code = app(args=args, standalone_mode=False)
+        app(args=args, prog_name="segflow", standalone_mode=True)
     except SegflowError as err:
-        message = " ".join(str(err).split())  # one line, whatever the message held
-        text = Text.assemble(("error: ", "bold red"), message)  # no markup parsing of user text
-        Console(stderr=True).print(text, highlight=False, soft_wrap=True)
+        _show_error(err)
         return 1
     except KeyboardInterrupt:
         return 130
     except SystemExit as err:
-        return int(err.code or 0)
-    except Exception as err:  # click usage errors and the like
-        import click
-
-        if isinstance(err, click.exceptions.ClickException):
-            err.show()
-            return err.exit_code
-        if isinstance(err, click.exceptions.Abort):
-            return 1
-        raise
-    return int(code or 0)
+        if _interrupted(err):
+            return 130
+        if err.code is None or isinstance(err.code, int):
+            return int(err.code or 0)
+        print(err.code, file=sys.stderr)  # sys.exit("message") convention
+        return 1
+    return 0
 
 
 if __name__ == "__main__":

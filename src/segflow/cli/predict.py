@@ -12,11 +12,15 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TaskID, TextColumn, TimeRemainingColumn
 
 from segflow.cli.app import app
+from segflow.cli.tta_option import TTA_HELP, tta_choice
 from segflow.data.io import IMAGE_EXTENSIONS
 from segflow.errors import ConfigError, DataError
+from segflow.inference.manifest import PredictionManifest, file_sha256, model_record, open_prediction_dir
+from segflow.inference.options import DEFAULT_FRAME_BATCH, DEFAULT_OVERLAP, InferenceOptions
 from segflow.inference.predictor import Predictor
 from segflow.inference.streaming import RichTileProgress, predict_file
-from segflow.inference.video import DEFAULT_FRAME_BATCH, VIDEO_SUFFIXES, is_video, predict_video
+from segflow.inference.video import VIDEO_SUFFIXES, is_video, predict_video
+from segflow.models.source import parse_model_source
 
 GLOB_CHARS = ("*", "?", "[")
 CLI_TILE_BATCH = 1
@@ -62,12 +66,8 @@ def _check_stems(images: list[Path]) -> None:
         seen[path.stem] = path
 
 
-def _video_target(video: Path, out: Path, count: int) -> Path:
-    if out.suffix.lower() in VIDEO_SUFFIXES:
-        if count != 1:
-            raise ConfigError(f"--out {out} is one video file but {count} inputs were given; use a folder")
-        return out
-    return out / f"{video.stem}.mp4"
+def _video_target(video: Path, out: Path) -> Path:
+    return out if out.suffix.lower() in VIDEO_SUFFIXES else out / f"{video.stem}.mp4"
 
 
 def _progress(console: Console) -> Progress:
@@ -100,11 +100,11 @@ def predict(
     tile: Annotated[
         int | None, typer.Option(help="Sliding-window tile size (multiple of the stride).")
     ] = None,
-    overlap: Annotated[float, typer.Option(help="Tile overlap in [0, 0.9).")] = 0.25,
+    overlap: Annotated[float, typer.Option(help="Tile overlap in [0, 0.9).")] = DEFAULT_OVERLAP,
     tile_batch: Annotated[
         int, typer.Option(help="Tiles per forward pass (memory grows with it; see streaming docs).")
     ] = CLI_TILE_BATCH,
-    tta: Annotated[bool, typer.Option(help="Test-time augmentation: horizontal and vertical flips.")] = False,
+    tta: Annotated[str | None, typer.Option("--tta", help=TTA_HELP)] = None,
     min_object_size: Annotated[int, typer.Option(help="Relabel objects smaller than this (pixels).")] = 0,
     fill_holes: Annotated[int, typer.Option(help="Fill enclosed holes smaller than this (pixels).")] = 0,
     threshold: Annotated[float | None, typer.Option(help="Binary models: class 1 where p1 >= this.")] = None,
@@ -115,70 +115,155 @@ def predict(
     api_key: Annotated[
         str | None, typer.Option(envvar="SEGFLOW_API_KEY", help="API key for --server.")
     ] = None,
+    overwrite: Annotated[
+        bool,
+        typer.Option(
+            "--overwrite", help="Non-empty --out: first remove the outputs segflow wrote there (yours stay)."
+        ),
+    ] = False,
+    resume: Annotated[
+        bool,
+        typer.Option(
+            "--resume",
+            help="Non-empty --out: finish the run recorded in its predictions.json (same model and options).",
+        ),
+    ] = False,
 ) -> None:
     """Segment images (any size: large TIFFs are streamed) or videos with a trained model.
 
     Each image gives <stem>.png, an 8-bit palette PNG of class indices with the model's
     colours and the input's size (<stem>.tif, a tiled BigTIFF, above 8192x8192 pixels).
     A video gives <stem>.mp4 (or the --out .mp4 file) at the source frame rate and size.
+    --out also gets predictions.json, listing the model, the options and each finished input
+    with its SHA-256 and outputs. A non-empty --out is refused unless --overwrite or --resume.
     """
     if server is not None:
-        _predict_via_server(server, [model, *(inputs or [])], out, overlay, api_key)
+        _predict_via_server(server, [model, *(inputs or [])], out, overlay, api_key, overwrite, resume)
         return
     if not inputs:
         raise ConfigError("give at least one INPUT after the model: segflow predict MODEL INPUT... --out DIR")
-    files = expand_inputs(inputs)
-    videos = [p for p in files if is_video(p)]
-    images = [p for p in files if not is_video(p)]
-    if out.suffix.lower() in VIDEO_SUFFIXES and images:
-        raise ConfigError(f"--out {out} is a video file but images were given; use a folder for images")
-    _check_stems(images)
-    if batch < 1:
-        raise ConfigError(f"--batch {batch} is invalid; use an integer >= 1")
-    predictor = Predictor.from_path(
-        Path(model),
-        backend=backend,
-        tta="flip" if tta else None,
+    source = parse_model_source(model, accept=("file",), command="predict", check_exists=False)
+    model_path = source.path or Path(model)
+    options = InferenceOptions(
+        tta=tta_choice(tta),
         tile=tile,
         overlap=overlap,
         tile_batch=tile_batch,
         min_object_size=min_object_size,
         fill_holes=fill_holes,
         threshold=threshold,
+        batch=batch,
+        probs=probs,
+        overlay=overlay,
     )
+    files = expand_inputs(inputs)
+    videos = [p for p in files if is_video(p)]
+    images = [p for p in files if not is_video(p)]
+    _check_stems(images)
+    _check_stems(videos)
+    if out.suffix.lower() in VIDEO_SUFFIXES:
+        _check_video_file_target(out, images, videos, overwrite, resume)
+        manifest = None
+    else:
+        manifest = open_prediction_dir(out, files, model_record(model, backend), options, overwrite, resume)
+    predictor = Predictor.from_path(model_path, options, backend=backend)
+    if manifest is not None:
+        manifest.begin()
+    try:
+        counts = _run(predictor, images, videos, out, manifest)
+    finally:
+        if manifest is not None:
+            manifest.close()
+    _summary(*counts, out)
+
+
+def _run(
+    predictor: Predictor,
+    images: list[Path],
+    videos: list[Path],
+    out: Path,
+    manifest: PredictionManifest | None,
+) -> tuple[Console, int, int, int, float]:
+    """Predicts every input not finished yet, recording each in the manifest as it finishes.
+
+    Returns:
+        ``(console, images predicted, videos predicted, frames, seconds)`` for :func:`_summary`.
+    """
+    options = predictor.options
     console = Console(stderr=True)
     started = time.perf_counter()
-    frames = 0
+    done_images = done_videos = frames = 0
     with _progress(console) as progress:
-        files_task = progress.add_task("files", total=len(files))
+        files_task = progress.add_task("files", total=len(images) + len(videos))
         tiles = RichTileProgress(progress)
-        for path in images:
-            predict_file(predictor, path, out, overlay=overlay, probs=probs, progress=tiles)
+        for path in [*images, *videos]:
+            digest = file_sha256(path) if manifest is not None else ""
+            if manifest is not None and manifest.is_finished(path, digest):
+                progress.advance(files_task)
+                continue
+            if is_video(path):
+                frames_task = progress.add_task(f"frames of {path.name}", total=None)
+
+                def on_frames(done: int, total: int, task: TaskID = frames_task) -> None:
+                    progress.update(task, completed=done, total=total or None)
+
+                result = predict_video(
+                    predictor, path, _video_target(path, out), options.overlay, options.batch, on_frames
+                )
+                written, frames, done_videos = [result.path], frames + result.frames, done_videos + 1
+            else:
+                written = predict_file(predictor, path, out, options.overlay, options.probs, tiles)
+                done_images += 1
+            if manifest is not None:
+                manifest.record(path, digest, written)
             progress.advance(files_task)
-        for video in videos:
-            frames_task = progress.add_task(f"frames of {video.name}", total=None)
-
-            def on_frames(done: int, total: int, task: TaskID = frames_task) -> None:
-                progress.update(task, completed=done, total=total or None)
-
-            target = _video_target(video, out, len(files))
-            result = predict_video(predictor, video, target, overlay=overlay, batch=batch, progress=on_frames)
-            frames += result.frames
-            progress.advance(files_task)
-    _summary(console, len(images), len(videos), frames, time.perf_counter() - started, out)
+    skipped = len(images) + len(videos) - done_images - done_videos
+    if skipped:
+        console.print(f"--resume: skipped {skipped} input(s) already finished in {out}", highlight=False)
+    return console, done_images, done_videos, frames, time.perf_counter() - started
 
 
-def _predict_via_server(url: str, inputs: list[str], out: Path, overlay: bool, api_key: str | None) -> None:
-    """Images only: each is sent to the server; outputs match local prediction."""
-    from segflow.client import predict_via_server
+def _check_video_file_target(
+    out: Path, images: list[Path], videos: list[Path], overwrite: bool, resume: bool
+) -> None:
+    """``--out clip.mp4``: one video in, that file out; an existing file needs --overwrite."""
+    if images:
+        raise ConfigError(f"--out {out} is a video file but images were given; use a folder for images")
+    if len(videos) != 1:
+        raise ConfigError(f"--out {out} is one video file but {len(videos)} inputs were given; use a folder")
+    if out.is_dir():
+        raise ConfigError(
+            f"--out {out} is a folder named like a video file; give a new .mp4 path or a folder"
+        )
+    if resume:
+        raise ConfigError(f"--resume needs an --out folder with predictions.json, not the video file {out}")
+    if out.exists() and not overwrite:
+        raise ConfigError(f"--out {out} exists; pass --overwrite to replace it, or choose another file")
+
+
+def _predict_via_server(
+    url: str, inputs: list[str], out: Path, overlay: bool, api_key: str | None, overwrite: bool, resume: bool
+) -> None:
+    """Images only: each is sent to the server; outputs (and the manifest) match local prediction."""
+    from segflow.serving.client import predict_via_server
 
     files = expand_inputs(inputs)
     if any(is_video(p) for p in files):
         raise ConfigError("--server takes images only; predict videos locally with a model file")
     _check_stems(files)
+    options = InferenceOptions(overlay=overlay)
+    manifest = open_prediction_dir(out, files, model_record(url, "server"), options, overwrite, resume)
+    manifest.begin()
     console = Console(stderr=True)
     started = time.perf_counter()
-    predict_via_server(url, files, out, overlay=overlay, api_key=api_key)
+    try:
+        for path in files:
+            digest = file_sha256(path)
+            if not manifest.is_finished(path, digest):
+                written = predict_via_server(url, [path], out, overlay=overlay, api_key=api_key)
+                manifest.record(path, digest, written)
+    finally:
+        manifest.close()
     _summary(console, len(files), 0, 0, time.perf_counter() - started, out)
 
 

@@ -1,4 +1,9 @@
-"""``segflow serve MODEL``: the monitored segmentation web service (see docs/serving.md)."""
+"""``segflow serve MODEL``: the monitored segmentation web service (see docs/serving.md).
+
+Every option defaults to "not given" (None): the defaults live in one place,
+:class:`segflow.serving.settings.ServeSettings`, which resolves each setting from this command
+line, then ``SEGFLOW_*`` variables, then ``--config serve.yaml``, then its own default.
+"""
 
 from __future__ import annotations
 
@@ -9,49 +14,85 @@ from typing import Annotated
 import typer
 
 from segflow.cli.app import app
-from segflow.errors import CheckpointError
+from segflow.serving.settings import ServeSettings
 
 APP_FACTORY = "segflow.serving.app:create_app"
-DEFAULT_FORWARDED_ALLOW_IPS = "127.0.0.1"
+
+
+def default(field: str) -> str:
+    """``(default: value)`` as :class:`ServeSettings` declares it, for the help texts."""
+    return f"(default: {ServeSettings.model_fields[field].default})"
 
 
 @app.command()
 def serve(
-    model: Annotated[Path, typer.Argument(help="Checkpoint (.pt/.ckpt) or segflow ONNX export.")],
+    model: Annotated[
+        Path | None, typer.Argument(help="Checkpoint (.pt/.ckpt) or segflow ONNX export (env SEGFLOW_MODEL).")
+    ] = None,
+    config: Annotated[
+        Path | None, typer.Option(help="YAML file of settings (keys as below, e.g. max_batch: 4).")
+    ] = None,
     host: Annotated[
-        str, typer.Option(help="Address to bind; 0.0.0.0 exposes the service to the network.")
-    ] = ("127.0.0.1"),
-    port: Annotated[int, typer.Option(help="TCP port.")] = 8000,
+        str | None, typer.Option(help=f"Address to bind; 0.0.0.0 exposes the service {default('host')}.")
+    ] = None,
+    port: Annotated[int | None, typer.Option(help=f"TCP port {default('port')}.")] = None,
     backend: Annotated[
         str | None, typer.Option(help="torch, onnx or onnx-int8 (default: from the file).")
     ] = None,
-    max_batch: Annotated[int, typer.Option(help="Largest batch sent to the model.")] = 8,
-    max_wait_ms: Annotated[float, typer.Option(help="Wait for more requests before running a batch.")] = 5.0,
-    workers: Annotated[int, typer.Option(help="Worker processes, each with its own model.")] = 1,
+    max_batch: Annotated[
+        int | None, typer.Option(help=f"Largest batch sent to the model {default('max_batch')}.")
+    ] = None,
+    max_wait_ms: Annotated[
+        float | None,
+        typer.Option(help=f"Wait for more requests before running a batch {default('max_wait_ms')}."),
+    ] = None,
+    workers: Annotated[
+        int | None, typer.Option(help=f"Worker processes, each with its own model {default('workers')}.")
+    ] = None,
     api_key: Annotated[
         str | None, typer.Option(help="Require this key (X-API-Key or Bearer); env SEGFLOW_API_KEY.")
     ] = None,
-    max_upload_mb: Annotated[float, typer.Option(help="Largest request body (413 beyond).")] = 20.0,
+    max_upload_mb: Annotated[
+        float | None, typer.Option(help=f"Largest request body, 413 beyond {default('max_upload_mb')}.")
+    ] = None,
     max_pixels: Annotated[
-        int, typer.Option(help="Largest width*height, read from the header (413 beyond).")
-    ] = (40_000_000),
-    timeout_s: Annotated[float, typer.Option(help="Per-request time limit (504 beyond).")] = 30.0,
-    queue_size: Annotated[int, typer.Option(help="Requests that may wait for the model (503 beyond).")] = 64,
+        int | None,
+        typer.Option(help=f"Largest width*height, read from the header; 413 beyond {default('max_pixels')}."),
+    ] = None,
+    timeout_s: Annotated[
+        float | None,
+        typer.Option(
+            help=f"Per-request time limit; 504 beyond, the work is cancelled {default('timeout_s')}."
+        ),
+    ] = None,
+    queue_size: Annotated[
+        int | None,
+        typer.Option(help=f"Requests that may wait for the model; 503 beyond {default('queue_size')}."),
+    ] = None,
+    max_memory_mb: Annotated[
+        float | None,
+        typer.Option(help="Memory budget in MiB (default: half the cgroup memory limit, else half the RAM)."),
+    ] = None,
     cors_origin: Annotated[
         list[str] | None, typer.Option(help="Allow this browser origin (repeatable); CORS is off by default.")
     ] = None,
     forwarded_allow_ips: Annotated[
-        str, typer.Option(help="Proxies trusted for X-Forwarded-* headers (comma-separated, '*' for any).")
-    ] = DEFAULT_FORWARDED_ALLOW_IPS,
-    log_level: Annotated[str, typer.Option(help="uvicorn log level.")] = "info",
+        str | None,
+        typer.Option(
+            help="Proxies trusted for X-Forwarded-* headers, comma-separated or '*' "
+            f"{default('forwarded_allow_ips')}."
+        ),
+    ] = None,
+    log_level: Annotated[str | None, typer.Option(help=f"uvicorn log level {default('log_level')}.")] = None,
 ) -> None:
     """Serve MODEL over HTTP: POST /v1/segment, GET /v1/model, /healthz, /readyz, /metrics, /docs, /."""
     import uvicorn
 
+    from segflow.models.source import parse_model_source
     from segflow.serving.app import create_app
-    from segflow.serving.settings import ServeSettings
 
     settings = ServeSettings.load(
+        config=config,
         model=model,
         host=host,
         port=port,
@@ -64,18 +105,18 @@ def serve(
         max_pixels=max_pixels,
         timeout_s=timeout_s,
         queue_size=queue_size,
+        max_memory_mb=max_memory_mb,
         cors_origins=cors_origin or None,
+        forwarded_allow_ips=forwarded_allow_ips,
+        log_level=log_level,
     )
-    if not settings.model.is_file():
-        raise CheckpointError(
-            f"model file {settings.model} does not exist; pass a checkpoint or an ONNX export"
-        )
+    parse_model_source(settings.model, accept=("file",), command="serve")  # one line for a bad MODEL
     common = {
         "host": settings.host,
         "port": settings.port,
-        "log_level": log_level,
+        "log_level": settings.log_level,
         "proxy_headers": True,
-        "forwarded_allow_ips": forwarded_allow_ips,
+        "forwarded_allow_ips": settings.forwarded_allow_ips,
         "timeout_graceful_shutdown": settings.timeout_s,
     }
     if settings.workers == 1:

@@ -16,6 +16,10 @@ def train(
     config: Annotated[Path, typer.Argument(help="Training config YAML.")],
     overrides: Annotated[list[str] | None, typer.Argument(help="dotted.key=value overrides.")] = None,
     resume: Annotated[Path | None, typer.Option(help="last.ckpt of a run to continue.")] = None,
+    overwrite: Annotated[
+        bool,
+        typer.Option("--overwrite", help="Replace the outputs of an earlier run in a non-empty run folder."),
+    ] = False,
 ) -> None:
     """Train a model; writes runs/<name>/ (checkpoints, metrics, curves, samples, model card)."""
     from segflow.config import load_config
@@ -23,7 +27,7 @@ def train(
     cfg = load_config(config, overrides or [])
     from segflow.training.engine import train as run_training
 
-    result = run_training(cfg, resume=resume)
+    result = run_training(cfg, resume=resume, overwrite=overwrite)
     if result is None:  # a non-zero DDP rank
         return
     console = Console()

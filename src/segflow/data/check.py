@@ -1,9 +1,13 @@
 """``segflow data check``: find what is wrong with a dataset before training on it.
 
-Reports unpaired files, unreadable/truncated files, image/mask size mismatches, mask
-values that map to no class, empty splits, mixed channel counts or bit depths, per-class
-pixel share per split and image size statistics. Works through the dataset's reader, so
-every layout is validated exactly as it is loaded.
+Reports unpaired files (and files in sub-folders that are not read), unreadable/truncated
+files, image/mask size mismatches, mask values that map to no label, empty splits, splits
+with no labelled pixel, mixed channel counts or bit depths, per-class pixel share per split
+and image size statistics. Warns when ``ignore_index`` is a class index (that class is never
+trained or scored), when a class has no pixel in a split, and when more than
+``max_unlabelled_share`` of a split's images have no labelled pixel. Works through the
+dataset's reader and its :class:`LabelRules`, so every layout is validated exactly as it is
+loaded.
 """
 
 from __future__ import annotations
@@ -19,15 +23,19 @@ import numpy as np
 from rich.console import Console
 from rich.table import Table
 
-from segflow.data.io import read_image
+from segflow.data.io import read_image, size_mismatch_message
+from segflow.data.labels import LabelRules
 from segflow.data.readers import Reader, Sample, create_reader
-from segflow.data.readers.base import UNMAPPED
 from segflow.data.spec import DataSpec, load_data_spec
-from segflow.errors import DataError
+from segflow.errors import ConfigError, DataError
 
 MAX_READ_THREADS = 4
 MAX_FILES_PER_VALUE = 5
 """Files listed per out-of-range mask value (the count says how many there are)."""
+MAX_UNLABELLED_NAMED = 20
+"""Images without a labelled pixel named per split (the count says how many there are)."""
+DEFAULT_MAX_UNLABELLED_SHARE = 0.1
+"""Share of a split's images that may have no labelled pixel before ``data check`` warns."""
 MAX_RENDERED_MESSAGES = 50
 RENDER_WIDTH = 120
 PERCENT = 100.0
@@ -55,10 +63,12 @@ class SplitStats:
     channels: Counter[int] = field(default_factory=Counter)
     dtypes: Counter[str] = field(default_factory=Counter)
     class_pixels: np.ndarray | None = None
+    unlabelled: list[str] = field(default_factory=list)
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-ready summary."""
         return {
+            "unlabelled_images": list(self.unlabelled),
             "location": self.location,
             "num_samples": self.num_samples,
             "height": _min_median_max(self.heights),
@@ -80,7 +90,9 @@ class CheckReport:
         ignore_index: Ignore label.
         errors: Problems that make training wrong or impossible; each names the file(s).
         warnings: Suspicious but usable (e.g. a class absent from a split).
-        class_share: Split -> per-class share of labelled pixels (sums to 1, or all 0).
+        class_share: Split -> per-class share of labelled pixels (sums to 1, or all 0; the
+            ignored class, when ``ignore_index`` is a class index, is always 0).
+        ignored_class: The class index equal to ``ignore_index``, or ``None``.
         splits: Split -> ``SplitStats``.
     """
 
@@ -92,6 +104,7 @@ class CheckReport:
     warnings: list[str] = field(default_factory=list)
     class_share: dict[str, list[float]] = field(default_factory=dict)
     splits: dict[str, SplitStats] = field(default_factory=dict)
+    ignored_class: int | None = None
 
     @property
     def ok(self) -> bool:
@@ -106,6 +119,7 @@ class CheckReport:
             "root": None if self.root is None else str(self.root),
             "classes": self.classes,
             "ignore_index": self.ignore_index,
+            "ignored_class": self.ignored_class,
             "errors": self.errors,
             "warnings": self.warnings,
             "class_share": self.class_share,
@@ -150,6 +164,9 @@ class CheckReport:
         for split in self.class_share:
             table.add_column(split, justify="right")
         for index, name in enumerate(self.classes):
+            if index == self.ignored_class:
+                table.add_row(f"{index} {name}", *("ignored" for _ in self.class_share))
+                continue
             table.add_row(
                 f"{index} {name}", *(f"{shares[index] * PERCENT:.2f}" for shares in self.class_share.values())
             )
@@ -157,40 +174,57 @@ class CheckReport:
 
 
 def check_dataset(
-    spec: DataSpec | str | Path | dict[str, Any], splits: list[str] | None = None
+    spec: DataSpec | str | Path | dict[str, Any],
+    splits: list[str] | None = None,
+    max_unlabelled_share: float = DEFAULT_MAX_UNLABELLED_SHARE,
 ) -> CheckReport:
     """Validates a dataset and summarises it.
 
     Args:
         spec: A ``DataSpec``, YAML path or spec dict.
         splits: Splits to check; ``None`` checks all of them.
+        max_unlabelled_share: Warn when more than this share (0..1) of a split's images have
+            no labelled pixel; a split with no labelled pixel at all is always an error.
 
     Returns:
         The report; ``report.ok`` is False when any error was found.
 
     Raises:
-        ConfigError: The spec itself is invalid or a requested split does not exist.
+        ConfigError: The spec itself is invalid, a requested split does not exist, or
+            ``max_unlabelled_share`` is outside 0..1.
     """
+    if isinstance(max_unlabelled_share, bool) or not 0.0 <= max_unlabelled_share <= 1.0:
+        raise ConfigError(f"max_unlabelled_share must be in 0..1, e.g. 0.1; got {max_unlabelled_share!r}")
     reader = create_reader(load_data_spec(spec))
-    report = CheckReport(reader.spec.format, reader.spec.root, reader.classes, reader.spec.ignore_index)
+    rules = reader.label_rules
+    report = CheckReport(
+        reader.spec.format,
+        reader.spec.root,
+        reader.classes,
+        rules.ignore_index,
+        ignored_class=rules.ignored_class,
+    )
+    report.warnings.extend(rules.warnings())
     names = splits or reader.split_names()
     for name in names:
         reader.require_split(name)
     if not names:
         report.errors.append(f"no splits found for the {reader.format_name} dataset at {reader.spec.root}")
-    lut = reader.value_lut()
     for name in names:
-        _check_split(reader, name, lut, report)
+        _check_split(reader, name, rules, report, max_unlabelled_share)
     return report
 
 
-def _check_split(reader: Reader, split: str, lut: np.ndarray, report: CheckReport) -> None:
+def _check_split(
+    reader: Reader, split: str, rules: LabelRules, report: CheckReport, max_unlabelled_share: float
+) -> None:
     try:
         listing = reader.list_split(split)
     except DataError as err:
         report.errors.append(f"split {split!r}: {err}")
         return
     report.errors.extend(f"split {split!r}: {problem}" for problem in listing.problems)
+    report.warnings.extend(f"split {split!r}: {warning}" for warning in listing.warnings)
     stats = SplitStats(location=listing.location, num_samples=len(listing.samples))
     report.splits[split] = stats
     num_classes = len(report.classes)
@@ -200,20 +234,24 @@ def _check_split(reader: Reader, split: str, lut: np.ndarray, report: CheckRepor
         report.class_share[split] = [0.0] * num_classes
         return
     with ThreadPoolExecutor(max_workers=MAX_READ_THREADS) as pool:
-        results = list(pool.map(lambda s: _inspect_sample(reader, s, lut, num_classes), listing.samples))
+        results = list(pool.map(lambda s: _inspect_sample(reader, s, rules), listing.samples))
     unmapped: dict[int, tuple[int, list[Path]]] = {}
     for sample, result in zip(listing.samples, results, strict=True):
         report.errors.extend(f"split {split!r}: {message}" for message in result.errors)
         _add_sample(stats, sample, result, unmapped)
-    _report_unmapped(split, unmapped, report)
+    _report_unmapped(split, unmapped, rules, report)
     _report_mixed(split, listing.samples, results, report)
+    _report_unlabelled(split, listing.samples, results, max_unlabelled_share, report)
     total = int(stats.class_pixels.sum())
     report.class_share[split] = [float(v) / total if total else 0.0 for v in stats.class_pixels]
-    for index in np.flatnonzero(stats.class_pixels == 0):
-        report.warnings.append(f"split {split!r}: class {int(index)} ({report.classes[index]}) has no pixels")
+    if total:
+        for index in np.flatnonzero((stats.class_pixels == 0) & rules.scored):
+            report.warnings.append(
+                f"split {split!r}: class {int(index)} ({report.classes[index]}) has no pixels"
+            )
 
 
-def _inspect_sample(reader: Reader, sample: Sample, lut: np.ndarray, num_classes: int) -> SampleResult:
+def _inspect_sample(reader: Reader, sample: Sample, rules: LabelRules) -> SampleResult:
     result = SampleResult()
     try:
         image = read_image(sample.image_path)
@@ -226,26 +264,44 @@ def _inspect_sample(reader: Reader, sample: Sample, lut: np.ndarray, num_classes
         result.errors.append(str(err))
         return result
     if result.image_shape is not None and tuple(result.image_shape[:2]) != raw.shape:
-        height, width = result.image_shape[:2]
         result.errors.append(
-            f"size mismatch: image {sample.image_path} is {width}x{height} but mask "
-            f"{sample.mask_path or '(annotations)'} is {raw.shape[1]}x{raw.shape[0]}"
+            size_mismatch_message(sample.image_path, result.image_shape[:2], sample.mask_path, raw.shape)
         )
-    result.class_pixels, result.unmapped = _count_values(raw, lut, num_classes)
+    result.class_pixels, result.unmapped = rules.count_stored(raw)
     return result
 
 
-def _count_values(raw: np.ndarray, lut: np.ndarray, num_classes: int) -> tuple[np.ndarray, dict[int, int]]:
-    """Per-class pixel counts ``(K,)`` and ``{stored value: pixels}`` of unmapped values."""
-    value_counts = np.bincount(raw.ravel(), minlength=1)
-    present = np.flatnonzero(value_counts)
-    classes = lut[present]
-    unmapped = {int(v): int(value_counts[v]) for v in present[classes == UNMAPPED]}
-    in_range = (classes >= 0) & (classes < num_classes)
-    class_pixels = np.bincount(
-        classes[in_range], weights=value_counts[present[in_range]], minlength=num_classes
-    )
-    return class_pixels.astype(np.int64), unmapped
+def _report_unlabelled(
+    split: str, samples: list[Sample], results: list[SampleResult], max_share: float, report: CheckReport
+) -> None:
+    """No labelled pixel in a whole split is an error; in too many of its images, a warning."""
+    stats = report.splits[split]
+    read = [(s, r) for s, r in zip(samples, results, strict=True) if r.class_pixels is not None]
+    stats.unlabelled = [s.name for s, r in read if r.class_pixels is not None and not r.class_pixels.any()]
+    if not read:
+        return
+    count = len(stats.unlabelled)
+    if count == len(read):
+        report.errors.append(
+            f"split {split!r} has no labelled pixel: all {count} mask(s) hold only ignore_index "
+            f"{report.ignore_index}{_ignored_class_note(report)}, so nothing can be trained or scored; "
+            "fix the masks, or 'ignore_index:' / 'mask_values:' in the data YAML"
+        )
+        return
+    share = count / len(samples)
+    if share > max_share:
+        shown = ", ".join(stats.unlabelled[:MAX_UNLABELLED_NAMED])
+        more = f" and {count - MAX_UNLABELLED_NAMED} more" if count > MAX_UNLABELLED_NAMED else ""
+        report.warnings.append(
+            f"split {split!r}: {count} of {len(samples)} images ({share * PERCENT:.0f}%, more than "
+            f"--max-unlabelled-share {max_share:g}) have no labelled pixel: {shown}{more}"
+        )
+
+
+def _ignored_class_note(report: CheckReport) -> str:
+    if report.ignored_class is None:
+        return ""
+    return f" (class {report.ignored_class} {report.classes[report.ignored_class]}, which is ignored)"
 
 
 def _add_sample(
@@ -263,16 +319,14 @@ def _add_sample(
         unmapped[value] = (total + pixels, [*files, sample.mask_path or sample.image_path])
 
 
-def _report_unmapped(split: str, unmapped: dict[int, tuple[int, list[Path]]], report: CheckReport) -> None:
-    num_classes = len(report.classes)
+def _report_unmapped(
+    split: str, unmapped: dict[int, tuple[int, list[Path]]], rules: LabelRules, report: CheckReport
+) -> None:
     for value, (pixels, files) in sorted(unmapped.items()):
         shown = ", ".join(str(f) for f in files[:MAX_FILES_PER_VALUE])
         more = f" and {len(files) - MAX_FILES_PER_VALUE} more" if len(files) > MAX_FILES_PER_VALUE else ""
-        report.errors.append(
-            f"split {split!r}: mask value {value} maps to no class (classes 0..{num_classes - 1}, "
-            f"ignore_index {report.ignore_index}): {pixels} pixels in {len(files)} file(s): {shown}{more}; "
-            "map it in 'mask_values:' or fix the masks"
-        )
+        where = str(files[0]) if len(files) == 1 else f"{len(files)} files: {shown}{more}"
+        report.errors.append(f"split {split!r}: {rules.describe_unknown(where, {value: pixels})}")
 
 
 def _report_mixed(

@@ -9,9 +9,9 @@ from typing import Any
 import numpy as np
 from torch.utils.data import Dataset
 
-from segflow.data.io import max_value_for, read_image
+from segflow.data.io import max_value_for, read_image, size_mismatch_message
+from segflow.data.labels import LabelRules
 from segflow.data.readers import DATASETS, Reader, Sample, create_reader
-from segflow.data.readers.base import UNMAPPED
 from segflow.data.spec import DataSpec, load_data_spec
 from segflow.errors import DataError
 
@@ -28,9 +28,9 @@ class SegmentationDataset(Dataset):  # type: ignore[type-arg]
 
     Without a transform, ``ds[i]`` is ``{"image": (H, W, C) uint8/uint16 array, "mask": (H, W)
     int64 array, "name": str}``; with one, it is the transform's output plus ``"name"``.
-    Mask values are mapped to class indices with the spec's ``mask_values`` (or the format's
-    table); a stored value mapping to no class becomes ``ignore_index`` (``segflow data
-    check`` reports it as an error).
+    Mask values are mapped to labels by the dataset's :class:`LabelRules` (``mask_values`` or
+    the format's table); a stored value that maps to no label is a ``DataError`` naming the
+    file, the value and its pixel count.
 
     Args:
         reader: The dataset's reader.
@@ -39,7 +39,8 @@ class SegmentationDataset(Dataset):  # type: ignore[type-arg]
 
     Attributes:
         classes: Class names in index order.
-        ignore_index: Label value excluded from losses and metrics.
+        labels: The label rules (stored value -> label, ignore, scored classes).
+        ignore_index: Label value excluded from losses and metrics (``labels.ignore_index``).
         in_channels: Channels of the images (from the first image).
         max_value: 255 for 8-bit images, 65535 for 16-bit.
         palette: RGB colour per class.
@@ -48,7 +49,8 @@ class SegmentationDataset(Dataset):  # type: ignore[type-arg]
             later epochs skip file reads and decoding (see :meth:`cache_bytes_estimate`).
 
     Raises:
-        DataError: Empty split, or images/masks without their partner file.
+        DataError: Empty split, or images/masks without their partner file (or in
+            sub-folders that are not read).
     """
 
     def __init__(self, reader: Reader, split: str, transform: Transform | None = None) -> None:
@@ -57,8 +59,8 @@ class SegmentationDataset(Dataset):  # type: ignore[type-arg]
         if listing.problems:
             shown = "; ".join(listing.problems[:MAX_LISTED_PROBLEMS])
             raise DataError(
-                f"split {split!r} has {len(listing.problems)} unpaired file(s): {shown}; run "
-                "`segflow data check DATA.yaml` for the full report"
+                f"split {split!r} has {len(listing.problems)} problem(s): {shown}; "
+                "run `segflow data check DATA.yaml` for the full report"
             )
         if not listing.samples:
             raise DataError(f"split {split!r} is empty: no image/mask pairs found in {listing.location}")
@@ -67,10 +69,9 @@ class SegmentationDataset(Dataset):  # type: ignore[type-arg]
         self.samples: list[Sample] = listing.samples
         self.transform = transform
         self.classes: list[str] = reader.classes
-        self.ignore_index: int = reader.spec.ignore_index
+        self.labels: LabelRules = reader.label_rules
+        self.ignore_index: int = self.labels.ignore_index
         self.palette: list[tuple[int, int, int]] = reader.palette
-        lut = reader.value_lut()
-        self._lut = np.where(lut == UNMAPPED, self.ignore_index, lut)
         first = self.load_image(0)
         self.in_channels: int = int(first.shape[2])
         self.max_value: int = max_value_for(first.dtype)
@@ -87,8 +88,14 @@ class SegmentationDataset(Dataset):  # type: ignore[type-arg]
         return read_image(self.samples[index].image_path)
 
     def load_mask(self, index: int) -> np.ndarray:
-        """Class-index mask ``(H, W)`` int64 of sample ``index`` (unmapped -> ignore_index)."""
-        return self._lut[self.reader.read_raw_mask(self.samples[index])]
+        """Label mask ``(H, W)`` int64 of sample ``index``: class indices and ``ignore_index``.
+
+        Raises:
+            DataError: A stored value maps to no label (names the file, value and pixel count).
+        """
+        sample = self.samples[index]
+        source = sample.mask_path or f"{sample.image_path} (annotations)"
+        return self.labels.to_labels(self.reader.read_raw_mask(sample), source)
 
     def cache_bytes_estimate(self) -> int:
         """Memory the in-memory cache would take, from the first image's size (bytes)."""
@@ -106,11 +113,8 @@ class SegmentationDataset(Dataset):  # type: ignore[type-arg]
         image, mask = self.load_image(index), self.load_mask(index)
         if image.shape[:2] != mask.shape:
             sample = self.samples[index]
-            raise DataError(
-                f"image {sample.image_path} is {image.shape[1]}x{image.shape[0]} but its mask "
-                f"{sample.mask_path or '(annotations)'} is {mask.shape[1]}x{mask.shape[0]}; masks "
-                "must have the image's size"
-            )
+            message = size_mismatch_message(sample.image_path, image.shape[:2], sample.mask_path, mask.shape)
+            raise DataError(message)
         if self.cache_enabled:  # class indices and ignore_index fit uint16 (the transform's dtype)
             self._cache[index] = (image, mask.astype(np.uint16))
         return image, mask

@@ -15,8 +15,10 @@ format's default splits (the flat ``folder`` layout above makes train/val itself
 
 ``mask_values``, when given, is the complete mapping from stored values to class indices
 (or to ``ignore_index``); a stored value it does not list, other than ``ignore_index``
-itself, is out of range: it reads as ``ignore_index`` and ``segflow data check`` reports it.
-Without ``mask_values`` the stored values are the class indices ``0..K-1``.
+itself, is a ``DataError`` naming the file, the value and its pixel count (in ``data check``,
+``train`` and ``evaluate`` alike). Without ``mask_values`` the stored values are the class
+indices ``0..K-1``. ``ignore_index`` may be a class index: that class is then never trained
+or scored. The rules have one owner, :class:`segflow.data.labels.LabelRules`.
 """
 
 from __future__ import annotations
@@ -27,9 +29,9 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
-from segflow.config import read_yaml
 from segflow.constants import IGNORE_INDEX
 from segflow.errors import ConfigError, describe_validation_error
+from segflow.yaml_io import read_yaml
 
 MAX_MASK_VALUE = 65535
 """Largest value a (16-bit) mask file can store."""
@@ -50,6 +52,13 @@ class DataSpec(BaseModel):
         splits: Split name -> format-specific location (folder, list file, ...); empty means
             the format's default splits.
         options: Format-specific extras, documented in each reader module.
+        colors: Colour-coded masks: class name -> ``[r, g, b]`` (or a list of colours); the
+            key ``ignore`` maps colours to ``ignore_index``. Each mask pixel's colour is read
+            as its class; a colour listed nowhere is a ``DataError`` naming it, its pixel
+            count and the file. Cannot be combined with ``mask_values``.
+        skip_degenerate: Skip malformed annotations (COCO: polygons with fewer than 3
+            points, bad RLE, bbox-only, unknown category, ...) with a warning instead of
+            refusing the dataset.
     """
 
     model_config = ConfigDict(extra="forbid", frozen=True)
@@ -61,6 +70,8 @@ class DataSpec(BaseModel):
     mask_values: dict[int, int] | None = None
     splits: dict[str, str] = Field(default_factory=dict)
     options: dict[str, Any] = Field(default_factory=dict)
+    colors: dict[str, list[int] | list[list[int]]] | None = None
+    skip_degenerate: bool = False
 
     @field_validator("classes")
     @classmethod
@@ -111,6 +122,7 @@ def load_data_spec(source: str | Path | dict[str, Any] | DataSpec, base_dir: Pat
     spec = _validate(raw, origin)
     _check_format(spec, origin)
     _check_mask_values(spec, origin)
+    _check_colors(spec, origin)
     return _resolve_paths(spec, base)
 
 
@@ -131,16 +143,31 @@ def _check_format(spec: DataSpec, origin: str) -> None:
 
 
 def _check_mask_values(spec: DataSpec, origin: str) -> None:
+    from segflow.data.labels import LabelRules
+
     if spec.mask_values is None or spec.classes is None:
         return
-    num_classes = len(spec.classes)
-    bad = {k: v for k, v in spec.mask_values.items() if not (0 <= v < num_classes or v == spec.ignore_index)}
-    if bad:
+    try:
+        LabelRules.from_spec(spec)
+    except ConfigError as err:
+        raise ConfigError(f"{origin}: {err}") from err
+
+
+def _check_colors(spec: DataSpec, origin: str) -> None:
+    from segflow.data.io import color_table
+
+    if spec.colors is None:
+        return
+    if spec.mask_values is not None:
         raise ConfigError(
-            f"{origin}: mask_values {bad} map to class indices outside 0..{num_classes - 1} "
-            f"(classes: {spec.classes}); map each stored value to a class index or to "
-            f"ignore_index {spec.ignore_index}"
+            f"{origin}: 'colors' and 'mask_values' cannot both be given; 'colors' maps colour masks to "
+            "classes, 'mask_values' maps index masks: keep the one that matches your masks"
         )
+    if spec.classes is not None:
+        try:
+            color_table(spec.colors, spec.classes, spec.ignore_index)
+        except ConfigError as err:
+            raise ConfigError(f"{origin}: {err}") from err
 
 
 def _resolve_paths(spec: DataSpec, base: Path) -> DataSpec:

@@ -20,21 +20,17 @@ def class_pixel_stats(dataset: SegmentationDataset) -> tuple[np.ndarray, np.ndar
 
     Returns:
         ``(pixel_counts, image_pixel_counts)``, both ``(K,)`` int64: ``pixel_counts[c]`` is the
-        number of pixels of class ``c``; ``image_pixel_counts[c]`` is the total number of pixels
+        number of pixels of class ``c``; ``image_pixel_counts[c]`` is the number of labelled pixels
         of the images in which class ``c`` appears (the denominator of median-frequency
-        balancing). Ignored pixels count in neither.
+        balancing). Ignored pixels (``ignore_index``, also when it is a class index) count in
+        neither: both come from ``dataset.labels`` (:class:`segflow.data.labels.LabelRules`).
     """
-    num_classes = len(dataset.classes)
+    rules = dataset.labels
+    num_classes = rules.num_classes
     pixel_counts = np.zeros(num_classes, dtype=np.int64)
     image_pixel_counts = np.zeros(num_classes, dtype=np.int64)
     with ThreadPoolExecutor(max_workers=MAX_READ_THREADS) as pool:
-        for counts, size in pool.map(lambda i: _mask_counts(dataset, i, num_classes), range(len(dataset))):
+        for counts in pool.map(lambda i: rules.class_pixels(dataset.load_mask(i)), range(len(dataset))):
             pixel_counts += counts
-            image_pixel_counts[counts > 0] += size
+            image_pixel_counts[counts > 0] += int(counts.sum())
     return pixel_counts, image_pixel_counts
-
-
-def _mask_counts(dataset: SegmentationDataset, index: int, num_classes: int) -> tuple[np.ndarray, int]:
-    mask = dataset.load_mask(index)
-    valid = mask[(mask >= 0) & (mask < num_classes)]
-    return np.bincount(valid, minlength=num_classes).astype(np.int64), int(mask.size)

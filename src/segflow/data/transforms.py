@@ -4,6 +4,16 @@ Every pipeline first converts the image to float32 in [0, 1] (``image / max_valu
 colour operations behave the same on 8-bit, 16-bit, 1-, 3- and 4-channel images. Masks are
 moved with NEAREST interpolation and padded with ``ignore_index``.
 
+Area a transform exposes (rotated-in corners, padding, warped-in borders) is never labelled:
+the mask is filled with ``ignore_index`` and the image with ``IMAGE_FILL`` (0, black). This
+holds for the presets and for every user-listed transform that has a ``fill_mask`` argument
+(Rotate, SafeRotate, Affine, ShiftScaleRotate, Perspective, PadIfNeeded, Pad, CropAndPad,
+RandomCrop/CenterCrop/Crop with padding, ElasticTransform, GridDistortion,
+OpticalDistortion, PiecewiseAffine, ThinPlateSpline, Mosaic, ...): segflow sets its
+``fill_mask`` to ``ignore_index`` (and ``fill`` to ``IMAGE_FILL``) unless the YAML gives
+them. Dropout transforms (CoarseDropout, GridDropout, XYMasking, Erasing) leave the mask
+alone unless told otherwise: the labels of hidden pixels are still known.
+
 ``augment`` (train only)::
 
     preset: none | light | strong   # light: h-flip + small affine; strong: + colour, noise, blur, warp
@@ -29,6 +39,9 @@ import numpy as np
 import torch
 
 from segflow.errors import ConfigError, DataError
+
+IMAGE_FILL = 0
+"""Image value of area exposed by a geometric transform or padding (black)."""
 
 PRESETS = ("none", "light", "strong")
 POLICY_MODES = ("keep", "resize", "scale")
@@ -134,7 +147,7 @@ def build_transforms(
     ops: list[Any] = _policy_ops(policy)
     if train:
         ops += _preset_ops(str(augment.get("preset", "none")), ignore_index)
-        ops += [_custom_op(item) for item in augment.get("transforms") or []]
+        ops += [_custom_op(item, ignore_index) for item in augment.get("transforms") or []]
         ops += _crop_ops(augment.get("crop_size"), multiple, ignore_index)
     ops.append(_pad_to_multiple(multiple, ignore_index))
     keep_size = not train and policy["mode"] == "keep"
@@ -197,7 +210,7 @@ def _preset_ops(preset: str, ignore_index: int) -> list[Any]:
             translate_percent=AFFINE_SHIFT,
             rotate=AFFINE_ROTATE,
             border_mode=cv2.BORDER_CONSTANT,
-            fill=0,
+            fill=IMAGE_FILL,
             fill_mask=ignore_index,
             p=AFFINE_P,
         ),
@@ -216,7 +229,7 @@ def _preset_ops(preset: str, ignore_index: int) -> list[Any]:
             A.GridDistortion(
                 distort_limit=WARP_DISTORT,
                 border_mode=cv2.BORDER_CONSTANT,
-                fill=0,
+                fill=IMAGE_FILL,
                 fill_mask=ignore_index,
                 p=WARP_P,
             ),
@@ -224,7 +237,23 @@ def _preset_ops(preset: str, ignore_index: int) -> list[Any]:
     return ops
 
 
-def _custom_op(item: Any) -> Any:
+def _exposed_area_fill(parameters: Any, kwargs: dict[str, Any], ignore_index: int) -> dict[str, Any]:
+    """Fill arguments so area a transform exposes is ignored in the mask and ``IMAGE_FILL`` in the image.
+
+    Applies to transforms whose ``fill_mask`` defaults to a value (geometric transforms,
+    padding, crops with padding); dropouts default ``fill_mask`` to None (mask unchanged)
+    and are left as they are. Values the user gave win.
+    """
+    fill_mask = parameters.get("fill_mask")
+    if fill_mask is None or fill_mask.default is None:
+        return {}
+    defaults: dict[str, Any] = {"fill_mask": ignore_index}
+    if "fill" in parameters:
+        defaults["fill"] = IMAGE_FILL
+    return {key: value for key, value in defaults.items() if key not in kwargs}
+
+
+def _custom_op(item: Any, ignore_index: int) -> Any:
     if not isinstance(item, dict) or len(item) != 1:
         raise ConfigError(f"each augment.transforms entry must be {{ClassName: {{kwargs}}}}; got {item!r}")
     ((name, kwargs),) = item.items()
@@ -242,7 +271,7 @@ def _custom_op(item: Any) -> Any:
         unknown = sorted(set(kwargs) - set(parameters))
         if unknown:
             raise ConfigError(f"augment.transforms {name}: unknown argument(s) {unknown}")
-        return cls(**kwargs)
+        return cls(**kwargs, **_exposed_area_fill(parameters, kwargs, ignore_index))
     except ConfigError:
         raise
     except Exception as err:  # albumentations validates arguments with pydantic
@@ -258,7 +287,9 @@ def _crop_ops(crop_size: Any, multiple: int, ignore_index: int) -> list[Any]:
             f"augment.crop_size {[height, width]} must be multiples of input_policy.multiple {multiple}"
         )
     return [
-        A.PadIfNeeded(height, width, border_mode=cv2.BORDER_CONSTANT, fill=0, fill_mask=ignore_index),
+        A.PadIfNeeded(
+            height, width, border_mode=cv2.BORDER_CONSTANT, fill=IMAGE_FILL, fill_mask=ignore_index
+        ),
         A.RandomCrop(height, width),
     ]
 
@@ -271,6 +302,6 @@ def _pad_to_multiple(multiple: int, ignore_index: int) -> Any:
         pad_width_divisor=multiple,
         position="top_left",
         border_mode=cv2.BORDER_CONSTANT,
-        fill=0,
+        fill=IMAGE_FILL,
         fill_mask=ignore_index,
     )

@@ -43,6 +43,7 @@ from segflow.inference.backends import (
     UINT8_MAX,
 )
 from segflow.io_utils import atomic_write
+from segflow.models.meta import CheckpointMeta
 
 DEFAULT_OPSET = 17
 MIN_OPSET = 13
@@ -77,11 +78,11 @@ class ExportWrapper(nn.Module):
         return logits, logits.softmax(dim=1), labels
 
 
-def check_input_format(input_format: str, meta: dict[str, Any]) -> None:
+def check_input_format(input_format: str, meta: CheckpointMeta) -> None:
     """Raises ConfigError for an unknown format or uint8 input on a 16-bit model."""
     if input_format not in INPUT_FORMATS:
         raise ConfigError(f"--input {input_format!r} is invalid; choose one of {INPUT_FORMATS}")
-    max_value = float((meta.get("normalization") or {}).get("max_value", UINT8_MAX))
+    max_value = meta.max_value
     if input_format == INPUT_UINT8_NHWC and max_value != UINT8_MAX:
         raise ConfigError(
             f"--input uint8-nhwc needs an 8-bit model, but this one expects max_value={max_value}; "
@@ -100,7 +101,7 @@ def sample_input(in_channels: int, size: tuple[int, int], input_format: str, bat
     return torch.rand(batch, in_channels, height, width, generator=generator)
 
 
-def export_info(meta: dict[str, Any], input_format: str, output_stride: int, opset: int) -> dict[str, Any]:
+def export_info(input_format: str, output_stride: int, opset: int) -> dict[str, Any]:
     """The ``segflow_export`` metadata of a fresh fp32 export."""
     return {
         "format": "onnx",
@@ -115,13 +116,13 @@ def export_info(meta: dict[str, Any], input_format: str, output_stride: int, ops
     }
 
 
-def set_metadata(model: onnx.ModelProto, meta: dict[str, Any], export: dict[str, Any]) -> None:
+def set_metadata(model: onnx.ModelProto, meta: CheckpointMeta, export: dict[str, Any]) -> None:
     """Replaces the model's ``metadata_props`` with segflow's keys."""
     del model.metadata_props[:]
     values = {
-        META_KEY: json.dumps(meta),
+        META_KEY: meta.to_json(),
         EXPORT_KEY: json.dumps(export),
-        "classes": json.dumps(meta.get("classes") or []),
+        "classes": json.dumps(meta.classes),
         "segflow_version": segflow.__version__,
     }
     for key, value in values.items():
@@ -149,40 +150,35 @@ def _dynamic_axes(input_format: str) -> dict[str, dict[int, str]]:
 
 def export_onnx(
     net: nn.Module,
-    meta: dict[str, Any],
+    meta: CheckpointMeta | dict[str, Any],
     out: str | Path,
     input_format: str = INPUT_FLOAT_NCHW,
     opset: int = DEFAULT_OPSET,
-    output_stride: int | None = None,
 ) -> Path:
     """Exports ``net`` to a self-contained ONNX file (written atomically).
 
     Args:
         net: Segflow net, float ``(N, C, H, W)`` in [0, 1] -> logits ``(N, K, H, W)``.
-        meta: Checkpoint metadata (docs/architecture.md); stored in the file.
+        meta: Its metadata (a raw dict is migrated and validated); stored in the file, with
+            the net's own ``output_stride`` where it has one.
         out: Destination ``.onnx`` path.
         input_format: ``float-nchw`` or ``uint8-nhwc`` (see the module docstring).
         opset: ONNX opset (>= 13).
-        output_stride: H/W multiple; default ``net.output_stride`` or the meta's policy.
 
     Returns:
         The written path.
 
     Raises:
         ConfigError: Bad input format or opset.
+        CheckpointError: Missing or invalid metadata.
     """
-    check_input_format(input_format, meta)
+    info = CheckpointMeta.of_module(net, meta)
+    check_input_format(input_format, info)
     if opset < MIN_OPSET:
         raise ConfigError(f"--opset {opset} is too old; use {MIN_OPSET} or newer (default {DEFAULT_OPSET})")
-    model_meta = meta.get("model") or {}
-    stride = int(
-        output_stride
-        or getattr(net, "output_stride", 0)
-        or (meta.get("input_policy") or {}).get("multiple")
-        or 32
-    )
-    wrapper = ExportWrapper(net.eval(), input_format, int(model_meta.get("num_classes", 1))).eval()
-    example = sample_input(int(model_meta.get("in_channels", 3)), (2 * stride, 2 * stride), input_format)
+    stride = info.stride
+    wrapper = ExportWrapper(net.eval(), input_format, info.output_channels).eval()
+    example = sample_input(info.in_channels, (2 * stride, 2 * stride), input_format)
     out = Path(out)
     with atomic_write(out) as tmp, warnings.catch_warnings():
         warnings.simplefilter("ignore")
@@ -198,7 +194,7 @@ def export_onnx(
             do_constant_folding=True,
         )
         model = onnx.load(str(tmp))
-        set_metadata(model, meta, export_info(meta, input_format, stride, opset))
+        set_metadata(model, info, export_info(input_format, stride, opset))
         onnx.checker.check_model(model)
         onnx.save(model, str(tmp))
     return out

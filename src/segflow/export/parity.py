@@ -10,6 +10,7 @@
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -141,6 +142,32 @@ def dataset_batches(
         yield pad_to_multiple(chw[None], stride)
 
 
+def check_measurable(data_yaml: str | Path, split: str, max_images: int | None = None) -> int:
+    """Refuses a split on which mIoU cannot be measured, before any model is run.
+
+    Args:
+        data_yaml: Data spec file.
+        split: Split name.
+        max_images: Only the first N images are scored (None: all).
+
+    Returns:
+        Number of labelled pixels in the images that would be scored (> 0).
+
+    Raises:
+        ExportCheckError: No image, or no pixel other than ``ignore_index`` in them.
+    """
+    dataset = _load_dataset(data_yaml, split)
+    count = len(dataset) if max_images is None else min(max_images, len(dataset))
+    labelled = sum(int((np.asarray(dataset[i]["mask"]) != dataset.ignore_index).sum()) for i in range(count))
+    if labelled == 0:
+        raise ExportCheckError(
+            f"{data_yaml}: the {split} split has no labelled pixel in its first {count} image(s) "
+            f"(every mask value is ignore_index {dataset.ignore_index}), so the INT8 gate cannot measure "
+            "mIoU; give data with labelled masks. Nothing was written"
+        )
+    return labelled
+
+
 def evaluate_miou(
     backend: Any, data_yaml: str | Path, split: str = "val", max_images: int | None = None
 ) -> float:
@@ -154,14 +181,17 @@ def evaluate_miou(
 
     Returns:
         mIoU x 100 from one confusion matrix over the split.
+
+    Raises:
+        ExportCheckError: The split has no image or no labelled pixel, so mIoU is undefined
+            (a gate that cannot measure refuses).
     """
     from segflow.inference import predictor as predictor_module
     from segflow.metrics import SegmentationMetrics
 
     dataset = _load_dataset(data_yaml, split)
     predictor = predictor_module.Predictor(backend)
-    num_classes = int(backend.meta["model"]["num_classes"])
-    metrics = SegmentationMetrics(num_classes, ignore_index=dataset.ignore_index)
+    metrics = SegmentationMetrics(predictor.num_classes, ignore_index=dataset.ignore_index)
     count = len(dataset) if max_images is None else min(max_images, len(dataset))
     for index in range(count):
         sample = dataset[index]
@@ -170,4 +200,10 @@ def evaluate_miou(
             torch.from_numpy(labels.astype(np.int64))[None],
             torch.from_numpy(np.asarray(sample["mask"]))[None],
         )
-    return float(metrics.compute()["miou"]) * PERCENT
+    miou = float(metrics.compute()["miou"]) * PERCENT
+    if not math.isfinite(miou):
+        raise ExportCheckError(
+            f"{data_yaml}: the {split} split has no labelled pixel in its first {count} image(s) "
+            "(every mask value is ignore_index), so mIoU cannot be measured; give data with labelled masks"
+        )
+    return miou

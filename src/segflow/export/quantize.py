@@ -104,7 +104,7 @@ def quantize_int8(
     calibrate_method = _calibration_method(method)
     fp32 = onnx.load(str(fp32_path))
     props = {entry.key: entry.value for entry in fp32.metadata_props}
-    export = json.loads(props[EXPORT_KEY])
+    export = json.loads(props[EXPORT_KEY])  # written by segflow's export_onnx: a JSON object
     with tempfile.TemporaryDirectory(prefix="segflow-quant-") as workdir:
         prepared = Path(workdir) / "prepared.onnx"
         quant_pre_process(str(fp32_path), str(prepared), skip_symbolic_shape=False)

@@ -26,6 +26,7 @@ import segflow
 from segflow.errors import ConfigError
 from segflow.inference.backends import EXTRA_FILE, INPUT_FLOAT_NCHW, PT2_SUFFIX
 from segflow.io_utils import atomic_write
+from segflow.models.meta import CheckpointMeta
 
 TRACE_BATCH = 2
 """Example batch size: batch 1 would be specialised as a constant by torch.export."""
@@ -36,52 +37,48 @@ MAX_BATCH = 4096
 TORCH_FORMATS = ("torchscript", "export")
 
 
-def _stride(net: nn.Module, meta: dict[str, Any]) -> int:
-    return int(getattr(net, "output_stride", 0) or (meta.get("input_policy") or {}).get("multiple") or 32)
+def _example(meta: CheckpointMeta) -> torch.Tensor:
+    side = TRACE_MULTIPLES * meta.stride
+    return torch.rand(TRACE_BATCH, meta.in_channels, side, side, generator=torch.Generator().manual_seed(0))
 
 
-def _example(net: nn.Module, meta: dict[str, Any]) -> torch.Tensor:
-    side = TRACE_MULTIPLES * _stride(net, meta)
-    channels = int((meta.get("model") or {}).get("in_channels", 3))
-    return torch.rand(TRACE_BATCH, channels, side, side, generator=torch.Generator().manual_seed(0))
-
-
-def _extra(net: nn.Module, meta: dict[str, Any], fmt: str) -> str:
+def _extra(meta: CheckpointMeta, fmt: str) -> str:
     export = {
         "format": fmt,
         "input_format": INPUT_FLOAT_NCHW,
         "outputs": ["logits"],
-        "output_stride": _stride(net, meta),
+        "output_stride": meta.stride,
         "segflow_version": segflow.__version__,
-        "torch_version": torch.__version__,
+        "torch_version": str(torch.__version__),
     }
-    return json.dumps({"meta": meta, "export": export})
+    return json.dumps({"meta": meta.to_dict(), "export": export})
 
 
-def export_torchscript(net: nn.Module, meta: dict[str, Any], out: str | Path) -> Path:
+def export_torchscript(net: nn.Module, meta: CheckpointMeta | dict[str, Any], out: str | Path) -> Path:
     """Traces, freezes and saves ``net`` as TorchScript with its metadata (atomic).
 
     Args:
         net: float ``(N, C, H, W)`` in [0, 1] -> logits ``(N, K, H, W)``.
-        meta: Checkpoint metadata.
+        meta: Its metadata (a raw dict is migrated and validated).
         out: Destination (e.g. ``model.ts``).
     """
+    info = CheckpointMeta.of_module(net, meta)
     net = net.eval()
     with torch.inference_mode(False), torch.no_grad(), warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        traced = torch.jit.freeze(torch.jit.trace(net, _example(net, meta), check_trace=False))
+        traced = torch.jit.freeze(torch.jit.trace(net, _example(info), check_trace=False))
     out = Path(out)
     with atomic_write(out) as tmp:
-        torch.jit.save(traced, str(tmp), _extra_files={EXTRA_FILE: _extra(net, meta, "torchscript")})
+        torch.jit.save(traced, str(tmp), _extra_files={EXTRA_FILE: _extra(info, "torchscript")})
     return out
 
 
-def export_program(net: nn.Module, meta: dict[str, Any], out: str | Path) -> Path:
+def export_program(net: nn.Module, meta: CheckpointMeta | dict[str, Any], out: str | Path) -> Path:
     """Exports ``net`` with ``torch.export`` (dynamic N, H, W) to a ``.pt2`` file (atomic).
 
     Args:
         net: float ``(N, C, H, W)`` in [0, 1] -> logits ``(N, K, H, W)``.
-        meta: Checkpoint metadata.
+        meta: Its metadata (a raw dict is migrated and validated).
         out: Destination; must end in ``.pt2``.
 
     Raises:
@@ -90,14 +87,15 @@ def export_program(net: nn.Module, meta: dict[str, Any], out: str | Path) -> Pat
     out = Path(out)
     if out.suffix.lower() != PT2_SUFFIX:
         raise ConfigError(f"--out {out}: torch.export programs must be saved as .pt2")
-    stride = _stride(net, meta)
+    info = CheckpointMeta.of_module(net, meta)
+    stride = info.stride
     rows = torch.export.Dim("rows", min=1, max=MAX_DIM_MULTIPLE)
     cols = torch.export.Dim("cols", min=1, max=MAX_DIM_MULTIPLE)
     batch = torch.export.Dim("batch", min=1, max=MAX_BATCH)
     shapes = ({0: batch, 2: stride * rows, 3: stride * cols},)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        program = torch.export.export(net.eval(), (_example(net, meta),), dynamic_shapes=shapes)
+        program = torch.export.export(net.eval(), (_example(info),), dynamic_shapes=shapes)
     with atomic_write(out) as tmp:
-        torch.export.save(program, str(tmp), extra_files={EXTRA_FILE: _extra(net, meta, "export")})
+        torch.export.save(program, str(tmp), extra_files={EXTRA_FILE: _extra(info, "export")})
     return out

@@ -11,11 +11,13 @@ from typing import TYPE_CHECKING
 from segflow.lazy import lazy_exports
 
 if TYPE_CHECKING:
+    from segflow.inference.options import InferenceOptions
     from segflow.inference.predictor import LabelBand, Prediction, Predictor
     from segflow.inference.tiling import TileSpec, make_tile_spec, sliding_window
     from segflow.inference.tta import TTAConfig, parse_tta
 
 _SOURCES = {
+    "InferenceOptions": "segflow.inference.options",
     "LabelBand": "segflow.inference.predictor",
     "Prediction": "segflow.inference.predictor",
     "Predictor": "segflow.inference.predictor",
@@ -27,6 +29,7 @@ _SOURCES = {
 }
 
 __all__ = [
+    "InferenceOptions",
     "LabelBand",
     "Prediction",
     "Predictor",

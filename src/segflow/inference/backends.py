@@ -2,8 +2,8 @@
 
 Every backend takes float32 ``(N, C, H, W)`` images in [0, 1] (normalisation happens
 inside the model or the exported graph) and returns float32 logits ``(N, K, H, W)``.
-It also exposes ``meta`` (the checkpoint metadata dict, docs/architecture.md),
-``output_stride`` (H and W must be multiples of it) and ``name``.
+It also exposes ``meta`` (the model's :class:`segflow.models.meta.CheckpointMeta`),
+``output_stride`` (H and W must be multiples of it: ``meta.stride``) and ``name``.
 
 - ``torch``: eager PyTorch on a checkpoint (``.ckpt``/``.pt``), a TorchScript export
   (``segflow export --format torchscript``), a ``torch.export`` program (``.pt2``) or an
@@ -11,7 +11,8 @@ It also exposes ``meta`` (the checkpoint metadata dict, docs/architecture.md),
   bf16 autocast on CPUs with native bf16 (AVX512-BF16 or AMX) when ``precision="auto"``.
 - ``onnx``: ONNX Runtime on a segflow ONNX export (CPUExecutionProvider, all graph
   optimisations, one intra-op thread per physical core). The metadata comes from the
-  model's ``metadata_props`` (key ``segflow``); a file without it is refused.
+  model's ``metadata_props`` (key ``segflow``); a file without it, with metadata that is not
+  a JSON object, or whose class count differs from the graph's output channels is refused.
 - ``onnx-int8``: the ``onnx`` backend on the statically quantised ``*.int8.onnx`` model
   (given directly, or found next to the fp32 ``.onnx``).
 """
@@ -30,6 +31,7 @@ import numpy as np
 import psutil
 
 from segflow.errors import CheckpointError, ConfigError
+from segflow.models.meta import CheckpointMeta
 from segflow.registry import Registry
 
 if TYPE_CHECKING:
@@ -50,7 +52,8 @@ INPUT_FLOAT_NCHW = "float-nchw"
 INPUT_UINT8_NHWC = "uint8-nhwc"
 INPUT_FORMATS = (INPUT_FLOAT_NCHW, INPUT_UINT8_NHWC)
 UINT8_MAX = 255.0
-DEFAULT_OUTPUT_STRIDE = 32
+LOGITS_OUTPUT = "logits"
+CLASS_AXIS = 1
 PRECISIONS = ("auto", "fp32", "bf16")
 BF16_CPU_FLAGS = ("avx512_bf16", "amx_bf16")
 
@@ -60,15 +63,18 @@ class Backend(ABC):
 
     Attributes:
         name: Registry name of the backend.
-        meta: Checkpoint metadata (docs/architecture.md).
-        output_stride: H and W of the input must be multiples of this.
+        meta: The model's metadata.
     """
 
     name: str = ""
 
-    def __init__(self, meta: dict[str, Any], output_stride: int) -> None:
+    def __init__(self, meta: CheckpointMeta) -> None:
         self.meta = meta
-        self.output_stride = int(output_stride)
+
+    @property
+    def output_stride(self) -> int:
+        """H and W of the input must be multiples of this (``meta.stride``)."""
+        return self.meta.stride
 
     @abstractmethod
     def forward(self, x: np.ndarray) -> np.ndarray:
@@ -104,13 +110,6 @@ def cpu_has_native_bf16() -> bool:
     return any(flag in flags.split() for flag in BF16_CPU_FLAGS)
 
 
-def _stride_from(meta: dict[str, Any], export: dict[str, Any] | None = None) -> int:
-    if export and export.get("output_stride"):
-        return int(export["output_stride"])
-    policy = meta.get("input_policy") or {}
-    return int(policy.get("multiple") or DEFAULT_OUTPUT_STRIDE)
-
-
 def _is_torchscript(path: Path) -> bool:
     """A TorchScript archive is a zip holding a ``code/`` folder (a checkpoint holds ``data.pkl``)."""
     if not zipfile.is_zipfile(path):
@@ -119,16 +118,31 @@ def _is_torchscript(path: Path) -> bool:
         return any("/code/" in name for name in archive.namelist())
 
 
-def _read_extra(text: str | bytes, path: Path) -> tuple[dict[str, Any], dict[str, Any]]:
+def _json_object(text: str | bytes, path: Path, what: str) -> dict[str, Any]:
+    try:
+        value = json.loads(text)
+    except (json.JSONDecodeError, UnicodeDecodeError) as err:
+        raise CheckpointError(f"{path}: {what} is not valid JSON ({err}); re-export the model") from None
+    if not isinstance(value, dict):
+        raise CheckpointError(
+            f"{path}: {what} is a JSON {type(value).__name__}, not an object; re-export the model"
+        )
+    return value
+
+
+def _read_extra(text: str | bytes, path: Path) -> tuple[CheckpointMeta, dict[str, Any]]:
     if not text:
         raise CheckpointError(
             f"{path} is not a segflow export (no {EXTRA_FILE} inside): export it with segflow export"
         )
-    payload = json.loads(text)
-    return dict(payload["meta"]), dict(payload.get("export") or {})
+    payload = _json_object(text, path, EXTRA_FILE)
+    export = payload.get("export") or {}
+    if not isinstance(export, dict):
+        raise CheckpointError(f"{path}: 'export' in {EXTRA_FILE} is not an object; re-export the model")
+    return CheckpointMeta.of(payload.get("meta"), str(path)), export
 
 
-def load_torch_model(path: Path) -> tuple[nn.Module, dict[str, Any], dict[str, Any]]:
+def load_torch_model(path: Path) -> tuple[nn.Module, CheckpointMeta, dict[str, Any]]:
     """Loads a checkpoint, a TorchScript export or a ``torch.export`` program.
 
     Args:
@@ -172,7 +186,8 @@ class TorchBackend(Backend):
     Args:
         source: Checkpoint / TorchScript / ``.pt2`` path, or an ``nn.Module`` taking
             ``(N, C, H, W)`` in [0, 1].
-        meta: Metadata for an ``nn.Module`` source (ignored for files, which carry theirs).
+        meta: Metadata for an ``nn.Module`` source (ignored for files, which carry theirs);
+            a module's own ``output_stride`` (``SegmentationNet``) overrides the stored stride.
         device: Torch device.
         threads: Unused (torch threads are a process setting, left to the caller).
         precision: ``"auto"`` (bf16 autocast where the CPU has native bf16), ``"fp32"``
@@ -184,7 +199,7 @@ class TorchBackend(Backend):
     def __init__(
         self,
         source: str | Path | nn.Module,
-        meta: dict[str, Any] | None = None,
+        meta: CheckpointMeta | dict[str, Any] | None = None,
         device: str = "cpu",
         threads: int | None = None,
         precision: str = "auto",
@@ -196,11 +211,10 @@ class TorchBackend(Backend):
 
         export: dict[str, Any] = {}
         if isinstance(source, nn.Module):
-            module, meta = source, dict(meta or {})
+            module, info = source, CheckpointMeta.of_module(source, meta)
         else:
-            module, meta, export = load_torch_model(Path(source))
-        stride = getattr(module, "output_stride", None) or _stride_from(meta, export)
-        super().__init__(meta, stride)
+            module, info, export = load_torch_model(Path(source))
+        super().__init__(info)
         self.device = torch.device(device)
         if export.get("format") == "export":
             # torch.export programs are already in inference form: .eval()/.to() are unsupported
@@ -255,7 +269,7 @@ def _session_options(threads: int | None) -> Any:
     return options
 
 
-def read_onnx_metadata(path: Path, props: dict[str, str]) -> tuple[dict[str, Any], dict[str, Any]]:
+def read_onnx_metadata(path: Path, props: dict[str, str]) -> tuple[CheckpointMeta, dict[str, Any]]:
     """Parses segflow's ``metadata_props`` of an ONNX model.
 
     Args:
@@ -266,18 +280,34 @@ def read_onnx_metadata(path: Path, props: dict[str, str]) -> tuple[dict[str, Any
         ``(meta, export_info)``.
 
     Raises:
-        CheckpointError: No segflow metadata, or it is not valid JSON.
+        CheckpointError: No segflow metadata, or it (or the export record) is not a JSON
+            object, or not valid segflow metadata.
     """
     if META_KEY not in props:
         raise CheckpointError(
             f"{path} is not a segflow export (no segflow metadata): export it with segflow export"
         )
-    try:
-        return json.loads(props[META_KEY]), json.loads(props.get(EXPORT_KEY, "{}"))
-    except json.JSONDecodeError as err:
+    meta = CheckpointMeta.from_json(props[META_KEY], str(path))
+    return meta, _json_object(props.get(EXPORT_KEY, "{}"), path, f"{EXPORT_KEY} metadata")
+
+
+def check_output_channels(path: Path, meta: CheckpointMeta, channels: Any) -> None:
+    """Refuses an ONNX model whose metadata's class count differs from its logits' channels.
+
+    Args:
+        path: The model file (for messages).
+        meta: Its segflow metadata.
+        channels: The class axis of the graph's ``logits`` output (an int, or a symbolic
+            name, which is not checked).
+
+    Raises:
+        CheckpointError: The two counts differ.
+    """
+    if isinstance(channels, int) and channels != meta.output_channels:
         raise CheckpointError(
-            f"{path}: segflow metadata is not valid JSON ({err}); re-export the model"
-        ) from err
+            f"{path}: segflow metadata has {meta.output_channels} classes ({meta.classes}) but the graph "
+            f"outputs {channels} channels; the metadata belongs to another model: re-export it"
+        )
 
 
 @BACKENDS.register("onnx")
@@ -299,7 +329,7 @@ class OnnxBackend(Backend):
     def __init__(
         self,
         source: str | Path,
-        meta: dict[str, Any] | None = None,
+        meta: CheckpointMeta | dict[str, Any] | None = None,
         device: str = "cpu",
         threads: int | None = None,
     ) -> None:
@@ -314,8 +344,12 @@ class OnnxBackend(Backend):
             )
         except Exception as err:  # onnxruntime raises its own Fail/InvalidGraph types
             raise CheckpointError(f"{path} is not a loadable ONNX model: {err}") from err
-        meta_dict, export = read_onnx_metadata(path, self.session.get_modelmeta().custom_metadata_map)
-        super().__init__(meta_dict, _stride_from(meta_dict, export))
+        meta, export = read_onnx_metadata(path, self.session.get_modelmeta().custom_metadata_map)
+        outputs = {output.name: output.shape for output in self.session.get_outputs()}
+        logits_shape = outputs.get(LOGITS_OUTPUT) or next(iter(outputs.values()), None) or []
+        if len(logits_shape) > CLASS_AXIS:
+            check_output_channels(path, meta, logits_shape[CLASS_AXIS])
+        super().__init__(meta)
         self.path = path
         self.export = export
         self.input_format = str(export.get("input_format", INPUT_FLOAT_NCHW))
@@ -333,7 +367,7 @@ class OnnxBackend(Backend):
 
     def forward(self, x: np.ndarray) -> np.ndarray:
         """``(N, C, H, W)`` float32 in [0, 1] -> float32 logits ``(N, K, H, W)``."""
-        return np.asarray(self.run(x, ["logits"])[0], dtype=np.float32)
+        return np.asarray(self.run(x, [LOGITS_OUTPUT])[0], dtype=np.float32)
 
 
 def int8_path_for(path: Path) -> Path:
@@ -364,7 +398,7 @@ class OnnxInt8Backend(OnnxBackend):
     def __init__(
         self,
         source: str | Path,
-        meta: dict[str, Any] | None = None,
+        meta: CheckpointMeta | dict[str, Any] | None = None,
         device: str = "cpu",
         threads: int | None = None,
     ) -> None:
@@ -379,6 +413,35 @@ class OnnxInt8Backend(OnnxBackend):
             raise CheckpointError(f"{path} is not an INT8 segflow export (no quantization metadata)")
 
 
+def read_model_meta(path: str | Path) -> CheckpointMeta:
+    """The metadata of a model file without running it (to settle options before loading).
+
+    ``.onnx``: the ``metadata_props`` (read with ``onnx``, no torch); a checkpoint: its
+    ``segflow`` entry (memory-mapped); a TorchScript or ``.pt2`` archive: loaded.
+
+    Raises:
+        CheckpointError: The file is missing or carries no valid segflow metadata.
+    """
+    file = Path(path)
+    if not file.is_file():
+        raise CheckpointError(f"model file {file} does not exist")
+    if file.suffix.lower() == ONNX_SUFFIX:
+        import onnx
+
+        try:
+            model = onnx.load(str(file), load_external_data=False)
+        except Exception as err:  # protobuf raises DecodeError and others for a bad file
+            raise CheckpointError(
+                f"{file} is not a loadable ONNX model: {' '.join(str(err).split())}"
+            ) from err
+        return read_onnx_metadata(file, {p.key: p.value for p in model.metadata_props})[0]
+    if file.suffix.lower() != PT2_SUFFIX and not _is_torchscript(file):
+        from segflow.models.checkpoint import read_meta
+
+        return read_meta(file)
+    return load_torch_model(file)[1]
+
+
 def backend_name_for(source: str | Path | nn.Module) -> str:
     """Default backend for a source: ``.onnx`` files -> ``onnx``, everything else -> ``torch``."""
     if isinstance(source, str | Path) and Path(source).suffix.lower() == ONNX_SUFFIX:
@@ -389,7 +452,7 @@ def backend_name_for(source: str | Path | nn.Module) -> str:
 def create_backend(
     name: str | None,
     source: str | Path | nn.Module,
-    meta: dict[str, Any] | None = None,
+    meta: CheckpointMeta | dict[str, Any] | None = None,
     device: str = "cpu",
     threads: int | None = None,
     **options: Any,

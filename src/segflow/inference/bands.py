@@ -10,6 +10,11 @@ Readers return rows ``[y0, y1)`` of an image as ``(y1 - y0, W, C)`` uint8/uint16
   lazily (PNG, JPEG, BMP) are loaded whole through :func:`segflow.data.io.read_image` and
   served by it (:func:`open_band_reader`), so their memory is the decoded image.
 
+:func:`open_band_reader` is the one image decoder of prediction: ``segflow predict`` calls it
+on files and ``segflow serve`` on uploads (through :func:`read_encoded_image`), so both paths
+give the same pixels for every file (8/16-bit, palette, alpha, EXIF as
+:func:`segflow.data.io.read_image` applies them).
+
 Writers take label bands in order: :func:`write_label_tiff` writes a tiled, deflate
 compressed BigTIFF with the class palette as its colour map, pulling bands from an iterator,
 so only one row of TIFF tiles is in memory.
@@ -17,6 +22,7 @@ so only one row of TIFF tiles is in memory.
 
 from __future__ import annotations
 
+import tempfile
 from collections.abc import Iterable, Iterator, Sequence
 from pathlib import Path
 from typing import Any, Protocol
@@ -180,6 +186,50 @@ def open_band_reader(path: str | Path) -> BandReader:
     if image.shape[0] == 0 or image.shape[1] == 0:
         raise DataError(f"image file {path} has zero size {image.shape[:2]} (height, width)")
     return ArrayBandReader(image)
+
+
+SUFFIX_FOR_FORMAT = {
+    "PNG": ".png",
+    "JPEG": ".jpg",
+    "TIFF": ".tif",
+    "BMP": ".bmp",
+    "WEBP": ".webp",
+    "GIF": ".gif",
+}
+"""File suffix that makes :func:`open_band_reader` pick the reader of a Pillow format name."""
+
+
+def read_encoded_image(data: bytes, image_format: str, name: str = "uploaded image") -> np.ndarray:
+    """Decodes an encoded image held in memory exactly as :func:`open_band_reader` decodes a file.
+
+    ``segflow.data.io.read_image`` reads paths only, so the bytes are spooled to a private
+    temporary file with the format's suffix and read by the same code as a local file: one set
+    of decoding rules for the server and ``segflow predict`` instead of a second copy. The
+    extra cost is one write of the encoded bytes (already bounded by the upload limit).
+
+    Args:
+        data: The encoded file.
+        image_format: Pillow's format name (``PNG``, ``JPEG``, ``TIFF``, ``BMP``, ``WEBP``, ``GIF``).
+        name: Names the image in error messages instead of the temporary path.
+
+    Returns:
+        ``(H, W, C)`` uint8/uint16 array, C in 1..4, as ``segflow predict`` reads the same file.
+
+    Raises:
+        DataError: Unreadable, truncated, unsupported pixel type or zero size (names ``name``).
+    """
+    suffix = SUFFIX_FOR_FORMAT.get(image_format.upper(), ".img")
+    with tempfile.TemporaryDirectory(prefix="segflow-upload-") as folder:
+        path = Path(folder) / f"image{suffix}"
+        path.write_bytes(data)
+        try:
+            reader = open_band_reader(path)
+            try:
+                return np.array(reader.read(0, reader.height))
+            finally:
+                reader.close()
+        except DataError as err:
+            raise DataError(str(err).replace(str(path), name)) from None
 
 
 def palette_colormap(palette: Sequence[Sequence[int]]) -> np.ndarray:

@@ -179,7 +179,19 @@ def postprocess(labels: np.ndarray, min_object_size: int = 0, max_hole_size: int
     return labels
 
 
+COUNT_CHUNK_PIXELS = 1 << 20
+"""Pixels counted at a time: ``np.bincount`` copies its input to int64 (8 bytes a pixel)."""
+
+
 def class_share(labels: np.ndarray, num_classes: int) -> np.ndarray:
-    """Fraction of pixels per class, float64 ``(K,)`` summing to 1."""
-    counts = np.bincount(labels.ravel(), minlength=num_classes)[:num_classes]
-    return counts / max(labels.size, 1)
+    """Fraction of pixels per class, float64 ``(K,)`` summing to 1.
+
+    Counted in chunks of :data:`COUNT_CHUNK_PIXELS`, so the temporary int64 copy stays at
+    8 MiB whatever the image size (a whole 6000x6000 map would need 275 MiB).
+    """
+    flat = labels.reshape(-1)
+    counts = np.zeros(max(num_classes, 1), dtype=np.int64)
+    for start in range(0, flat.size, COUNT_CHUNK_PIXELS):
+        chunk = np.bincount(flat[start : start + COUNT_CHUNK_PIXELS], minlength=num_classes)
+        counts += chunk[:num_classes]
+    return counts[:num_classes] / max(labels.size, 1)

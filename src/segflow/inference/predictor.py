@@ -4,6 +4,12 @@ A predictor wraps a backend (``forward(x (N, C, H, W) float32 in [0, 1]) -> logi
 its metadata, and adds preprocessing, the input-size policy, test-time augmentation,
 tiled inference, post-processing and restoration to the input's exact size.
 
+Options come ready-made as one :class:`segflow.inference.options.InferenceOptions` (built by
+the CLI, the HTTP service or the Python API). The predictor turns its tiling fields into a
+:class:`segflow.inference.tiling.TileSpec` once (:attr:`Predictor.tile_spec`, checked against
+the model's stride); the window cutter and the file writers (:mod:`segflow.inference.streaming`)
+ask the predictor for that spec. This module imports nothing that imports it back.
+
 Whole-image path: image / max_value -> policy (keep: pad bottom/right to a multiple of the
 stride; resize; scale) -> forward -> logits back to the input size -> softmax -> TTA mean ->
 labels -> post-processing. Tiled path (``tile`` set): windows at native resolution (the
@@ -13,17 +19,17 @@ input policy is not applied to windows), each window's probabilities (with TTA) 
 
 from __future__ import annotations
 
-import dataclasses
-from collections.abc import Iterator, Mapping, Sequence
+import logging
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol
 
 import numpy as np
 
-from segflow.constants import default_palette
 from segflow.errors import CheckpointError, InferenceError
 from segflow.inference.bands import ArrayBandReader, BandReader
+from segflow.inference.options import OUTPUT_FIELDS, PERFORMANCE_FIELDS, InferenceOptions
 from segflow.inference.postprocess import (
     check_threshold,
     class_share,
@@ -32,15 +38,13 @@ from segflow.inference.postprocess import (
     softmax,
 )
 from segflow.inference.preprocess import (
-    DEFAULT_MULTIPLE,
-    PAD_MODES,
     InputPolicy,
-    adapt_channels,
     check_image,
     logits_with_policy,
-    max_value_for,
+    model_channels,
     pad_to_multiple,
     padded_size,
+    pixel_scale,
     policy_input_size,
     resize,
     to_chw,
@@ -53,7 +57,10 @@ from segflow.inference.tiling import (
     iter_blended_bands,
     make_tile_spec,
 )
-from segflow.inference.tta import TTAConfig, parse_tta, tta_probs
+from segflow.inference.tta import TTAConfig, tta_probs
+from segflow.models.meta import TTA_FROM_CHECKPOINT, CheckpointMeta
+
+logger = logging.getLogger(__name__)
 
 LABEL_CHUNK_COLUMNS = 2048
 """Columns converted from blended sums to labels at a time (bounds the temporary arrays)."""
@@ -61,13 +68,15 @@ KEEP_POLICY = InputPolicy(mode="keep")
 AUTO_TILE = 512
 """Tile used when a large image is streamed and no ``tile`` was given."""
 AUTO_OVERLAP = 0.25
-DEFAULT_OVERLAP = 0.25
 
 
 class Backend(Protocol):
     """What the predictor needs from ``segflow.inference.backends`` objects."""
 
-    meta: dict[str, Any]
+    @property
+    def meta(self) -> CheckpointMeta | dict[str, Any]:
+        """Checkpoint metadata (read-only here, so backends may narrow its type)."""
+        ...
 
     def forward(self, x: np.ndarray) -> np.ndarray:
         """``(N, C, H, W)`` float32 in [0, 1] -> logits ``(N, K, H, W)`` float32."""
@@ -108,167 +117,140 @@ class LabelBand:
     top_sum: float = 0.0
 
 
-@dataclass(frozen=True)
-class PredictOptions:
-    """Options of a :class:`Predictor` (see its docstring)."""
-
-    tta: TTAConfig | None = None
-    tile: TileSpec | None = None
-    min_object_size: int = 0
-    fill_holes: int = 0
-    threshold: float | None = None
-    pad_mode: str = "reflect"
-
-
-def _check_count(name: str, value: int) -> int:
-    if isinstance(value, bool) or not isinstance(value, int | np.integer) or value < 0:
-        raise InferenceError(f"{name}={value!r} is invalid; use an integer >= 0 (0 disables it)")
-    return int(value)
-
-
 class Predictor:
     """Runs a segmentation backend on images of any size.
 
     Args:
-        backend: Object with ``forward(x (N, C, H, W) float32) -> logits (N, K, H, W)``,
-            ``meta`` (checkpoint metadata, docs/architecture.md) and optionally
-            ``output_stride``.
-        tta: None (off), ``"flip"`` (horizontal + vertical flips) or a dict
-            ``{"hflip": bool, "vflip": bool, "scales": [float, ...]}``.
-        tile: Window side for sliding-window inference; None runs the whole image at once.
-        overlap: Window overlap in ``[0, 0.9)``; None means the default 0.25.
-        blend: ``"gaussian"`` or ``"constant"`` window blending.
-        tile_batch: Windows per forward call.
-        min_object_size: Foreground components smaller than this are relabelled to their
-            surrounding majority class (0 disables).
-        fill_holes: Background holes smaller than this, enclosed by one class, are filled
-            (0 disables).
-        threshold: For binary models, class 1 where p1 >= threshold (None: argmax).
-        pad_mode: ``"reflect"`` or ``"constant"`` padding to the stride.
+        backend: Object with ``forward(x (N, C, H, W) float32) -> logits (N, K, H, W)``
+            and ``meta`` (a :class:`segflow.models.meta.CheckpointMeta`, or its raw dict);
+            the stride, classes, palette and stored TTA all come from ``meta``.
+        options: The inference options, ready-made (see
+            :class:`segflow.inference.options.InferenceOptions`); None uses the defaults.
+            The output fields (``probs``, ``overlay``, ``batch``) are for the writers that
+            call the predictor; the predictor itself uses the rest.
 
     Raises:
-        InferenceError: An option is invalid (named in the message).
+        InferenceError: An option does not suit this model (``tile`` not a multiple of its
+            stride, ``threshold`` on a model that is not binary), named in the message.
         CheckpointError: The backend's metadata is malformed.
     """
 
-    def __init__(
-        self,
-        backend: Backend,
-        tta: None | bool | str | Mapping[str, Any] | TTAConfig = None,
-        tile: int | None = None,
-        overlap: float | None = DEFAULT_OVERLAP,
-        blend: str = "gaussian",
-        tile_batch: int = DEFAULT_TILE_BATCH,
-        min_object_size: int = 0,
-        fill_holes: int = 0,
-        threshold: float | None = None,
-        pad_mode: str = "reflect",
-    ) -> None:
+    def __init__(self, backend: Backend, options: InferenceOptions | None = None) -> None:
+        if options is not None and not isinstance(options, InferenceOptions):
+            raise InferenceError(
+                f"Predictor options must be an InferenceOptions, got {type(options).__name__}; "
+                "build them with segflow.inference.InferenceOptions(...)"
+            )
         self.backend = backend
-        self._meta = dict(backend.meta or {})
-        stride = int(getattr(backend, "output_stride", 0) or DEFAULT_MULTIPLE)
-        self.policy = InputPolicy.from_meta(self._meta, stride)
-        self.stride = self.policy.multiple
-        self._check_meta()
-        if pad_mode not in PAD_MODES:
-            raise InferenceError(f"pad_mode={pad_mode!r} is invalid; choose one of {PAD_MODES}")
-        check_threshold(threshold, self.num_classes)
-        overlap = DEFAULT_OVERLAP if overlap is None else overlap
-        spec = None if tile is None else make_tile_spec(tile, overlap, blend, tile_batch, self.stride)
-        if tile is None:
-            make_tile_spec(self.stride, overlap, blend, tile_batch, self.stride)  # validates the rest
-        self.options = PredictOptions(
-            tta=parse_tta(tta),
-            tile=spec,
-            min_object_size=_check_count("min_object_size", min_object_size),
-            fill_holes=_check_count("fill_holes", fill_holes),
-            threshold=None if threshold is None else float(threshold),
-            pad_mode=pad_mode,
+        self._meta = CheckpointMeta.of(backend.meta)
+        self.policy = InputPolicy.from_meta(self._meta)
+        self.stride = self._meta.stride
+        self.options = options if options is not None else InferenceOptions()
+        if self.options.tta == TTA_FROM_CHECKPOINT:  # the views the model was validated with
+            self.options = self.options.replace(tta=self._meta.resolve_tta(TTA_FROM_CHECKPOINT))
+        check_threshold(self.options.threshold, self.num_classes)
+        self._tile_spec = (
+            None
+            if self.options.tile is None
+            else make_tile_spec(
+                self.options.tile,
+                self.options.overlap,
+                self.options.blend,
+                self.options.tile_batch,
+                self.stride,
+            )
         )
 
     @classmethod
     def from_path(
         cls,
         path: str | Path,
+        options: InferenceOptions | None = None,
         backend: str | None = None,
         device: str = "cpu",
-        **options: Any,
     ) -> Predictor:
         """Loads a checkpoint (``.ckpt``/``.pt``) or an exported model (``.onnx``).
 
         Args:
             path: Model file.
+            options: Inference options (None: the defaults).
             backend: ``"torch"``, ``"onnx"``, ``"onnx-int8"``, or None to pick by suffix
                 (``.onnx`` -> ``onnx``, anything else -> ``torch``; see
                 :func:`segflow.inference.backends.create_backend`).
             device: Device for the torch backend.
-            **options: Predictor options (``tta``, ``tile``, ``overlap``, ...).
+
+        Raises:
+            CheckpointError: The file is missing or not a segflow model.
         """
         from segflow.inference.backends import create_backend
 
         path = Path(path)
         if not path.is_file():
             raise CheckpointError(f"model file {path} does not exist")
-        return cls(create_backend(backend, path, device=device), **options)
+        return cls(create_backend(backend, path, device=device), options)
 
-    def with_options(self, **changes: Any) -> Predictor:
-        """A predictor sharing this one's backend with some options changed.
+    def with_options(self, options: InferenceOptions | None = None, **changes: Any) -> Predictor:
+        """A predictor sharing this one's backend with other options.
 
         Args:
-            **changes: Any of the constructor's options; the others keep their values.
-        """
-        current: dict[str, Any] = {
-            "tta": self.options.tta,
-            "tile": self.options.tile.tile if self.options.tile else None,
-            "overlap": self.options.tile.overlap if self.options.tile else DEFAULT_OVERLAP,
-            "blend": self.options.tile.blend if self.options.tile else "gaussian",
-            "tile_batch": self.options.tile.batch if self.options.tile else DEFAULT_TILE_BATCH,
-            "min_object_size": self.options.min_object_size,
-            "fill_holes": self.options.fill_holes,
-            "threshold": self.options.threshold,
-            "pad_mode": self.options.pad_mode,
-        }
-        unknown = set(changes) - set(current)
-        if unknown:
-            raise InferenceError(f"unknown predictor option(s) {sorted(unknown)}; valid: {sorted(current)}")
-        return Predictor(self.backend, **{**current, **changes})
+            options: The new options, ready-made; or None to start from this predictor's.
+            **changes: Fields of :class:`InferenceOptions` to change (validated).
 
-    def _check_meta(self) -> None:
-        model = self._meta.get("model") or {}
-        if not isinstance(model.get("num_classes"), int) or not isinstance(model.get("in_channels"), int):
-            raise CheckpointError(
-                "model metadata lacks model.num_classes / model.in_channels; "
-                "is this a segflow checkpoint or export?"
-            )
+        Raises:
+            InferenceError: A change is invalid or not an option (named in the message).
+        """
+        base = self.options if options is None else options
+        return Predictor(self.backend, base.replace(**changes) if changes else base)
 
     @property
-    def meta(self) -> dict[str, Any]:
-        """Checkpoint metadata (docs/architecture.md layout)."""
+    def tile_spec(self) -> TileSpec | None:
+        """Validated tiling of this predictor (None: whole images), built once from the options."""
+        return self._tile_spec
+
+    @property
+    def streaming_tile_spec(self) -> TileSpec:
+        """Tiling for streamed (large) images: :attr:`tile_spec`, or the automatic 512 tile."""
+        return self._tile_spec or self.auto_tile_spec()
+
+    @property
+    def max_value(self) -> float:
+        """``normalization.max_value`` of the model: pixel value that its training mapped to 1.0."""
+        return self._meta.max_value
+
+    def postprocess(self, labels: np.ndarray) -> np.ndarray:
+        """Applies ``min_object_size`` and ``fill_holes`` to an ``(H, W)`` uint8 label map."""
+        return postprocess(labels, self.options.min_object_size, self.options.fill_holes)
+
+    @property
+    def tta(self) -> TTAConfig | None:
+        """The test-time augmentation this predictor runs (``tta="checkpoint"`` resolved)."""
+        views = self.options.tta
+        return views if isinstance(views, TTAConfig) else None
+
+    @property
+    def meta(self) -> CheckpointMeta:
+        """The model's metadata (:class:`segflow.models.meta.CheckpointMeta`)."""
         return self._meta
 
     @property
     def num_classes(self) -> int:
         """K, the number of classes (2 for a single-logit binary model)."""
-        return max(int(self._meta["model"]["num_classes"]), 2)
+        return self._meta.num_classes
 
     @property
     def in_channels(self) -> int:
         """Channels the network expects."""
-        return int(self._meta["model"]["in_channels"])
+        return self._meta.in_channels
 
     @property
     def classes(self) -> list[str]:
         """Class names (``class_<i>`` where the metadata has none)."""
-        names = list(self._meta.get("classes") or [])
-        return names if len(names) == self.num_classes else [f"class_{i}" for i in range(self.num_classes)]
+        return self._meta.class_names
 
     @property
     def palette(self) -> list[tuple[int, int, int]]:
         """One (r, g, b) colour per class."""
-        stored = self._meta.get("palette") or []
-        if len(stored) >= self.num_classes:
-            return [(int(c[0]), int(c[1]), int(c[2])) for c in stored[: self.num_classes]]
-        return default_palette(self.num_classes)
+        return self._meta.colors
 
     # --- whole-image path -------------------------------------------------------------
 
@@ -278,7 +260,7 @@ class Predictor:
         def probs(view: np.ndarray) -> np.ndarray:
             return softmax(logits_with_policy(view, self.backend.forward, policy, self.options.pad_mode))
 
-        return tta_probs(x, probs, self.options.tta) if self.options.tta else probs(x)
+        return tta_probs(x, probs, self.tta) if self.tta else probs(x)
 
     def _network_size(self, height: int, width: int) -> tuple[int, int]:
         size = policy_input_size(height, width, self.policy)
@@ -342,23 +324,37 @@ class Predictor:
         return forward
 
     def iter_label_bands(
-        self, reader: BandReader, progress: Progress | None = None, return_probs: bool = False
+        self,
+        reader: BandReader,
+        progress: Progress | None = None,
+        return_probs: bool = False,
+        name: str = "image",
     ) -> Iterator[LabelBand]:
         """Tiled prediction of an image read band by band (see :mod:`segflow.inference.tiling`).
+
+        Windows follow :attr:`streaming_tile_spec`. Pixels are scaled by
+        :func:`segflow.inference.preprocess.pixel_scale` and their channels adapted by
+        :func:`segflow.inference.preprocess.model_channels` (one warning per image when colour
+        is dropped for a 1-channel model).
 
         Args:
             reader: Band reader of the image.
             progress: Called with the number of windows done after each batch.
             return_probs: Also yield each band's probabilities.
+            name: Names the image in warnings and errors.
 
         Yields:
             :class:`LabelBand` objects top to bottom (labels before post-processing).
         """
-        spec = self.options.tile or self.auto_tile_spec()
-        scale = np.float32(1.0 / max_value_for(np.empty(0, dtype=reader.dtype)))
+        scale = pixel_scale(reader.dtype, self.max_value)
+        warned = False
 
         def read_rows(y0: int, y1: int) -> np.ndarray:
-            band = adapt_channels(reader.read(y0, y1), self.in_channels)
+            nonlocal warned
+            band, note = model_channels(reader.read(y0, y1), self.in_channels, name)
+            if note is not None and not warned:
+                logger.warning(note)
+                warned = True
             return band.transpose(2, 0, 1)
 
         blocks = iter_blended_bands(
@@ -366,7 +362,7 @@ class Predictor:
             reader.height,
             reader.width,
             self._window_forward(scale),
-            spec,
+            self.streaming_tile_spec,
             progress,
             self.options.pad_mode,
         )
@@ -405,7 +401,11 @@ class Predictor:
         return make_tile_spec(tile, AUTO_OVERLAP, "gaussian", DEFAULT_TILE_BATCH, self.stride)
 
     def predict_tiled(
-        self, image: np.ndarray, return_probs: bool = False, progress: Progress | None = None
+        self,
+        image: np.ndarray,
+        return_probs: bool = False,
+        progress: Progress | None = None,
+        name: str = "image",
     ) -> Prediction:
         """In-memory tiled prediction of an ``(H, W, C)`` image.
 
@@ -413,11 +413,11 @@ class Predictor:
         plus the ``(H, W)`` uint8 label map; the full ``(K, H, W)`` float32 probabilities are
         only assembled when ``return_probs`` is set.
         """
-        reader = ArrayBandReader(check_image(image))
+        reader = ArrayBandReader(check_image(image, name))
         labels = np.empty((reader.height, reader.width), dtype=np.uint8)
         probs: np.ndarray | None = None
         top_sum = 0.0
-        for band in self.iter_label_bands(reader, progress, return_probs=return_probs):
+        for band in self.iter_label_bands(reader, progress, return_probs, name):
             rows = slice(band.y0, band.y0 + band.labels.shape[0])
             labels[rows] = band.labels
             top_sum += band.top_sum
@@ -425,21 +425,24 @@ class Predictor:
                 if probs is None:
                     probs = np.empty((band.probs.shape[0], reader.height, reader.width), dtype=np.float32)
                 probs[:, rows] = band.probs
-        labels = postprocess(labels, self.options.min_object_size, self.options.fill_holes)
+        labels = self.postprocess(labels)
         return Prediction(labels, probs, top_sum / labels.size, class_share(labels, self.num_classes))
 
     # --- public API ---------------------------------------------------------------------
 
     def _finish(self, probs: np.ndarray, return_probs: bool) -> Prediction:
-        labels = probs_to_labels(probs, self.options.threshold)
-        labels = postprocess(labels, self.options.min_object_size, self.options.fill_holes)
+        labels = self.postprocess(probs_to_labels(probs, self.options.threshold))
         confidence = float(probs.max(axis=0).mean(dtype=np.float64))
         return Prediction(
             labels, probs if return_probs else None, confidence, class_share(labels, probs.shape[0])
         )
 
     def predict(
-        self, image: np.ndarray, return_probs: bool = False, progress: Progress | None = None
+        self,
+        image: np.ndarray,
+        return_probs: bool = False,
+        progress: Progress | None = None,
+        name: str = "image",
     ) -> Prediction:
         """Segments one image.
 
@@ -447,15 +450,18 @@ class Predictor:
             image: ``(H, W, C)`` (or ``(H, W)``) uint8/uint16.
             return_probs: Keep the ``(K, H, W)`` probabilities in the result.
             progress: Tiled path only: called with the number of windows done.
+            name: Names the image in warnings and errors (e.g. its file name).
 
         Returns:
             :class:`Prediction` at the input's exact size.
         """
-        if self.options.tile is not None:
-            return self.predict_tiled(image, return_probs, progress)
-        return self.predict_batch([image], return_probs)[0]
+        if self._tile_spec is not None:
+            return self.predict_tiled(image, return_probs, progress, name)
+        return self.predict_batch([image], return_probs, [name])[0]
 
-    def predict_batch(self, images: Sequence[np.ndarray], return_probs: bool = False) -> list[Prediction]:
+    def predict_batch(
+        self, images: Sequence[np.ndarray], return_probs: bool = False, names: Sequence[str] | None = None
+    ) -> list[Prediction]:
         """Segments several images; each result equals :meth:`predict` on that image alone.
 
         Without tiling, images sharing a network input size (after the policy and padding to
@@ -465,40 +471,25 @@ class Predictor:
         Args:
             images: ``(H_i, W_i, C)`` uint8/uint16 arrays; sizes may differ.
             return_probs: Keep probabilities in the results.
+            names: Name of each image in warnings and errors (default ``image <i>``).
         """
-        if self.options.tile is not None:
-            return [self.predict(image, return_probs) for image in images]
-        inputs = [to_chw(image, self.in_channels, f"image {i}") for i, image in enumerate(images)]
+        labels = list(names) if names is not None else [f"image {i}" for i in range(len(images))]
+        if self._tile_spec is not None:
+            return [
+                self.predict(image, return_probs, name=name)
+                for image, name in zip(images, labels, strict=True)
+            ]
+        inputs = [
+            to_chw(image, self.in_channels, self.max_value, name)
+            for image, name in zip(images, labels, strict=True)
+        ]
         return [self._finish(p, return_probs) for p in self._whole_image_probs(inputs)]
 
-    def predict_file(
-        self,
-        input_path: str | Path,
-        out_dir: str | Path,
-        overlay: bool = False,
-        probs: bool = False,
-        progress: Any = None,
-    ) -> list[Path]:
-        """Predicts one image file and writes ``<stem>.png`` (or ``<stem>.tif`` when large).
-
-        Large TIFFs (more than ``STREAM_MIN_PIXELS``), and any image that large when ``tile``
-        is set, are streamed band by band (see :mod:`segflow.inference.streaming`); others
-        are read whole.
-
-        Args:
-            input_path: Image file.
-            out_dir: Output folder (created).
-            overlay: Also write ``<stem>_overlay.png``.
-            probs: Also write ``<stem>_probs.npy`` (float16 ``(K, H, W)``).
-            progress: Optional :class:`segflow.inference.streaming.TileProgress`.
-
-        Returns:
-            Paths written.
-        """
-        from segflow.inference.streaming import predict_file
-
-        return predict_file(self, Path(input_path), Path(out_dir), overlay, probs, progress)
-
     def __repr__(self) -> str:
-        fields = {k: v for k, v in dataclasses.asdict(self.options).items() if v not in (None, 0)}
-        return f"Predictor(classes={self.num_classes}, stride={self.stride}, {fields})"
+        defaults = InferenceOptions()
+        changed = {
+            name: value
+            for name, value in self.options
+            if name not in OUTPUT_FIELDS | PERFORMANCE_FIELDS and value != getattr(defaults, name)
+        }
+        return f"Predictor(classes={self.num_classes}, stride={self.stride}, {changed})"

@@ -1,26 +1,43 @@
 """Preprocessing: image arrays to network input, the input-size policy, and restoring the size.
 
-The network input is float32 ``(N, C, H, W)`` = image / max_value (255 for uint8, 65535 for
-uint16); mean/std normalisation happens inside the model (docs/architecture.md).
+The network input is float32 ``(N, C, H, W)`` = image * :func:`pixel_scale` (1/255 for uint8;
+for uint16, 1/the model's ``normalization.max_value`` when it was trained on 16-bit data, else
+1/65535); mean/std normalisation happens inside the model (docs/architecture.md).
+
+These are the rules for every image that reaches a model, whether it comes from a file
+(``segflow predict``), an upload (``segflow serve``, via ``segflow.serving.codecs``) or an
+array (the Python API): 8- and 16-bit pixels are accepted, and the channels are adapted by
+:func:`model_channels` (for a 1-channel model, RGB(A) becomes grayscale by luminance, with a
+warning).
 """
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
+from pydantic import ValidationError
 
 from segflow.errors import CheckpointError, InferenceError
 from segflow.inference.tiling import pad_rows_to
+from segflow.models.meta import DEFAULT_STRIDE, CheckpointMeta, InputPolicyMeta, describe_meta_error
 
 MAX_VALUES: dict[np.dtype[Any], float] = {np.dtype(np.uint8): 255.0, np.dtype(np.uint16): 65535.0}
-POLICY_MODES = ("keep", "resize", "scale")
 PAD_MODES = ("reflect", "constant")
-DEFAULT_MULTIPLE = 32
+DEFAULT_MULTIPLE = DEFAULT_STRIDE
 RGB_CHANNELS = 3
 GRAY_CHANNELS = 1
+EIGHT_BIT_MAX = 255.0
+LUMA_WEIGHTS_16 = (19595, 38470, 7471)
+"""ITU-R BT.601 luma weights 0.299, 0.587, 0.114 in 16-bit fixed point, as Pillow's RGB -> L
+conversion uses them (so an 8-bit result equals ``Image.convert("L")``); they sum to 65536."""
+LUMA_SHIFT = 16
+LUMA_CHUNK_ROWS = 256
+
+logger = logging.getLogger(__name__)
 
 LogitsForward = Callable[[np.ndarray], np.ndarray]
 """``forward(x (N, C, h, w) float32 in [0, 1]) -> logits (N, K, h, w) float32``."""
@@ -44,33 +61,24 @@ class InputPolicy:
     scale: float | None = None
 
     @classmethod
-    def from_meta(cls, meta: Mapping[str, Any], default_multiple: int = DEFAULT_MULTIPLE) -> InputPolicy:
-        """Reads and checks ``meta["input_policy"]`` (missing -> ``keep``).
+    def from_meta(cls, meta: CheckpointMeta | Mapping[str, Any]) -> InputPolicy:
+        """The policy of a model's metadata (missing -> ``keep`` at the default stride).
+
+        Args:
+            meta: The model's :class:`CheckpointMeta`, or raw metadata whose
+                ``input_policy`` is validated by the same rules.
 
         Raises:
             CheckpointError: The policy is malformed (names the field and the value).
         """
-        raw = dict(meta.get("input_policy") or {})
-        mode = str(raw.get("mode", "keep"))
-        multiple = int(raw.get("multiple") or default_multiple)
-        if mode not in POLICY_MODES:
-            raise CheckpointError(
-                f"input_policy.mode={mode!r} in the model metadata; expected {POLICY_MODES}"
-            )
-        if multiple < 1:
-            raise CheckpointError(f"input_policy.multiple={multiple!r} in the model metadata must be >= 1")
-        size = raw.get("size")
-        scale = raw.get("scale")
-        if mode == "resize" and (not size or len(size) != 2 or min(int(v) for v in size) < 1):
-            raise CheckpointError(f"input_policy.size={size!r}: mode 'resize' needs [height, width] > 0")
-        if mode == "scale" and (scale is None or float(scale) <= 0):
-            raise CheckpointError(f"input_policy.scale={scale!r}: mode 'scale' needs a factor > 0")
-        return cls(
-            mode=mode,
-            size=(int(size[0]), int(size[1])) if size else None,
-            multiple=multiple,
-            scale=float(scale) if scale is not None else None,
-        )
+        if isinstance(meta, CheckpointMeta):
+            policy = meta.input_policy
+        else:
+            try:
+                policy = InputPolicyMeta.model_validate(meta.get("input_policy") or {})
+            except ValidationError as err:
+                raise CheckpointError(describe_meta_error(err)) from None
+        return cls(mode=policy.mode, size=policy.size, multiple=policy.multiple, scale=policy.scale)
 
 
 def max_value_for(image: np.ndarray) -> float:
@@ -97,41 +105,114 @@ def check_image(image: np.ndarray, name: str = "image") -> np.ndarray:
     return image
 
 
-def adapt_channels(image: np.ndarray, in_channels: int, name: str = "image") -> np.ndarray:
-    """Makes an ``(H, W, C)`` image match the model's channel count.
+def pixel_scale(dtype: np.dtype[Any] | type, max_value: float = EIGHT_BIT_MAX) -> np.float32:
+    """Factor that maps pixels of ``dtype`` to the network's [0, 1] input.
+
+    uint8 pixels are divided by 255. uint16 pixels are divided by the model's
+    ``normalization.max_value`` when that says it was trained on 16-bit data (a value above 255,
+    e.g. 65535, or 4095 for 12-bit data; larger pixels are clipped to 1 by :func:`to_unit`), and by
+    65535 for a model trained on 8-bit data, so the full 16-bit range maps to [0, 1] as an 8-bit
+    conversion of the image would.
+
+    Args:
+        dtype: uint8 or uint16.
+        max_value: The model's ``normalization.max_value`` (255 or 65535 from segflow training).
+
+    Raises:
+        InferenceError: Another dtype.
+    """
+    full = max_value_for(np.empty(0, dtype=dtype))
+    if full > EIGHT_BIT_MAX and EIGHT_BIT_MAX < float(max_value) <= full:
+        return np.float32(1.0 / float(max_value))
+    return np.float32(1.0 / full)
+
+
+def luminance(colour: np.ndarray) -> np.ndarray:
+    """Gray ``(H, W, 1)`` of an ``(H, W, 3+)`` uint8/uint16 image by ITU-R BT.601 luma.
+
+    ``(19595 R + 38470 G + 7471 B + 32768) >> 16``, i.e. 0.299 R + 0.587 G + 0.114 B rounded,
+    the fixed-point formula of Pillow's ``convert("L")``; channels past the third (alpha) are
+    ignored; the dtype is kept. The sum fits uint32 even for 16-bit pixels (65535 * 65536 +
+    32768 < 2**32); rows are converted :data:`LUMA_CHUNK_ROWS` at a time, so the temporaries
+    stay small next to the image (about 8 bytes per pixel of one chunk).
+    """
+    height = colour.shape[0]
+    gray = np.empty((height, colour.shape[1], 1), dtype=colour.dtype)
+    for y0 in range(0, height, LUMA_CHUNK_ROWS):
+        block = colour[y0 : y0 + LUMA_CHUNK_ROWS]
+        total = np.full(block.shape[:2], 1 << (LUMA_SHIFT - 1), dtype=np.uint32)
+        for channel, weight in enumerate(LUMA_WEIGHTS_16):
+            total += block[:, :, channel].astype(np.uint32) * np.uint32(weight)
+        gray[y0 : y0 + LUMA_CHUNK_ROWS, :, 0] = total >> LUMA_SHIFT
+    return gray
+
+
+def model_channels(image: np.ndarray, in_channels: int, name: str = "image") -> tuple[np.ndarray, str | None]:
+    """Makes an ``(H, W, C)`` image match the model's channel count; the one rule for all inputs.
 
     Gray -> RGB replicates the channel; RGBA -> RGB and gray+alpha -> gray drop the alpha;
-    an RGB(A) image whose colour channels are identical feeds a 1-channel model.
+    RGB(A) -> gray (1-channel model) is :func:`luminance`, and a warning note is returned
+    when the colour channels differ (colour is lost).
+
+    Returns:
+        ``(image (H, W, in_channels), note)`` where ``note`` is a one-line warning or None.
 
     Raises:
         InferenceError: The channels cannot be adapted (names the image and both counts).
     """
     channels = image.shape[2]
     if channels == in_channels:
-        return image
+        return image, None
     if in_channels == RGB_CHANNELS and channels in (1, 2):
-        return np.repeat(image[:, :, :1], RGB_CHANNELS, axis=2)
+        return np.repeat(image[:, :, :1], RGB_CHANNELS, axis=2), None
     if in_channels == RGB_CHANNELS and channels == 4:
-        return image[:, :, :RGB_CHANNELS]
+        return image[:, :, :RGB_CHANNELS], None
     if in_channels == GRAY_CHANNELS and channels == 2:
-        return image[:, :, :1]
+        return image[:, :, :1], None
     if in_channels == GRAY_CHANNELS and channels >= RGB_CHANNELS:
         colour = image[:, :, :RGB_CHANNELS]
         if np.array_equal(colour[:, :, 0], colour[:, :, 1]) and np.array_equal(
             colour[:, :, 0], colour[:, :, 2]
         ):
-            return image[:, :, :1]
+            return np.ascontiguousarray(image[:, :, :1]), None
+        note = (
+            f"{name} has {channels} colour channels but the model takes 1: converted to grayscale by "
+            "luminance (0.299 R + 0.587 G + 0.114 B); convert it yourself to silence this"
+        )
+        return luminance(image), note
     raise InferenceError(
         f"{name} has {channels} channel(s) but the model expects {in_channels}; convert the image "
         f"(for example to {'RGB' if in_channels == RGB_CHANNELS else 'grayscale'}) first"
     )
 
 
-def to_chw(image: np.ndarray, in_channels: int, name: str = "image") -> np.ndarray:
-    """``(H, W, C)`` uint8/uint16 -> float32 ``(C', H, W)`` in [0, 1] with C' = ``in_channels``."""
+def adapt_channels(image: np.ndarray, in_channels: int, name: str = "image") -> np.ndarray:
+    """:func:`model_channels`, logging its warning (if any) on ``segflow.inference.preprocess``."""
+    adapted, note = model_channels(image, in_channels, name)
+    if note is not None:
+        logger.warning(note)
+    return adapted
+
+
+def to_unit(image: np.ndarray, scale: np.float32) -> np.ndarray:
+    """``(H, W, C)`` pixels -> float32 ``(C, H, W)`` = pixels * ``scale``, clipped at 1."""
+    x = np.ascontiguousarray(image.transpose(2, 0, 1), dtype=np.float32) * scale
+    return x if scale * max_value_for(image) <= 1.0 else np.minimum(x, np.float32(1.0))
+
+
+def to_chw(
+    image: np.ndarray, in_channels: int, max_value: float = EIGHT_BIT_MAX, name: str = "image"
+) -> np.ndarray:
+    """``(H, W, C)`` uint8/uint16 -> float32 ``(C', H, W)`` in [0, 1] with C' = ``in_channels``.
+
+    Args:
+        image: The pixels.
+        in_channels: The model's input channels.
+        max_value: The model's ``normalization.max_value`` (see :func:`pixel_scale`).
+        name: Names the image in warnings and errors.
+    """
     image = adapt_channels(check_image(image, name), in_channels, name)
-    scale = np.float32(1.0 / max_value_for(image))
-    return np.ascontiguousarray(image.transpose(2, 0, 1), dtype=np.float32) * scale
+    return to_unit(image, pixel_scale(image.dtype, max_value))
 
 
 def pad_to_multiple(x: np.ndarray, multiple: int, mode: str = "reflect") -> np.ndarray:

@@ -24,7 +24,10 @@ Peak memory of a streamed prediction to BigTIFF, with ``t = tile``, ``s`` its st
   + model activations for B windows (ONNX Runtime's arena is off, so they are freed)
   + the runtime itself (Python, NumPy, OpenCV, ONNX Runtime: ~0.2 GB; torch: ~0.7 GB more)
 
-which depends on the tile, overlap, class count and width, never on the height. For
+which depends on the tile, overlap, class count and width, never on the height. The tiling
+comes from the predictor (:attr:`Predictor.tile_spec`, or :attr:`Predictor.streaming_tile_spec`
+for streamed images); this module never reads the predictor's options, and
+:mod:`segflow.inference.predictor` never imports this module. For
 example W = 20000, t = 512, overlap 0.25 (c = 128), K = 12, C = 3, uint8, B = 4: about
 0.27 GB carried + 0.01 GB strip + 0.06 GB input + 0.16 GB batch + 0.03 GB labels and TIFF
 rows, i.e. about 0.5 GB plus the model and the runtime.
@@ -42,7 +45,6 @@ import numpy as np
 
 from segflow.errors import InferenceError
 from segflow.inference.bands import BandReader, open_band_reader, write_label_tiff
-from segflow.inference.postprocess import postprocess
 from segflow.inference.tiling import count_windows
 from segflow.io_utils import atomic_write
 
@@ -168,12 +170,11 @@ def predict_file(
         paths = output_paths(out_dir, input_path.stem, large=False)
         image = reader.read(0, reader.height)
         callback = None
-        if predictor.options.tile is not None:
-            _start(
-                progress, input_path.name, count_windows(reader.height, reader.width, predictor.options.tile)
-            )
+        spec = predictor.tile_spec
+        if spec is not None:
+            _start(progress, input_path.name, count_windows(reader.height, reader.width, spec))
             callback = progress.advance if progress is not None else None
-        prediction = predictor.predict(image, return_probs=probs, progress=callback)
+        prediction = predictor.predict(image, return_probs=probs, progress=callback, name=input_path.name)
         return write_prediction(paths, image, prediction, predictor, overlay)
     finally:
         reader.close()
@@ -192,7 +193,7 @@ def stream_file(
     """Streams a prediction of ``reader``'s image to files (see the module docstring).
 
     Args:
-        predictor: The predictor (its ``tile`` options, or 512 / 0.25 when unset).
+        predictor: The predictor; its ``streaming_tile_spec`` places the windows.
         reader: Band reader of the image.
         input_path: The image file (names the outputs).
         out_dir: Output folder.
@@ -212,14 +213,13 @@ def stream_file(
             f"written as a BigTIFF above {MAX_PNG_PIXELS} pixels; drop --overlay and view the .tif"
         )
     paths = output_paths(out_dir, input_path.stem, large)
-    spec = predictor.options.tile or predictor.auto_tile_spec()
-    _start(progress, input_path.name, count_windows(height, width, spec))
+    _start(progress, input_path.name, count_windows(height, width, predictor.streaming_tile_spec))
     callback = progress.advance if progress is not None else None
     with contextlib.ExitStack() as stack:
         probs_out = (
             _open_probs(stack, paths["probs"], predictor.num_classes, height, width) if probs else None
         )
-        bands = _band_labels(predictor, reader, callback, probs_out, per_band_postprocess=large)
+        bands = _band_labels(predictor, reader, callback, probs_out, large, input_path.name)
         if large:
             with atomic_write(paths["labels"]) as tmp:
                 write_label_tiff(tmp, bands, height, width, predictor.palette)
@@ -248,16 +248,14 @@ def _band_labels(
     callback: object,
     probs_out: np.memmap | None,
     per_band_postprocess: bool,
+    name: str,
 ) -> Iterator[np.ndarray]:
     """Label bands in order; stores each band's probabilities in ``probs_out`` when given."""
-    options = predictor.options
-    for band in predictor.iter_label_bands(reader, callback, return_probs=probs_out is not None):  # type: ignore[arg-type]
+    bands = predictor.iter_label_bands(reader, callback, probs_out is not None, name)  # type: ignore[arg-type]
+    for band in bands:
         if probs_out is not None and band.probs is not None:
             probs_out[:, band.y0 : band.y0 + band.labels.shape[0]] = band.probs
-        if per_band_postprocess:
-            yield postprocess(band.labels, options.min_object_size, options.fill_holes)
-        else:
-            yield band.labels
+        yield predictor.postprocess(band.labels) if per_band_postprocess else band.labels
 
 
 def _write_label_png(
@@ -270,5 +268,4 @@ def _write_label_png(
     for band in bands:
         labels[row : row + band.shape[0]] = band
         row += band.shape[0]
-    labels = postprocess(labels, predictor.options.min_object_size, predictor.options.fill_holes)
-    save_label_png(path, labels, predictor.palette)
+    save_label_png(path, predictor.postprocess(labels), predictor.palette)

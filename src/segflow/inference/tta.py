@@ -50,12 +50,22 @@ class TTAConfig:
         return axes
 
 
+TTA_PRESETS: dict[str, TTAConfig | None] = {
+    "none": None,
+    "hflip": TTAConfig(hflip=True, vflip=False),
+    "vflip": TTAConfig(hflip=False, vflip=True),
+    "flip": TTAConfig(),
+}
+"""Named TTA settings (``--tta NAME``, ``evaluate: {tta: NAME}``)."""
+
+
 def parse_tta(option: None | bool | str | Mapping[str, Any] | TTAConfig) -> TTAConfig | None:
     """Turns the ``tta`` option into a :class:`TTAConfig` (or None for no TTA).
 
     Args:
-        option: None/False (off), True or ``"flip"`` (h+v flips), or a dict with keys
-            ``hflip``, ``vflip`` (bools) and ``scales`` (list of positive floats).
+        option: None/False/``"none"`` (off), True or ``"flip"`` (h+v flips), ``"hflip"``,
+            ``"vflip"``, or a dict with keys ``hflip``, ``vflip`` (bools) and ``scales``
+            (list of positive floats).
 
     Raises:
         ConfigError: Unknown string, unknown key or a bad scale (named in the message).
@@ -64,10 +74,15 @@ def parse_tta(option: None | bool | str | Mapping[str, Any] | TTAConfig) -> TTAC
         return None
     if isinstance(option, TTAConfig):
         return option
-    if option is True or option == "flip":
+    if option is True:
         return TTAConfig()
     if isinstance(option, str):
-        raise ConfigError(f"tta={option!r} is invalid; use None, 'flip' or a dict with keys {TTA_KEYS}")
+        if option not in TTA_PRESETS:
+            raise ConfigError(
+                f"tta={option!r} is invalid; use None, one of {', '.join(TTA_PRESETS)} "
+                f"or a dict with keys {TTA_KEYS}"
+            )
+        return TTA_PRESETS[option]
     unknown = set(option) - set(TTA_KEYS)
     if unknown:
         raise ConfigError(f"tta has unknown key(s) {sorted(unknown)}; allowed keys: {TTA_KEYS}")

@@ -16,6 +16,7 @@ import cv2
 import numpy as np
 
 from segflow.errors import DataError
+from segflow.inference.options import DEFAULT_FRAME_BATCH
 from segflow.io_utils import atomic_write
 
 if TYPE_CHECKING:
@@ -23,7 +24,6 @@ if TYPE_CHECKING:
 
 VIDEO_SUFFIXES = (".mp4", ".avi", ".mov", ".mkv")
 FOURCC_BY_SUFFIX = {".mp4": "mp4v", ".mov": "mp4v", ".avi": "MJPG", ".mkv": "MJPG"}
-DEFAULT_FRAME_BATCH = 8
 DEFAULT_FPS = 25.0
 OVERLAY_ALPHA = 0.5
 FRAME_COUNT_SLACK = 1

@@ -8,6 +8,7 @@ import numpy as np
 import torch
 
 from segflow.constants import IGNORE_INDEX
+from segflow.data.labels import LabelRules
 from segflow.errors import DataError
 
 ArrayLike = np.ndarray | torch.Tensor
@@ -42,7 +43,9 @@ def check_labels(pred: ArrayLike, target: ArrayLike, num_classes: int, ignore_in
     """Raises DataError when shapes differ or a value is no class (nor ignore in ``target``).
 
     Works on NumPy arrays and tensors alike (NumPy avoids waking torch's thread pool for
-    the small per-image checks of boundary counting).
+    the small per-image checks of boundary counting). The ground-truth rule is
+    :meth:`segflow.data.labels.LabelRules.check_labels`; a prediction may be any class
+    ``0..K-1`` (also the ignored class, which then counts against the pixel's class).
 
     Args:
         pred: Predicted class indices, any shape.
@@ -63,13 +66,7 @@ def check_labels(pred: ArrayLike, target: ArrayLike, num_classes: int, ignore_in
             f"prediction contains class {low if low < 0 else high} outside 0..{num_classes - 1}; "
             f"set num_classes to the model's number of classes (now {num_classes})"
         )
-    bad = (target != ignore_index) & ((target < 0) | (target >= num_classes))
-    if bool(bad.any()):
-        value = int(target[bad][0])
-        raise DataError(
-            f"ground truth contains value {value}, which is neither a class 0..{num_classes - 1} "
-            f"nor ignore_index {ignore_index}; map it with mask_values or set num_classes"
-        )
+    LabelRules.for_scoring(num_classes, ignore_index).check_labels(target, "ground truth")
 
 
 def confusion_matrix_tensor(
@@ -79,7 +76,8 @@ def confusion_matrix_tensor(
 
     Args:
         pred: Predicted class indices, integer tensor of any shape, e.g. (N, H, W).
-        target: Ground-truth class indices, same shape; ``ignore_index`` pixels are skipped.
+        target: Ground-truth class indices, same shape; ``ignore_index`` pixels are skipped,
+            also when ``ignore_index`` is a class index (its row then stays 0).
         num_classes: Number of classes K.
         ignore_index: Ground-truth value left out of every count.
 
@@ -92,7 +90,7 @@ def confusion_matrix_tensor(
     pred = _as_tensor(pred, "prediction")
     target = _as_tensor(target, "ground truth").to(pred.device)
     check_labels(pred, target, num_classes, ignore_index)
-    valid = (target >= 0) & (target < num_classes)
+    valid = LabelRules.for_scoring(num_classes, ignore_index).labelled(target)
     flat = num_classes * target[valid].long() + pred[valid].long()
     counts = torch.bincount(flat, minlength=num_classes * num_classes)
     return counts.reshape(num_classes, num_classes)

@@ -65,8 +65,9 @@ def render_markdown(metrics: dict[str, Any]) -> str:
     """
     lines = ["## Summary", "", "| metric | value |", "|---|---|"]
     lines += [f"| {key} | {_fmt(metrics.get(key))} |" for key in SUMMARY_KEYS]
-    if metrics.get("num_images") is not None:
-        lines.append(f"| num_images | {metrics['num_images']} |")
+    for key in ("num_images", "boundary_tolerance_px", "ignore_index"):
+        if metrics.get(key) is not None:
+            lines.append(f"| {key} | {metrics[key]} |")
     lines += ["", "## Per class", "", "| class | " + " | ".join(PER_CLASS_KEYS) + " |"]
     lines.append("|---" * (len(PER_CLASS_KEYS) + 1) + "|")
     for name, scores in metrics.get("per_class", {}).items():
@@ -74,6 +75,7 @@ def render_markdown(metrics: dict[str, Any]) -> str:
         lines.append(f"| {name} | {cells} |")
     lines += [
         "",
-        f"`{MISSING}`: undefined (class absent from ground truth and prediction, see docs/metrics.md).",
+        f"`{MISSING}`: undefined (class absent from ground truth and prediction, or the class whose "
+        "index is ignore_index, which is never scored; see docs/metrics.md).",
     ]
     return "\n".join(lines) + "\n"

@@ -3,7 +3,9 @@
 ``C`` is the (K, K) confusion matrix, rows = ground truth, columns = prediction;
 tp_c = C[c, c], fp_c = column sum - tp_c, fn_c = row sum - tp_c. A ratio whose
 denominator is 0 is NaN and means are NaN-means, so a class absent from both ground truth
-and prediction is left out of mIoU and mean Dice.
+and prediction is left out of mIoU and mean Dice. The ignored class (``ignore_index`` < K,
+see :class:`segflow.data.labels.LabelRules`) is NaN in every per-class score and left out
+of every mean.
 """
 
 from __future__ import annotations
@@ -13,6 +15,7 @@ from typing import Any
 
 import numpy as np
 
+from segflow.data.labels import LabelRules
 from segflow.errors import ConfigError, DataError
 
 SUMMARY_KEYS = ("pixel_accuracy", "mean_accuracy", "miou", "fwiou", "mean_dice", "boundary_f1")
@@ -59,13 +62,20 @@ def class_scores(confmat: np.ndarray) -> dict[str, np.ndarray]:
     }
 
 
-def boundary_f1_scores(boundary: np.ndarray) -> np.ndarray:
+def boundary_f1_scores(boundary: np.ndarray, confmat: np.ndarray | None = None) -> np.ndarray:
     """Per-class boundary F1 from (K, 4) counts [matched_pred, total_pred, matched_gt, total_gt].
 
     precision = matched_pred / total_pred, recall = matched_gt / total_gt,
     F1 = 2PR / (P + R). A side without boundary pixels scores 0 when the other side has
-    some (the class was missed, or hallucinated); a class without boundary pixels on either
-    side is NaN.
+    some (the class was missed, or hallucinated). A class without boundary pixels on either
+    side (a region bordered only by ignored pixels or the image border) scores 1.0 when the
+    confusion matrix shows it predicted right somewhere (tp > 0: nothing to find and nothing
+    claimed, as DAVIS's F-measure does), 0.0 when it only occurs as misses or false alarms,
+    and NaN when it occurs in neither ground truth nor prediction (or without ``confmat``).
+
+    Args:
+        boundary: (K, 4) int64 counts (see ``BOUNDARY_COLUMNS``).
+        confmat: (K, K) confusion matrix of the same images, or None.
 
     Returns:
         (K,) float64 array.
@@ -74,7 +84,12 @@ def boundary_f1_scores(boundary: np.ndarray) -> np.ndarray:
     precision = np.nan_to_num(_ratio(matched_pred, total_pred), nan=0.0)
     recall = np.nan_to_num(_ratio(matched_gt, total_gt), nan=0.0)
     f1 = np.nan_to_num(_ratio(2 * precision * recall, precision + recall), nan=0.0)
-    f1[(total_pred + total_gt) == 0] = np.nan
+    no_edges = (total_pred + total_gt) == 0
+    f1[no_edges] = np.nan
+    if confmat is not None:
+        tp = np.diag(confmat)
+        occurs = (confmat.sum(axis=0) + confmat.sum(axis=1)) > 0
+        f1[no_edges & occurs] = np.where(tp[no_edges & occurs] > 0, 1.0, 0.0)
     return f1
 
 
@@ -103,17 +118,24 @@ def metrics_from_counts(
     boundary: np.ndarray | None = None,
     class_names: list[str] | None = None,
     num_images: int | None = None,
+    labels: LabelRules | None = None,
+    boundary_tolerance_px: int | None = None,
 ) -> dict[str, Any]:
     """The ``metrics.json`` dict from split-wide integer counts.
 
     Args:
         confmat: (K, K) int64 confusion matrix over the whole split, rows = ground truth.
         boundary: (K, 4) int64 boundary counts, or None (boundary F1 is then NaN).
-        class_names: K unique names, default ``class_<i>``.
+        class_names: K unique names; default ``labels.classes``, else ``class_<i>``.
         num_images: Number of images counted, stored as-is (None if unknown).
+        labels: The label rules the counts were taken under. The ignored class (when
+            ``ignore_index`` is a class index) is never scored: all its per-class scores
+            are NaN and it is left out of every mean. None scores every class.
+        boundary_tolerance_px: Boundary F1 match distance the counts used, stored as-is.
 
     Returns:
         Dict with keys ``SUMMARY_KEYS`` (floats, NaN when undefined), ``num_images``,
+        ``boundary_tolerance_px``, ``ignore_index`` (None without ``labels``),
         ``confusion_matrix`` (list of lists of int) and ``per_class``
         (name -> {iou, dice, precision, recall, accuracy, boundary_f1}).
 
@@ -123,15 +145,28 @@ def metrics_from_counts(
     """
     confmat = np.asarray(confmat, dtype=np.int64)
     boundary = None if boundary is None else np.asarray(boundary, dtype=np.int64)
-    names = list(class_names) if class_names is not None else default_class_names(confmat.shape[0])
+    if class_names is not None:
+        names = list(class_names)
+    elif labels is not None:
+        names = list(labels.classes)
+    else:
+        names = default_class_names(confmat.shape[0])
     _check_counts(confmat, boundary, names)
     scores = class_scores(confmat)
     scores["accuracy"] = scores["recall"]
     nan_column = np.full(confmat.shape[0], np.nan)
-    scores["boundary_f1"] = nan_column if boundary is None else boundary_f1_scores(boundary)
+    scores["boundary_f1"] = nan_column if boundary is None else boundary_f1_scores(boundary, confmat)
+    if labels is not None:
+        if labels.num_classes != confmat.shape[0]:
+            raise DataError(
+                f"label rules have {labels.num_classes} classes but the confusion matrix has "
+                f"{confmat.shape[0]}"
+            )
+        for key in scores:
+            scores[key] = np.where(labels.scored, scores[key], np.nan)
     total = confmat.sum()
-    # A NaN IoU only occurs for a class absent from ground truth (and prediction), whose
-    # frequency is 0, so zeroing it drops nothing and no renormalisation is needed.
+    # A NaN IoU only occurs for a class absent from ground truth (and prediction), or the
+    # ignored class, whose frequency is 0, so zeroing it drops nothing.
     frequency = _ratio(confmat.sum(axis=1), np.full(confmat.shape[0], total))
     fwiou = float(np.sum(frequency * np.nan_to_num(scores["iou"], nan=0.0))) if total > 0 else float("nan")
     summary = {
@@ -146,6 +181,8 @@ def metrics_from_counts(
     return {
         **summary,
         "num_images": num_images,
+        "boundary_tolerance_px": boundary_tolerance_px,
+        "ignore_index": None if labels is None else labels.ignore_index,
         "confusion_matrix": confmat.tolist(),
         "per_class": per_class,
     }

@@ -8,6 +8,7 @@ import torch
 from torchmetrics import Metric
 
 from segflow.constants import DEFAULT_BOUNDARY_TOLERANCE, IGNORE_INDEX
+from segflow.data.labels import LabelRules
 from segflow.errors import ConfigError, DataError
 from segflow.metrics.boundary import BOUNDARY_COLUMNS, boundary_counts_batch
 from segflow.metrics.confusion import confusion_matrix_tensor
@@ -23,11 +24,16 @@ class SegmentationMetrics(Metric):
     single-process run over the same images. Memory: O(K^2); boundary counting copies each
     batch to the CPU (cv2).
 
+    The label rules (:class:`segflow.data.labels.LabelRules`) decide which pixels count:
+    ``ignore_index`` pixels never do, also when ``ignore_index`` is a class index, and that
+    class is reported NaN (``n/a``) and left out of every mean.
+
     Args:
         num_classes: Number of classes K (>= 1).
-        ignore_index: Ground-truth value excluded from all counts.
+        ignore_index: Ground-truth value excluded from all counts (may be a class index).
         class_names: K unique names for ``per_class``, default ``class_<i>``.
-        boundary_tolerance: Boundary F1 match distance in pixels (>= 0).
+        boundary_tolerance: Boundary F1 match distance in pixels (>= 0), written to
+            ``metrics.json`` as ``boundary_tolerance_px``.
         compute_boundary: False skips boundary F1 (reported as NaN), which is faster.
     """
 
@@ -56,6 +62,7 @@ class SegmentationMetrics(Metric):
         names = list(class_names) if class_names is not None else default_class_names(num_classes)
         if len(names) != num_classes:
             raise ConfigError(f"class_names has {len(names)} names for num_classes={num_classes}")
+        self.labels = LabelRules.for_scoring(num_classes, ignore_index, names)
         self.num_classes = num_classes
         self.ignore_index = ignore_index
         self.class_names = names
@@ -103,4 +110,6 @@ class SegmentationMetrics(Metric):
             boundary=boundary,
             class_names=self.class_names,
             num_images=int(self.num_images),
+            labels=self.labels,
+            boundary_tolerance_px=self.boundary_tolerance if self.compute_boundary else None,
         )

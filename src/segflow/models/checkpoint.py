@@ -1,7 +1,9 @@
 """Checkpoint contract (docs/architecture.md): ``ckpt["segflow"]`` meta + ``net.``-prefixed weights.
 
 Works on slim model files written here (torch or safetensors) and on full Lightning
-checkpoints (which add optimizer and loop states next to the same two keys).
+checkpoints (which add optimizer and loop states next to the same two keys). The metadata is
+read and written through :class:`segflow.models.meta.CheckpointMeta`; checkpoints of an
+older segflow are upgraded by its one migration function on the way in.
 """
 
 from __future__ import annotations
@@ -25,6 +27,7 @@ from segflow.constants import CHECKPOINT_FORMAT_VERSION, CHECKPOINT_KEY
 from segflow.errors import CheckpointError, ConfigError
 from segflow.io_utils import atomic_write
 from segflow.models.factory import create_model
+from segflow.models.meta import CheckpointMeta, DataSummary, tta_record
 from segflow.models.net import SegmentationNet
 
 STATE_DICT_KEY = "state_dict"
@@ -92,6 +95,17 @@ def _normalization(net: SegmentationNet, normalization: Mapping[str, Any] | None
     return {"mean": mean, "std": std, "max_value": float(given.get("max_value", DEFAULT_MAX_VALUE))}
 
 
+def _input_policy(net: SegmentationNet, input_policy: Mapping[str, Any] | None) -> dict[str, Any]:
+    policy = dict(input_policy or {})
+    multiple = policy.get("multiple")
+    if multiple is not None and int(multiple) != net.output_stride:
+        raise ConfigError(
+            f"input_policy.multiple {multiple} differs from the network's output stride "
+            f"{net.output_stride}: leave it out, the stride is taken from the network"
+        )
+    return {**policy, "multiple": net.output_stride}
+
+
 def build_meta(
     net: SegmentationNet,
     classes: Sequence[str],
@@ -101,24 +115,31 @@ def build_meta(
     input_policy: Mapping[str, Any] | None,
     class_distribution: Sequence[float] | None,
     config: Mapping[str, Any] | None,
-) -> dict[str, Any]:
-    """Builds the ``ckpt["segflow"]`` metadata dict (primitives only).
+    tta: Any = None,
+    data: DataSummary | None = None,
+) -> CheckpointMeta:
+    """Builds the ``ckpt["segflow"]`` metadata of a trained network.
 
     Args:
-        net: The network (its arch/encoder/channels/classes and mean/std are recorded).
+        net: The network (its arch/encoder/channels/classes, mean/std and output stride are
+            recorded).
         classes: K class names.
         palette: K (r, g, b) colours, or None.
         ignore_index: Label value ignored in losses and metrics.
         normalization: ``{max_value}`` (255 or 65535); mean/std are taken from ``net``.
-        input_policy: ``{mode, size, multiple, scale}``.
+        input_policy: ``{mode, size, scale}``; ``multiple`` is the network's output stride.
         class_distribution: Val-split pixel share per class (K floats), or None.
         config: The resolved training config.
+        tta: The test-time augmentation the model is validated with (the training
+            config's ``evaluate.tta``): the default of ``evaluate``/``predict --tta``.
+        data: Summary of the data it was trained on (compared by ``segflow evaluate``).
 
     Returns:
-        Dict with the layout of docs/architecture.md.
+        The metadata (layout in :mod:`segflow.models.meta`).
 
     Raises:
-        ConfigError: Class count differs from the network's, or a value is not storable.
+        ConfigError: Class count differs from the network's, a stride or mean/std that
+            contradicts the network, an unknown ``tta``, or a value that is not storable.
     """
     if len(classes) != net.num_classes:
         raise ConfigError(
@@ -139,15 +160,17 @@ def build_meta(
         "palette": None if palette is None else [list(c) for c in palette],
         "ignore_index": int(ignore_index),
         "normalization": _normalization(net, normalization),
-        "input_policy": dict(input_policy or {}),
+        "input_policy": _input_policy(net, input_policy),
         "class_distribution": None if class_distribution is None else [float(v) for v in class_distribution],
+        "tta": tta_record(tta),
+        "data": None if data is None else data.model_dump(mode="json"),
         "config": dict(config or {}),
     }
-    return to_primitive(meta, "meta")
+    return CheckpointMeta.of(to_primitive(meta, "meta"), "new checkpoint")
 
 
 def save_model_checkpoint(
-    path: str | os.PathLike[str], net: SegmentationNet, meta: Mapping[str, Any]
+    path: str | os.PathLike[str], net: SegmentationNet, meta: CheckpointMeta | Mapping[str, Any]
 ) -> Path:
     """Writes a slim model file atomically: ``{"segflow": meta, "state_dict": {"net."+k: v}}``.
 
@@ -157,14 +180,14 @@ def save_model_checkpoint(
     Args:
         path: Destination file.
         net: The network whose weights are saved.
-        meta: Metadata from :func:`build_meta`.
+        meta: Metadata from :func:`build_meta` (a raw dict is migrated and validated first).
 
     Returns:
         The written path.
     """
     final = Path(path)
     state = {NET_PREFIX + k: v.detach().cpu().contiguous() for k, v in net.state_dict().items()}
-    meta_primitive = to_primitive(dict(meta), "meta")
+    meta_primitive = CheckpointMeta.of(meta, str(final)).to_dict()
     with atomic_write(final) as tmp:
         if final.suffix == SAFETENSORS_SUFFIX:
             save_file(state, str(tmp), metadata={CHECKPOINT_KEY: json.dumps(meta_primitive)})
@@ -173,11 +196,11 @@ def save_model_checkpoint(
     return final
 
 
-def _read_safetensors_meta(path: Path) -> dict[str, Any] | None:
+def _read_safetensors_meta(path: Path) -> str | None:
+    """The JSON text of the metadata in a safetensors header, or None."""
     with safe_open(str(path), framework="pt") as handle:
         header = handle.metadata() or {}
-    text = header.get(CHECKPOINT_KEY)
-    return None if text is None else json.loads(text)
+    return header.get(CHECKPOINT_KEY)
 
 
 def _read_raw(path: Path, map_location: str | torch.device, weights: bool) -> tuple[Any, Any]:
@@ -197,24 +220,6 @@ def _read_raw(path: Path, map_location: str | torch.device, weights: bool) -> tu
     return ckpt.get(CHECKPOINT_KEY), ckpt.get(STATE_DICT_KEY)
 
 
-def _check_meta(path: Path, meta: Any) -> dict[str, Any]:
-    if not isinstance(meta, dict):
-        raise CheckpointError(f"{path} has no segflow metadata: was it written by segflow train?")
-    version = meta.get("format_version")
-    if version != CHECKPOINT_FORMAT_VERSION:
-        raise CheckpointError(
-            f"{path} was written by segflow {meta.get('segflow_version', '?')} with checkpoint format "
-            f"{version}; this segflow ({segflow.__version__}) reads format {CHECKPOINT_FORMAT_VERSION}: "
-            f"re-export it with segflow {meta.get('segflow_version', '?')} or upgrade"
-        )
-    model = meta.get("model")
-    if not isinstance(model, dict) or not {"arch", "encoder", "in_channels", "num_classes"} <= set(model):
-        raise CheckpointError(
-            f"{path} has incomplete segflow metadata: 'model' needs arch, encoder, in_channels, num_classes"
-        )
-    return meta
-
-
 MAX_REASON_CHARS = 200
 
 
@@ -228,7 +233,7 @@ def _first_reason(err: BaseException) -> str:
 
 def _read(
     path: str | os.PathLike[str], map_location: str | torch.device, weights: bool
-) -> tuple[dict[str, Any], Any]:
+) -> tuple[CheckpointMeta, Any]:
     file = Path(path)
     if not file.is_file():
         raise CheckpointError(f"checkpoint {file} does not exist")
@@ -237,20 +242,22 @@ def _read(
     except READ_ERRORS as err:
         reason = _first_reason(err)
         raise CheckpointError(f"{file} is not a segflow checkpoint (could not be read: {reason})") from err
-    return _check_meta(file, meta), state
+    if isinstance(meta, str):
+        return CheckpointMeta.from_json(meta, str(file)), state
+    return CheckpointMeta.of(meta, str(file)), state
 
 
-def read_meta(path: str | os.PathLike[str]) -> dict[str, Any]:
+def read_meta(path: str | os.PathLike[str]) -> CheckpointMeta:
     """Reads only the segflow metadata of a checkpoint (no model is built).
 
     Args:
         path: Slim ``.pt``/``.ckpt``/``.safetensors`` file or Lightning checkpoint.
 
     Returns:
-        The metadata dict (layout of docs/architecture.md).
+        The metadata, migrated to the current layout.
 
     Raises:
-        CheckpointError: Missing, unreadable, not segflow, or unsupported format version.
+        CheckpointError: Missing, unreadable, not segflow, or a newer format version.
     """
     meta, _ = _read(path, "cpu", weights=False)
     return meta
@@ -272,7 +279,7 @@ def _key_list(keys: list[str], limit: int = 3) -> str:
 
 def load_checkpoint(
     path: str | os.PathLike[str], map_location: str | torch.device = "cpu"
-) -> tuple[SegmentationNet, dict[str, Any]]:
+) -> tuple[SegmentationNet, CheckpointMeta]:
     """Rebuilds the network of a checkpoint and loads its weights (``weights_only=True``).
 
     Args:
@@ -283,23 +290,22 @@ def load_checkpoint(
         ``(net, meta)``; ``net`` is in eval mode.
 
     Raises:
-        CheckpointError: Missing or unreadable file, no segflow metadata, unsupported
-            format version, or weights that do not match the recorded architecture.
+        CheckpointError: Missing or unreadable file, no segflow metadata, a newer format
+            version, or weights that do not match the recorded architecture.
     """
     file = Path(path)
     meta, state = _read(file, map_location, weights=True)
     weights = _net_weights(file, state)
-    model = meta["model"]
-    norm = meta.get("normalization") or {}
+    model = meta.model
     try:
         net = create_model(
-            model["arch"],
-            model["encoder"],
-            in_channels=int(model["in_channels"]),
-            num_classes=int(model["num_classes"]),
-            mean=norm.get("mean"),
-            std=norm.get("std"),
-            **(model.get("arch_kwargs") or {}),
+            model.arch,
+            model.encoder,
+            in_channels=model.in_channels,
+            num_classes=model.num_classes,
+            mean=meta.normalization.mean,
+            std=meta.normalization.std,
+            **model.arch_kwargs,
         )
     except ConfigError as err:
         raise CheckpointError(f"{file} describes a model this segflow cannot build: {err}") from err
@@ -308,14 +314,12 @@ def load_checkpoint(
     unexpected = sorted(set(weights) - expected)
     if missing or unexpected:
         raise CheckpointError(
-            f"{file} weights do not match {model['arch']}/{model['encoder']}: missing keys "
+            f"{file} weights do not match {meta.name}: missing keys "
             f"{_key_list(missing)}, unexpected keys {_key_list(unexpected)}"
         )
     try:
         net.load_state_dict(weights, strict=True)
     except RuntimeError as err:
         first = str(err).strip().splitlines()
-        raise CheckpointError(
-            f"{file} weights do not fit {model['arch']}/{model['encoder']}: {' '.join(first[1:3])}"
-        ) from err
+        raise CheckpointError(f"{file} weights do not fit {meta.name}: {' '.join(first[1:3])}") from err
     return net.to(map_location).eval(), meta

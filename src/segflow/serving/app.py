@@ -7,12 +7,14 @@ processes build their own app (``uvicorn.run("segflow.serving.app:create_app", f
 from __future__ import annotations
 
 import logging
+import re
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from http import HTTPStatus
 
 from fastapi import FastAPI, Request, Response
+from fastapi.exceptions import RequestValidationError
 from fastapi.middleware.cors import CORSMiddleware
 from fastapi.openapi.docs import get_swagger_ui_html
 from fastapi.responses import HTMLResponse, JSONResponse
@@ -24,7 +26,8 @@ from segflow.errors import InferenceError, SegflowError
 from segflow.serving.deps import ApiKeyDep
 from segflow.serving.errors import ServiceError
 from segflow.serving.routes import health, metrics, model, page, segment
-from segflow.serving.runner import PredictorLike, VariantFactory, load_predictor, option_variants
+from segflow.serving.routes.segment import describe_option_errors
+from segflow.serving.runner import PredictorLike, VariantFactory, load_predictor
 from segflow.serving.service import Service
 from segflow.serving.settings import ServeSettings
 
@@ -33,6 +36,9 @@ logger = logging.getLogger(__name__)
 UNMATCHED_ROUTE = "unmatched"
 """Route label of requests that matched no route (keeps the metric's label set bounded)."""
 CORS_HEADERS = ["X-API-Key", "Authorization", "Content-Type"]
+OBJECT_REPR = re.compile(r"<[^<>]* at 0x[0-9a-fA-F]+>")
+"""An internal object's default repr (``<_io.BytesIO object at 0x7f...>``, ``<function f at
+0x7f...>``), never shown to clients."""
 
 
 def _add_docs(app: FastAPI) -> None:
@@ -57,7 +63,8 @@ def create_app(
     Args:
         settings: Service settings; None reads them from ``SEGFLOW_*`` variables.
         predictor: An already loaded predictor; None loads ``settings.model``.
-        variant: Predictor for given per-request options; None derives it from ``predictor``.
+        variant: Predictor for given per-request options; None caches ``predictor.with_options``
+            variants (bounded, see ``variant_cache_size``).
 
     Returns:
         The FastAPI app. Its :class:`Service` is ``app.state.service``.
@@ -69,7 +76,7 @@ def create_app(
     settings = settings or ServeSettings.load()
     if predictor is None:
         predictor = load_predictor(settings.model, settings.backend)
-    service = Service(settings, predictor, variant or option_variants(predictor))
+    service = Service(settings, predictor, variant)
     app = FastAPI(
         title="segflow",
         version=__version__,
@@ -124,17 +131,42 @@ def _add_request_metrics(app: FastAPI, service: Service) -> None:
             service.metrics.observe_request(route, status, time.monotonic() - started)
 
 
+def client_message(err: BaseException) -> str:
+    """The one line a client sees for ``err``: whitespace collapsed, internal object reprs removed.
+
+    Library messages sometimes embed the repr of an internal object (Pillow's "cannot identify
+    image file <_io.BytesIO object at 0x...>"); every error answer goes through here, so none
+    reaches a client whatever module raised it.
+    """
+    return " ".join(strip_reprs(str(err), "the upload").split())
+
+
+def strip_reprs(text: str, replacement: str) -> str:
+    """``text`` with every internal object repr (nested ones too) replaced by ``replacement``."""
+    previous = None
+    while previous != text:
+        previous, text = text, OBJECT_REPR.sub(replacement, text)
+    return text
+
+
 def _add_error_handlers(app: FastAPI) -> None:
     @app.exception_handler(ServiceError)
     async def service_error(_request: Request, err: ServiceError) -> JSONResponse:
-        return JSONResponse({"detail": str(err)}, status_code=int(err.status_code), headers=err.headers)
+        return JSONResponse(
+            {"detail": client_message(err)}, status_code=int(err.status_code), headers=err.headers
+        )
 
     @app.exception_handler(SegflowError)
     async def segflow_error(_request: Request, err: SegflowError) -> JSONResponse:
         status = (
             HTTPStatus.UNPROCESSABLE_ENTITY if isinstance(err, InferenceError) else HTTPStatus.BAD_REQUEST
         )
-        return JSONResponse({"detail": str(err)}, status_code=status.value)
+        return JSONResponse({"detail": client_message(err)}, status_code=status.value)
+
+    @app.exception_handler(RequestValidationError)
+    async def invalid_request(_request: Request, err: RequestValidationError) -> JSONResponse:
+        detail = f"invalid option: {describe_option_errors(err.errors())}"
+        return JSONResponse({"detail": strip_reprs(detail, "?")}, status_code=HTTPStatus.UNPROCESSABLE_ENTITY)
 
     @app.exception_handler(Exception)
     async def unexpected_error(request: Request, err: Exception) -> JSONResponse:

@@ -9,12 +9,15 @@ passed since the first one, whichever comes first. A full queue refuses new jobs
 from __future__ import annotations
 
 import queue
+import threading
 import time
 from concurrent.futures import Future
 from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
+
+from segflow.inference.options import InferenceOptions
 
 MS_PER_S = 1000.0
 
@@ -23,42 +26,31 @@ class QueueFullError(RuntimeError):
     """The batcher's queue holds ``queue_size`` jobs already; the caller should retry later."""
 
 
-@dataclass(frozen=True)
-class PredictOptions:
-    """Per-request inference options. Jobs are only batched with jobs of equal options.
-
-    Attributes:
-        tta: Test-time augmentation (flips) on or off.
-        tile: Tile size in pixels for sliding-window inference of large images; None: whole image.
-        overlap: Overlap between tiles (as the Predictor understands it); None: its default.
-        min_object_size: Connected regions smaller than this many pixels are removed; 0: off.
-        keep_probs: Keep the ``(K, H, W)`` probabilities (for per-class confidences).
-    """
-
-    tta: bool = False
-    tile: int | None = None
-    overlap: float | None = None
-    min_object_size: int = 0
-    keep_probs: bool = False
-
-
 @dataclass
 class Job:
     """One image waiting for the model.
 
     Attributes:
         image: ``(H, W, C)`` uint8 array.
-        options: Inference options of the request.
+        options: Inference options of the request (jobs are only batched with equal options).
         future: Receives the prediction, or the exception raised while computing it.
         enqueued_at: ``time.monotonic()`` when the job entered the queue.
         started_at: ``time.monotonic()`` when the runner took it (None while waiting).
+        cancelled: Set when the request gave up (timeout, client gone); a tiled job stops at
+            its next window batch, a waiting job is skipped.
     """
 
     image: np.ndarray
-    options: PredictOptions
+    options: InferenceOptions
     future: Future[Any] = field(default_factory=Future)
     enqueued_at: float = field(default_factory=time.monotonic)
     started_at: float | None = None
+    cancelled: threading.Event = field(default_factory=threading.Event)
+
+    def cancel(self) -> None:
+        """Marks the job as abandoned: skipped if still waiting, stopped between window batches if tiled."""
+        self.cancelled.set()
+        self.future.cancel()
 
 
 class Batcher:
@@ -75,7 +67,7 @@ class Batcher:
         self.max_wait_s = max_wait_ms / MS_PER_S
         self._queue: queue.Queue[Job] = queue.Queue(maxsize=queue_size)
 
-    def submit(self, image: np.ndarray, options: PredictOptions) -> Job:
+    def submit(self, image: np.ndarray, options: InferenceOptions) -> Job:
         """Queues ``image`` for the model; the returned job's future receives the prediction.
 
         Raises:
@@ -117,8 +109,8 @@ class Batcher:
 
 
 def group_by_options(jobs: list[Job]) -> list[list[Job]]:
-    """Splits a batch into groups of equal :class:`PredictOptions`, keeping arrival order."""
-    groups: dict[PredictOptions, list[Job]] = {}
+    """Splits a batch into groups of equal :class:`InferenceOptions`, keeping arrival order."""
+    groups: dict[InferenceOptions, list[Job]] = {}
     for job in jobs:
         groups.setdefault(job.options, []).append(job)
     return list(groups.values())

@@ -1,18 +1,29 @@
 """Bytes in, arrays out, and back: image decoding with its checks, PNG and RLE encoding.
 
 Everything here is CPU work meant to run in a worker thread, off the event loop.
+
+Uploads are decoded by the decoder of ``segflow predict``
+(:func:`segflow.inference.bands.read_encoded_image`) and their channels adapted by the rule of
+every inference input (:func:`segflow.inference.preprocess.model_channels`), so a mask from the
+server equals a mask from ``segflow predict`` for every image: 16-bit images are accepted and
+scaled as the model's ``normalization.max_value`` says, RGB(A) becomes grayscale by luminance
+for a 1-channel model (logged as a warning).
 """
 
 from __future__ import annotations
 
 import io
+import logging
 from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
-from PIL import Image, ImageOps, UnidentifiedImageError
+from PIL import Image, UnidentifiedImageError
 from pycocotools import mask as coco_mask
 
+from segflow.errors import DataError, InferenceError
+from segflow.inference.bands import read_encoded_image
+from segflow.inference.preprocess import model_channels
 from segflow.serving.errors import BadImage, PayloadTooLarge, UnsupportedImage
 from segflow.serving.limits import check_pixel_count
 from segflow.viz import palette_lut
@@ -20,9 +31,12 @@ from segflow.viz.palette import Color
 
 ACCEPTED_FORMATS = frozenset({"PNG", "JPEG", "TIFF", "BMP", "WEBP", "GIF"})
 """Image formats the service decodes (first frame of multi-frame files)."""
-EIGHT_BIT_MODES = frozenset({"1", "L", "LA", "P", "PA", "RGB", "RGBA", "RGBX", "CMYK", "YCbCr", "LAB", "HSV"})
-"""PIL modes with 8-bit samples, converted to the model's channel count."""
-MODE_FOR_CHANNELS = {1: "L", 3: "RGB", 4: "RGBA"}
+UPLOAD_NAME = "uploaded image"
+FLOAT_MODES = frozenset({"F", "F;32F", "F;16F"})
+"""Pillow modes of floating-point pixels: refused (415) before decoding."""
+CORRUPT_WORDS = ("truncated", "unreadable", "not a readable", "corrupt", "empty")
+"""Reader messages that mean broken data (400); other reader refusals are unsupported pixels (415)."""
+logger = logging.getLogger(__name__)
 PNG_COMPRESS_LEVEL = 1
 """zlib level of served PNGs: masks compress well already; level 1 is several times faster."""
 
@@ -56,8 +70,9 @@ def open_lazily(data: bytes) -> Image.Image:
 def decode_image(data: bytes, max_pixels: int, channels: int) -> np.ndarray:
     """Checks the header, then decodes ``data`` into the model's channel layout.
 
-    EXIF orientation is applied, so the result (and the mask) match the image as viewers
-    show it. Alpha is dropped for 3-channel models; grayscale is expanded.
+    The pixels are those ``segflow predict`` reads from the same file (EXIF orientation
+    applied, palette expanded, 8 or 16 bits kept), with the channels adapted by
+    :func:`segflow.inference.preprocess.model_channels`.
 
     Args:
         data: Encoded image file.
@@ -65,31 +80,37 @@ def decode_image(data: bytes, max_pixels: int, channels: int) -> np.ndarray:
         channels: Model input channels, one of 1, 3, 4.
 
     Returns:
-        ``(H, W, channels)`` uint8 array.
+        ``(H, W, channels)`` uint8 or uint16 array.
 
     Raises:
         BadImage: Not an image, or truncated/corrupt pixel data.
-        UnsupportedImage: Format or pixel mode not accepted (16-bit, float).
+        UnsupportedImage: Format or pixel type not accepted (float), or channels that cannot
+            feed the model.
         PayloadTooLarge: More than ``max_pixels`` pixels.
     """
-    image = open_lazily(data)
-    width, height = image.size
+    with open_lazily(data) as header:
+        width, height = header.size
+        image_format, mode = str(header.format), str(header.mode)
     check_pixel_count(width, height, max_pixels)
-    if image.mode not in EIGHT_BIT_MODES:
+    if mode in FLOAT_MODES:
         raise UnsupportedImage(
-            f"image mode {image.mode} ({image.format}) is not accepted; the service takes 8-bit "
-            f"grayscale, palette, RGB or RGBA images: convert it to 8 bits per channel"
+            f"image mode {mode} ({image_format}, floating point) is not accepted; segflow takes 8- or "
+            "16-bit integer pixels: convert the image"
         )
     try:
-        image.load()
-        image = ImageOps.exif_transpose(image) or image
-        converted = image.convert(MODE_FOR_CHANNELS[channels])
-    except (OSError, SyntaxError, ValueError, EOFError) as err:
-        raise BadImage(
-            f"the {image.format} image ({width}x{height}) is truncated or corrupt: {err}"
-        ) from None
-    array = np.asarray(converted, dtype=np.uint8)
-    return array[..., None] if array.ndim == 2 else array
+        pixels = read_encoded_image(data, image_format, UPLOAD_NAME)
+    except DataError as err:
+        what = f"the {image_format} image ({width}x{height})"
+        if any(word in str(err) for word in CORRUPT_WORDS):
+            raise BadImage(f"{what} cannot be decoded: {err}") from None
+        raise UnsupportedImage(f"{what} is not accepted: {err}") from None
+    try:
+        adapted, note = model_channels(pixels, channels, UPLOAD_NAME)
+    except InferenceError as err:
+        raise UnsupportedImage(str(err)) from None
+    if note is not None:
+        logger.warning(note)
+    return adapted
 
 
 def encode_png(array: np.ndarray, palette: Sequence[Color] | None = None) -> bytes:

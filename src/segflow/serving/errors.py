@@ -51,3 +51,13 @@ class RequestTimeout(ServiceError):
     """The request was not answered within ``timeout_s``."""
 
     status_code = HTTPStatus.GATEWAY_TIMEOUT
+
+
+class ClientGone(ServiceError):
+    """The client closed the connection before its answer was ready; the work was cancelled.
+
+    Nobody reads the answer; the status (nginx's 499 "client closed request") only shows in
+    the request metrics and logs.
+    """
+
+    status_code = 499

@@ -24,10 +24,11 @@ JS_BASE = 2.0
 
 
 def batch_size_buckets(max_batch: int) -> list[float]:
-    """Histogram buckets that resolve every batch size up to 16, then powers of two."""
+    """Histogram buckets: every batch size up to 16, then powers of two up to ``max_batch``,
+    then ``max_batch`` itself; strictly increasing, each bound once (64 -> ``[1..16, 32, 64]``)."""
     small = list(range(1, min(max_batch, 16) + 1))
-    large = [2.0**power for power in range(5, 9) if 2**power <= max_batch]
-    return [float(size) for size in small] + large + ([float(max_batch)] if max_batch > 16 else [])
+    large = [2**power for power in range(5, 9) if 2**power <= max_batch]
+    return [float(size) for size in sorted({*small, *large, max_batch})]
 
 
 def drift_distance(observed: np.ndarray, reference: np.ndarray) -> float:

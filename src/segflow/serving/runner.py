@@ -1,15 +1,20 @@
-"""The model runner: one thread that owns the predictor and serves the batcher's batches.
+"""Model runners: threads that take jobs from a batcher and run them through the predictor.
 
-Only this thread calls the model, so the model needs no locking and its memory is bounded by
-one batch. Request handlers never block the event loop on it: they await the job's future.
+The service has two: one runs whole images in dynamic batches, the other runs tiled jobs
+(large images) one at a time, so a large image never holds up the small requests behind it.
+Both share the loaded model; torch inference and onnxruntime sessions are safe to call from
+two threads. A tiled job checks between window batches whether its request gave up and then
+stops, so a timed-out request does not keep the model busy. Request handlers never block the
+event loop on a runner: they await the job's future.
 """
 
 from __future__ import annotations
 
-import dataclasses
 import logging
+import os
 import threading
 import time
+from collections import OrderedDict
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any, Protocol
@@ -17,7 +22,10 @@ from typing import Any, Protocol
 import numpy as np
 
 from segflow.errors import InferenceError
-from segflow.serving.batcher import Batcher, Job, PredictOptions, group_by_options
+from segflow.inference.options import InferenceOptions
+from segflow.models.meta import CheckpointMeta
+from segflow.serving.batcher import Batcher, Job, group_by_options
+from segflow.serving.memory import release_free_memory
 
 logger = logging.getLogger(__name__)
 
@@ -25,8 +33,10 @@ POLL_S = 0.05
 """How often the idle runner checks whether it was asked to stop."""
 WARMUP_SIZE = 64
 """Side of the dummy image used to warm the model up when its input policy fixes no size."""
-TTA_FLIPS = "flip"
-"""``Predictor`` TTA setting used for ``tta=true`` requests (horizontal and vertical flips)."""
+
+
+class JobCancelled(InferenceError):
+    """The request of a running tiled job gave up; the job stopped between two window batches."""
 
 
 class PredictionLike(Protocol):
@@ -55,14 +65,18 @@ class PredictorLike(Protocol):
     def num_classes(self) -> int: ...
 
     @property
-    def meta(self) -> dict[str, Any]: ...
+    def meta(self) -> CheckpointMeta | dict[str, Any]: ...
 
     def predict_batch(
         self, images: list[np.ndarray], return_probs: bool = False
     ) -> Sequence[PredictionLike]: ...
 
+    def predict(
+        self, image: np.ndarray, return_probs: bool = False, progress: Callable[[int], None] | None = None
+    ) -> PredictionLike: ...
 
-VariantFactory = Callable[[PredictOptions], PredictorLike]
+
+VariantFactory = Callable[[InferenceOptions], PredictorLike]
 """Returns a predictor applying the given options and sharing the loaded model."""
 BatchObserver = Callable[[list[Job]], None]
 """Called with every batch just before it goes to the model (for batch-size and wait metrics)."""
@@ -77,6 +91,10 @@ class ModelRunner:
         warmup_image: ``(H, W, C)`` uint8 image run once before :attr:`ready` turns true;
             None skips the warm-up.
         on_batch: Observer of the batches sent to the model.
+        niceness: Added to the thread's nice value when it starts (Linux: per thread, inherited
+            by the compute threads it spawns); the tiled runner uses it so that small requests
+            get the cores first.
+        name: Thread name.
     """
 
     def __init__(
@@ -85,14 +103,18 @@ class ModelRunner:
         variant: VariantFactory,
         warmup_image: np.ndarray | None,
         on_batch: BatchObserver | None = None,
+        niceness: int = 0,
+        name: str = "segflow-model-runner",
     ) -> None:
         self.batcher = batcher
         self.variant = variant
         self.warmup_image = warmup_image
         self.on_batch = on_batch
+        self.niceness = niceness
+        self.native_id: int | None = None
         self.ready = threading.Event()
         self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._loop, name="segflow-model-runner", daemon=True)
+        self._thread = threading.Thread(target=self._loop, name=name, daemon=True)
 
     def start(self) -> None:
         """Starts the thread; :attr:`ready` is set once the warm-up batch has run."""
@@ -109,6 +131,10 @@ class ModelRunner:
         return self._thread.is_alive()
 
     def _loop(self) -> None:
+        native_id = threading.get_native_id()
+        if self.niceness:
+            lower_priority(native_id, self.niceness)
+        self.native_id = native_id
         self._warm_up()
         self.ready.set()
         while True:
@@ -125,7 +151,7 @@ class ModelRunner:
             return
         started = time.perf_counter()
         try:
-            self.variant(PredictOptions()).predict_batch([self.warmup_image])
+            self.variant(InferenceOptions()).predict_batch([self.warmup_image])
         except Exception:  # a failed warm-up must not kill the runner; requests will show it
             logger.exception("model warm-up failed")
             return
@@ -140,6 +166,10 @@ class ModelRunner:
             job.started_at = started
         if self.on_batch is not None:
             self.on_batch(live)
+        if live[0].options.tile is not None:
+            for job in live:
+                self._run_tiled(job)
+            return
         try:
             predictions = list(self._predict(live[0].options, [job.image for job in live]))
             if len(predictions) != len(live):
@@ -157,14 +187,44 @@ class ModelRunner:
         for job, prediction in zip(live, predictions, strict=False):
             job.future.set_result(prediction)
 
-    def _predict(self, options: PredictOptions, images: list[np.ndarray]) -> Sequence[PredictionLike]:
-        return self.variant(options).predict_batch(images, return_probs=options.keep_probs)
+    def _predict(self, options: InferenceOptions, images: list[np.ndarray]) -> Sequence[PredictionLike]:
+        return self.variant(options).predict_batch(images, return_probs=options.probs)
+
+    def _run_tiled(self, job: Job) -> None:
+        """Runs one tiled job, stopping at the next window batch once its request gave up."""
+
+        def check_cancelled(_windows_done: int) -> None:
+            if job.cancelled.is_set():
+                raise JobCancelled("the request gave up (timeout or client gone); tiled job stopped")
+
+        try:
+            check_cancelled(0)
+            predictor = self.variant(job.options)
+            job.future.set_result(
+                predictor.predict(job.image, return_probs=job.options.probs, progress=check_cancelled)
+            )
+        except JobCancelled as err:
+            logger.info("%s", err)
+            job.future.set_exception(err)
+        except Exception as err:
+            job.future.set_exception(err)
+        finally:
+            release_free_memory()  # a large image's buffers are gone: give their pages back
 
     def _run_single(self, job: Job) -> None:
         try:
             job.future.set_result(self._predict(job.options, [job.image])[0])
         except Exception as err:
             job.future.set_exception(err)
+
+
+def lower_priority(thread_id: int, niceness: int) -> None:
+    """Adds ``niceness`` to one thread's nice value (Linux); a no-op where that is not possible."""
+    try:
+        current = os.getpriority(os.PRIO_PROCESS, thread_id)
+        os.setpriority(os.PRIO_PROCESS, thread_id, current + niceness)
+    except (AttributeError, OSError) as err:  # not Linux, or not permitted
+        logger.info("could not lower the priority of thread %d: %s", thread_id, err)
 
 
 def load_predictor(path: Path, backend: str | None) -> PredictorLike:
@@ -178,35 +238,51 @@ def load_predictor(path: Path, backend: str | None) -> PredictorLike:
     return Predictor.from_path(path, backend=backend)
 
 
-def option_variants(predictor: PredictorLike) -> VariantFactory:
-    """A :data:`VariantFactory` whose variants share ``predictor``'s loaded model (cached per options).
+class OptionVariants:
+    """A :data:`VariantFactory` whose variants share ``predictor``'s loaded model.
 
-    ``predictor`` must offer ``with_options(**changes)`` (as ``segflow.inference.Predictor``
+    Variants are cached by their options (output fields such as ``probs`` left out), least
+    recently used first out once ``cache_size`` are held: clients choose the options, so an
+    unbounded cache would grow with every distinct ``tile``/``overlap`` a client sends.
+    ``predictor`` must offer ``with_options(options)`` (as ``segflow.inference.Predictor``
     does) for requests with non-default options; otherwise those requests fail with 422.
+
+    Args:
+        predictor: The loaded predictor (serves the default options).
+        cache_size: Most variants kept (>= 1).
     """
-    cache: dict[PredictOptions, PredictorLike] = {PredictOptions(): predictor}
-    with_options = getattr(predictor, "with_options", None)
 
-    def variant(options: PredictOptions) -> PredictorLike:
-        key = dataclasses.replace(options, keep_probs=False)
-        if key not in cache:
-            if with_options is None:
-                raise InferenceError(
-                    "this model does not support per-request tta/tile/overlap/min_object_size"
-                )
-            cache[key] = with_options(**predictor_changes(key))
-        return cache[key]
+    def __init__(self, predictor: PredictorLike, cache_size: int) -> None:
+        self.predictor = predictor
+        self.cache_size = max(int(cache_size), 1)
+        self._cache: OrderedDict[InferenceOptions, PredictorLike] = OrderedDict(
+            {InferenceOptions(): predictor}
+        )
+        self._lock = threading.Lock()
 
-    return variant
+    def __len__(self) -> int:
+        return len(self._cache)
+
+    def __call__(self, options: InferenceOptions) -> PredictorLike:
+        key = variant_key(options)
+        with self._lock:
+            if key in self._cache:
+                self._cache.move_to_end(key)
+                return self._cache[key]
+        with_options = getattr(self.predictor, "with_options", None)
+        if with_options is None:
+            raise InferenceError("this model does not support per-request tta/tile/overlap/min_object_size")
+        made: PredictorLike = with_options(key)
+        with self._lock:
+            self._cache[key] = made
+            self._cache.move_to_end(key)
+            while len(self._cache) > self.cache_size:
+                self._cache.popitem(last=False)
+        return made
 
 
-def predictor_changes(options: PredictOptions) -> dict[str, Any]:
-    """``Predictor.with_options`` arguments for request ``options`` (unset overlap keeps the default)."""
-    changes: dict[str, Any] = {
-        "tta": TTA_FLIPS if options.tta else None,
-        "tile": options.tile,
-        "min_object_size": options.min_object_size,
-    }
-    if options.overlap is not None:
-        changes["overlap"] = options.overlap
-    return changes
+def variant_key(options: InferenceOptions) -> InferenceOptions:
+    """The options a predictor variant depends on: ``options`` without the output fields."""
+    if not options.probs and not options.overlay:
+        return options
+    return options.replace(probs=False, overlay=False)

@@ -1,4 +1,4 @@
-"""The service object one app holds: predictor, batcher, runner thread and metrics."""
+"""The service object one app holds: predictor, batchers, runner threads, memory pool and metrics."""
 
 from __future__ import annotations
 
@@ -10,11 +10,24 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+from prometheus_client import Gauge
 
-from segflow.serving.batcher import Batcher, Job, PredictOptions, QueueFullError
+from segflow.errors import ConfigError, InferenceError
+from segflow.inference.options import InferenceOptions
+from segflow.models.meta import TTA_FROM_CHECKPOINT, CheckpointMeta
+from segflow.serving.batcher import Batcher, Job, QueueFullError
+from segflow.serving.cost import BadOption, CostModel, ImageHeader, ModelShape, Plan, views
 from segflow.serving.errors import Unavailable
+from segflow.serving.memory import MemoryPool, Reservation, mib, process_rss
 from segflow.serving.monitoring import ServiceMetrics
-from segflow.serving.runner import WARMUP_SIZE, ModelRunner, PredictionLike, PredictorLike, VariantFactory
+from segflow.serving.runner import (
+    WARMUP_SIZE,
+    ModelRunner,
+    OptionVariants,
+    PredictionLike,
+    PredictorLike,
+    VariantFactory,
+)
 from segflow.serving.settings import ServeSettings
 from segflow.viz.palette import Color
 
@@ -22,7 +35,14 @@ RETRY_AFTER_S = 1
 """``Retry-After`` of 503 answers: a full queue drains within about a second at normal load."""
 MODEL_ID_HASH_CHARS = 12
 HASH_CHUNK_BYTES = 1 << 20
-DEFAULT_CHANNELS = 3
+BYTES_PER_MIB = 1024 * 1024
+TILED_QUEUE_SIZE = 2
+"""Tiled jobs that may wait behind the running one; beyond: 503 (they hold large decoded images)."""
+TILED_NICENESS = 10
+"""The tiled runner thread runs at a lower CPU priority, so small requests get the cores first."""
+TILED_SHARE = 0.5
+"""Share of the memory pool tiled (large-image) requests may hold together; the rest stays for
+small requests, so they keep being served while a large image is tiled."""
 
 
 @dataclass(frozen=True)
@@ -46,62 +66,158 @@ class Service:
     Args:
         settings: Service settings.
         predictor: Loaded predictor (class names, palette, meta).
-        variant: Predictor for given per-request options, sharing ``predictor``'s model.
+        variant: Predictor for given per-request options, sharing ``predictor``'s model;
+            None caches ``predictor.with_options`` variants (:class:`OptionVariants`).
+        baseline_rss: Bytes the process holds before serving (None: measured now); the memory
+            pool is the budget minus this.
+
+    Raises:
+        ConfigError: The memory budget is below what the process already holds.
     """
 
-    def __init__(self, settings: ServeSettings, predictor: PredictorLike, variant: VariantFactory) -> None:
+    def __init__(
+        self,
+        settings: ServeSettings,
+        predictor: PredictorLike,
+        variant: VariantFactory | None = None,
+        baseline_rss: int | None = None,
+    ) -> None:
         self.settings = settings
         self.predictor = predictor
-        self.meta = dict(predictor.meta)
+        self.meta = CheckpointMeta.of(predictor.meta)
         self.classes = list(predictor.classes)
         self.palette: list[Color] = [(int(r), int(g), int(b)) for r, g, b in predictor.palette]
-        self.channels = int(self.meta.get("model", {}).get("in_channels", DEFAULT_CHANNELS))
+        self.channels = self.meta.in_channels
         self.model_id = model_id(settings.model)
-        self.batcher = Batcher(settings.max_batch, settings.max_wait_ms, settings.queue_size)
-        self.metrics = ServiceMetrics(
-            self.classes, self.meta.get("class_distribution"), settings.drift_window, settings.max_batch
+        self.pool = memory_pool(settings, process_rss() if baseline_rss is None else baseline_rss)
+        self.cost = CostModel(
+            ModelShape(
+                self.channels,
+                int(predictor.num_classes),
+                model_stride(predictor),
+                settings.model_bytes_per_px,
+            ),
+            whole_capacity=self.pool.capacity,
+            tiled_capacity=self.pool.tiled_capacity,
+            auto_tile_pixels=settings.auto_tile_pixels,
         )
-        self.metrics.queue_depth.set_function(self.batcher.depth)
+        self.variant = variant or OptionVariants(predictor, settings.variant_cache_size)
+        self.batcher = Batcher(settings.max_batch, settings.max_wait_ms, settings.queue_size)
+        self.tiled_batcher = Batcher(1, 0.0, TILED_QUEUE_SIZE)
+        self.metrics = ServiceMetrics(
+            self.classes, self.meta.class_distribution, settings.drift_window, settings.max_batch
+        )
+        self.metrics.queue_depth.set_function(lambda: self.batcher.depth() + self.tiled_batcher.depth())
         self.metrics.ready.set_function(lambda: float(self.ready))
         self.metrics.model_info.info(
             {"model_id": self.model_id, "backend": self.backend, "num_classes": str(len(self.classes))}
         )
+        reserved = Gauge(
+            "segflow_memory_reserved_bytes",
+            "Estimated bytes reserved by requests in flight (docs/serving.md, Memory budget).",
+            registry=self.metrics.registry,
+        )
+        reserved.set_function(lambda: float(self.pool.used))
+        capacity = Gauge(
+            "segflow_memory_pool_bytes",
+            "Bytes requests may reserve in this process.",
+            registry=self.metrics.registry,
+        )
+        capacity.set(self.pool.capacity)
         warmup = warmup_image(self.meta, self.channels) if settings.warmup else None
-        self.runner = ModelRunner(self.batcher, variant, warmup, on_batch=self._observe_batch)
+        self.runner = ModelRunner(self.batcher, self.variant, warmup, on_batch=self._observe_batch)
+        self.tiled_runner = ModelRunner(
+            self.tiled_batcher, self.variant, None, niceness=TILED_NICENESS, name="segflow-tiled-runner"
+        )
 
     @property
     def backend(self) -> str:
         """Name of the inference backend in use."""
-        return str(
-            self.settings.backend or self.meta.get("backend") or _backend_from_suffix(self.settings.model)
-        )
+        return str(self.settings.backend or _backend_from_suffix(self.settings.model))
 
     @property
     def ready(self) -> bool:
-        """True once the model is loaded, warmed up, and its runner thread is alive."""
-        return self.runner.ready.is_set() and self.runner.is_alive()
+        """True once the model is loaded, warmed up, and both runner threads are alive."""
+        return self.runner.ready.is_set() and self.runner.is_alive() and self.tiled_runner.is_alive()
 
     def start(self) -> None:
-        """Starts the model runner thread (it warms the model up first)."""
+        """Starts the runner threads (the batch runner warms the model up first)."""
         self.runner.start()
+        self.tiled_runner.start()
 
     def stop(self) -> None:
-        """Finishes the queued jobs, then stops the runner thread."""
+        """Finishes the queued jobs, then stops the runner threads."""
         self.runner.stop()
+        self.tiled_runner.stop()
 
-    async def predict(self, image: np.ndarray, options: PredictOptions) -> Timed:
-        """Queues ``image`` (``(H, W, C)`` uint8) and waits for its prediction without blocking the loop.
+    def check_ready(self) -> None:
+        """Raises Unavailable (503 + Retry-After) until the model is loaded and warmed up."""
+        if not self.ready:
+            raise Unavailable("the model is still loading or warming up; retry shortly", RETRY_AFTER_S)
+
+    def inference_options(self, **fields: Any) -> InferenceOptions:
+        """Request options as :class:`InferenceOptions`, within the ranges the budget allows.
+
+        Args:
+            **fields: ``InferenceOptions`` fields from the request (None: not given).
+
+        Raises:
+            BadOption: A value is outside its range; the message names the range (422).
+        """
+        given = {name: value for name, value in fields.items() if value is not None}
+        tile = given.pop("tile", None)
+        try:
+            options = InferenceOptions(**given)
+        except InferenceError as err:
+            raise BadOption(f"invalid option: {err}") from None
+        if options.tta == TTA_FROM_CHECKPOINT:  # resolved here: costs and variants see real views
+            options = options.replace(tta=self.meta.resolve_tta(TTA_FROM_CHECKPOINT))
+        # The server's tile range (stride, budget) is narrower than InferenceOptions' own, so it
+        # is checked first and its message names the range that applies here.
+        if tile is not None or "tile_batch" in given:  # defaults always run (auto tile fits the budget)
+            self.cost.check_ranges(tile, options.tile_batch, options.overlap, views(options.tta))
+        return options if tile is None else options.replace(tile=tile)
+
+    def plan(self, header: ImageHeader, options: InferenceOptions) -> Plan:
+        """The path (whole or tiled) and estimated cost of an image, from its header."""
+        return self.cost.plan(header, options)
+
+    def reserve(self, plan: Plan) -> Reservation:
+        """Reserves ``plan.cost`` from the memory pool (release it when the answer is encoded).
+
+        Raises:
+            MemoryTooLarge: The request can never fit (413).
+            Unavailable: It cannot fit next to the work in flight (503 + Retry-After).
+        """
+        return self.pool.reserve(plan.cost, plan.tiled, plan.what)
+
+    async def predict(self, image: np.ndarray, plan: Plan, reservation: Reservation | None = None) -> Timed:
+        """Queues ``image`` (``(H, W, C)`` uint8/uint16) and awaits its prediction without blocking the loop.
+
+        Whole images go to the batching runner, tiled ones to the tiled runner. When the
+        awaiting request is cancelled (timeout, client gone), the job is cancelled too: a
+        waiting job is skipped, a running tiled job stops at its next window batch, and
+        ``reservation`` stays held until the job has really stopped.
 
         Raises:
             Unavailable: The model is not ready yet or the queue is full (503 + Retry-After).
         """
-        if not self.ready:
-            raise Unavailable("the model is still loading or warming up; retry shortly", RETRY_AFTER_S)
+        self.check_ready()
+        batcher = self.tiled_batcher if plan.tiled else self.batcher
         try:
-            job = self.batcher.submit(image, options)
+            job = batcher.submit(image, plan.options)
         except QueueFullError as err:
-            raise Unavailable(f"server busy: {err}; retry after {RETRY_AFTER_S} s", RETRY_AFTER_S) from None
-        prediction = await asyncio.wrap_future(job.future)
+            kind = "large-image " if plan.tiled else ""
+            raise Unavailable(
+                f"server busy: {err} in the {kind}queue; retry after {RETRY_AFTER_S} s", RETRY_AFTER_S
+            ) from None
+        try:
+            prediction = await asyncio.wrap_future(job.future)
+        except asyncio.CancelledError:
+            job.cancel()
+            if reservation is not None:
+                reservation.hold_until(job.future)
+            raise
         done = time.monotonic()
         started = job.started_at if job.started_at is not None else done
         return Timed(prediction=prediction, queue_s=started - job.enqueued_at, total_s=done - job.enqueued_at)
@@ -114,27 +230,49 @@ class Service:
 
     def model_info(self) -> dict[str, Any]:
         """What ``GET /v1/model`` answers."""
-        model = self.meta.get("model", {})
+        model = self.meta.model
         return {
             "model_id": self.model_id,
             "backend": self.backend,
-            "segflow_version": self.meta.get("segflow_version"),
-            "format_version": self.meta.get("format_version"),
-            "architecture": model.get("arch"),
-            "encoder": model.get("encoder"),
+            "segflow_version": self.meta.segflow_version,
+            "format_version": self.meta.format_version,
+            "architecture": model.arch,
+            "encoder": model.encoder,
             "in_channels": self.channels,
             "num_classes": len(self.classes),
             "classes": self.classes,
             "palette": [list(colour) for colour in self.palette],
-            "ignore_index": self.meta.get("ignore_index"),
-            "input_policy": self.meta.get("input_policy"),
-            "class_distribution": self.meta.get("class_distribution"),
+            "ignore_index": self.meta.ignore_index,
+            "input_policy": self.meta.input_policy.model_dump(mode="json"),
+            "class_distribution": self.meta.class_distribution,
             "limits": {
                 "max_upload_mb": self.settings.max_upload_mb,
                 "max_pixels": self.settings.max_pixels,
                 "max_batch": self.settings.max_batch,
                 "timeout_s": self.settings.timeout_s,
+                "max_memory_mb": self.settings.max_memory_mb,
+                "memory_pool_mb": round(self.pool.capacity / BYTES_PER_MIB, 1),
+                **self.option_ranges(),
             },
+        }
+
+    def option_ranges(self) -> dict[str, Any]:
+        """Ranges of the numeric request options, as the budget allows them (default overlap, no TTA)."""
+        defaults = InferenceOptions()
+        stride = self.cost.shape.stride
+        max_tile = self.cost.max_tile(defaults.tile_batch, defaults.overlap)
+        return {
+            "tile": {
+                "multiple_of": stride,
+                "min": stride,
+                "max": max_tile,
+                "at_tile_batch": defaults.tile_batch,
+            },
+            "tile_batch": {
+                "min": 1,
+                "max": self.cost.max_tile_batch(self.cost.preferred_tile, defaults.overlap),
+            },
+            "auto_tile_pixels": self.settings.auto_tile_pixels,
         }
 
 
@@ -149,9 +287,30 @@ def model_id(path: Path) -> str:
     return f"{path.stem}-{digest.hexdigest()[:MODEL_ID_HASH_CHARS]}"
 
 
-def warmup_image(meta: dict[str, Any], channels: int) -> np.ndarray:
+def memory_pool(settings: ServeSettings, baseline_rss: int) -> MemoryPool:
+    """The pool requests reserve from: this process's budget minus what it already holds.
+
+    Raises:
+        ConfigError: The budget leaves nothing for requests.
+    """
+    capacity = settings.memory_budget_bytes - baseline_rss
+    if capacity <= 0:
+        raise ConfigError(
+            f"serve option --max-memory-mb {settings.max_memory_mb:g} "
+            f"(per worker {mib(settings.memory_budget_bytes)}) is below the "
+            f"{mib(baseline_rss)} the process already holds with the model loaded; raise it"
+        )
+    return MemoryPool(capacity, TILED_SHARE)
+
+
+def model_stride(predictor: PredictorLike) -> int:
+    """The model's stride (its metadata's, :attr:`CheckpointMeta.stride`)."""
+    return CheckpointMeta.of(predictor.meta).stride
+
+
+def warmup_image(meta: CheckpointMeta, channels: int) -> np.ndarray:
     """A zero ``(H, W, C)`` uint8 image of the model's input size (or WARMUP_SIZE square)."""
-    size = (meta.get("input_policy") or {}).get("size") or [WARMUP_SIZE, WARMUP_SIZE]
+    size = meta.input_policy.size or (WARMUP_SIZE, WARMUP_SIZE)
     return np.zeros((int(size[0]), int(size[1]), channels), dtype=np.uint8)
 
 

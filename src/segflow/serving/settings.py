@@ -1,27 +1,60 @@
-"""Settings of the segmentation service: one typed class, filled from the CLI or ``SEGFLOW_*``."""
+"""Settings of the segmentation service: one typed ``pydantic-settings`` class that owns every default.
+
+Each setting is looked up in this order, the first source that has it wins:
+
+1. the command line (``segflow serve --max-batch 4``; an option not given is ``None`` and skipped),
+2. the environment (``SEGFLOW_MAX_BATCH=4``),
+3. the YAML file of ``segflow serve --config serve.yaml`` (``max_batch: 4``),
+4. the default declared on the field below.
+
+``segflow serve`` and uvicorn worker processes (``--workers N``, which receive the resolved
+settings as ``SEGFLOW_*`` variables) both build their settings through :meth:`ServeSettings.load`.
+"""
 
 from __future__ import annotations
 
 import os
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
+from contextvars import ContextVar
 from pathlib import Path
-from typing import Any
+from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, field_validator
+from pydantic import Field, SecretStr, ValidationError, field_validator
+from pydantic_settings import (
+    BaseSettings,
+    InitSettingsSource,
+    NoDecode,
+    PydanticBaseSettingsSource,
+    SettingsConfigDict,
+    SettingsError,
+)
 
 from segflow.errors import ConfigError
 from segflow.serving.limits import BYTES_PER_MB
+from segflow.serving.memory import default_memory_budget_mb
+from segflow.yaml_io import read_yaml
 
 ENV_PREFIX = "SEGFLOW_"
 LIST_SEPARATOR = ","
 SECRET_FIELDS = frozenset({"api_key"})
 """Fields whose value never appears in error messages."""
+DEFAULT_AUTO_TILE_PIXELS = 2048 * 2048
+"""Images with more (padded) pixels than this go through the tiled path (4.2 Mpx)."""
+DEFAULT_MODEL_BYTES_PER_PX = 256.0
+"""Assumed bytes of network activations per input pixel; see docs/serving.md, "Memory budget"."""
+DEFAULT_VARIANT_CACHE_SIZE = 16
+"""Predictor variants (one per distinct set of request options) kept, least recently used dropped."""
+
+LogLevel = Literal["critical", "error", "warning", "info", "debug", "trace"]
+
+_FILE_VALUES: ContextVar[dict[str, Any] | None] = ContextVar("segflow_serve_file_values", default=None)
+"""Values read from ``--config`` while :meth:`ServeSettings.load` builds the settings."""
 
 
-class ServeSettings(BaseModel):
-    """Everything ``segflow serve`` can be told. Every field can also come from the
-    environment as ``SEGFLOW_<FIELD>`` (for example ``SEGFLOW_API_KEY``), which is how
-    uvicorn worker processes (``--workers N``) receive them.
+class ServeSettings(BaseSettings):
+    """Everything ``segflow serve`` can be told; each field is also ``SEGFLOW_<FIELD>`` and a
+    key of the ``--config`` YAML file (precedence: CLI, environment, file, default).
 
     Attributes:
         model: Checkpoint (``.pt``/``.ckpt``) or segflow ONNX export to serve.
@@ -32,18 +65,33 @@ class ServeSettings(BaseModel):
         max_batch: Largest batch the runner sends to the model.
         max_wait_ms: How long the runner waits for more requests before running a batch.
         queue_size: Requests that may wait for the runner; beyond that the answer is 503.
-        api_key: When set, every route except ``/healthz``, ``/readyz`` and the web page needs it.
+        api_key: When set, every route except ``/healthz``, ``/readyz`` and the web page needs
+            it. An empty or whitespace key is refused (a missing secret must not open the service).
         max_upload_mb: Largest request body accepted (413 beyond).
         max_pixels: Largest ``width * height`` accepted, read from the image header (413 beyond).
-        timeout_s: Per-request limit from arrival to answer (504 beyond).
+        timeout_s: Per-request limit from arrival to answer (504 beyond; the work is cancelled).
+        max_memory_mb: Memory budget of the service (all worker processes together), in MiB.
+            Default: half of the cgroup memory limit when one is set, else half of physical RAM.
+        model_bytes_per_px: Bytes of network activations per input pixel, used in the request
+            cost estimate (docs/serving.md, "Memory budget").
+        auto_tile_pixels: Images with more padded pixels than this run through the tiled path.
+        variant_cache_size: Predictor variants kept for distinct request options (LRU).
         cors_origins: Origins allowed by CORS; empty means CORS is off.
+        forwarded_allow_ips: Proxies trusted for ``X-Forwarded-*`` headers (comma-separated, ``*``).
+        log_level: uvicorn log level.
         drift_window: Number of recent requests whose class distribution is compared with
             the training reference.
         overlay_alpha: Mask opacity of ``format=overlay`` answers.
         warmup: Run one dummy batch before ``/readyz`` says ready.
     """
 
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    model_config = SettingsConfigDict(
+        env_prefix=ENV_PREFIX,
+        extra="forbid",
+        frozen=True,
+        case_sensitive=False,
+        env_ignore_empty=False,
+    )
 
     model: Path
     backend: str | None = None
@@ -57,16 +105,38 @@ class ServeSettings(BaseModel):
     max_upload_mb: float = Field(20.0, gt=0.0)
     max_pixels: int = Field(40_000_000, ge=1)
     timeout_s: float = Field(30.0, gt=0.0)
-    cors_origins: list[str] = Field(default_factory=list)
+    max_memory_mb: float = Field(default_factory=default_memory_budget_mb, gt=0.0)
+    model_bytes_per_px: float = Field(DEFAULT_MODEL_BYTES_PER_PX, ge=0.0)
+    auto_tile_pixels: int = Field(DEFAULT_AUTO_TILE_PIXELS, ge=1)
+    variant_cache_size: int = Field(DEFAULT_VARIANT_CACHE_SIZE, ge=1, le=1024)
+    cors_origins: Annotated[list[str], NoDecode] = Field(default_factory=list)
+    forwarded_allow_ips: str = "127.0.0.1"
+    log_level: LogLevel = "info"
     drift_window: int = Field(200, ge=1)
     overlay_alpha: float = Field(0.5, ge=0.0, le=1.0)
     warmup: bool = True
 
+    @classmethod
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        """CLI (init arguments), then ``SEGFLOW_*``, then the ``--config`` file; no dotenv/secrets dir."""
+        file_values = _FILE_VALUES.get() or {}
+        return init_settings, env_settings, InitSettingsSource(settings_cls, init_kwargs=file_values)
+
     @field_validator("api_key")
     @classmethod
-    def _empty_key_is_none(cls, value: SecretStr | None) -> SecretStr | None:
-        if value is not None and not value.get_secret_value():
-            return None
+    def _key_not_blank(cls, value: SecretStr | None) -> SecretStr | None:
+        if value is not None and not value.get_secret_value().strip():
+            raise ValueError(
+                "the API key is empty or whitespace (a missing secret?); set a real key, or unset "
+                "it to serve without one"
+            )
         return value
 
     @field_validator("cors_origins", mode="before")
@@ -81,31 +151,35 @@ class ServeSettings(BaseModel):
         """``max_upload_mb`` in bytes."""
         return int(self.max_upload_mb * BYTES_PER_MB)
 
+    @property
+    def memory_budget_bytes(self) -> int:
+        """This worker process's share of ``max_memory_mb``, in bytes (the budget / ``workers``)."""
+        return int(self.max_memory_mb * BYTES_PER_MB / self.workers)
+
     @classmethod
-    def load(cls, environ: Mapping[str, str] | None = None, **overrides: Any) -> ServeSettings:
-        """Builds settings from ``SEGFLOW_*`` variables, then ``overrides`` (None values skipped).
+    def load(cls, config: Path | None = None, **cli: Any) -> ServeSettings:
+        """Builds settings from the CLI values, ``SEGFLOW_*``, the ``config`` file and the defaults.
 
         Args:
-            environ: Environment to read; ``os.environ`` when None.
-            **overrides: Field values that win over the environment (CLI options).
+            config: Optional YAML file of settings (keys are the field names).
+            **cli: Command-line values; None means "not given" and is skipped.
 
         Returns:
             Validated settings.
 
         Raises:
-            ConfigError: A value is invalid; the message names the option and the variable.
+            ConfigError: A value is invalid, or the file is unreadable or has an unknown key;
+                one line naming the option, where its value came from, and what is allowed.
         """
-        env = os.environ if environ is None else environ
-        values: dict[str, Any] = {}
-        for name in cls.model_fields:
-            env_name = ENV_PREFIX + name.upper()
-            if env_name in env:
-                values[name] = env[env_name]
-        values.update({key: value for key, value in overrides.items() if value is not None})
-        try:
-            return cls.model_validate(values)
-        except ValidationError as err:
-            raise ConfigError(_describe_validation_error(err)) from None
+        file_values = _read_config(Path(config)) if config is not None else {}
+        given = {key: value for key, value in cli.items() if value is not None}
+        with _file_values(file_values):
+            try:
+                return cls(**given)
+            except ValidationError as err:
+                raise ConfigError(_describe_validation_error(err, given, file_values, config)) from None
+            except SettingsError as err:
+                raise ConfigError(f"serve settings: {' '.join(str(err).split())}") from None
 
     def to_environ(self) -> dict[str, str]:
         """The ``SEGFLOW_*`` variables that rebuild these settings in another process."""
@@ -122,11 +196,57 @@ class ServeSettings(BaseModel):
         return env
 
 
-def _describe_validation_error(err: ValidationError) -> str:
+def _read_config(path: Path) -> dict[str, Any]:
+    """The settings of a ``--config`` file; a relative ``model`` is relative to the file's folder.
+
+    Raises:
+        ConfigError: The file is missing, not YAML, or not a mapping.
+    """
+    values = read_yaml(path, "serve config")
+    model = values.get("model")
+    if isinstance(model, str) and model and not Path(model).is_absolute():
+        values["model"] = str(path.parent / model)
+    return values
+
+
+@contextmanager
+def _file_values(values: dict[str, Any]) -> Iterator[None]:
+    token = _FILE_VALUES.set(values)
+    try:
+        yield
+    finally:
+        _FILE_VALUES.reset(token)
+
+
+def _value_source(
+    field: str, cli: Mapping[str, Any], file_values: Mapping[str, Any], config: Path | None
+) -> str:
+    """Where ``field``'s value came from, in the words of the user who set it."""
+    option = "--" + field.replace("_", "-")
+    env_name = ENV_PREFIX + field.upper()
+    if field in cli:
+        return f"serve option {option}"
+    if any(name.upper() == env_name for name in os.environ):
+        return f"env {env_name} (serve option {option})"
+    if field in file_values:
+        return f"key '{field}' of {config} (serve option {option})"
+    return f"serve option {option} (env {env_name})"
+
+
+def _describe_validation_error(
+    err: ValidationError, cli: Mapping[str, Any], file_values: Mapping[str, Any], config: Path | None
+) -> str:
     problems = []
     for item in err.errors():
         field = ".".join(str(part) for part in item["loc"]) or "settings"
-        option = "--" + field.replace("_", "-")
+        if item["type"] == "extra_forbidden":
+            valid = ", ".join(ServeSettings.model_fields)
+            problems.append(f"unknown key '{field}' in {config}; valid keys: {valid}")
+            continue
+        if item["type"] == "missing":
+            problems.append(f"the model to serve is missing: pass MODEL or set {ENV_PREFIX}{field.upper()}")
+            continue
         shown = "<hidden>" if field in SECRET_FIELDS else repr(item.get("input"))
-        problems.append(f"serve option {option} (env {ENV_PREFIX}{field.upper()}) = {shown}: {item['msg']}")
+        message = str(item.get("ctx", {}).get("error", item["msg"]))
+        problems.append(f"{_value_source(field, cli, file_values, config)} = {shown}: {message}")
     return "; ".join(problems)

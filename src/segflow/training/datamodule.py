@@ -57,7 +57,7 @@ class SegmentationDataModule(pl.LightningDataModule):
         self.val_set = create_dataset(spec, "val")
         max_value = float(self.train_set.max_value)
         augment = config.augment.model_dump()
-        ignore = spec.ignore_index
+        ignore = self.train_set.labels.ignore_index  # padding and exposed area are never labelled
         self.train_set.transform = build_transforms(augment, True, policy, max_value, ignore)
         self.val_set.transform = build_transforms(None, False, policy, max_value, ignore)
         cache = use_cache(config, [self.train_set, self.val_set])

@@ -3,6 +3,7 @@ curves, sample pictures and a model card."""
 
 from __future__ import annotations
 
+import logging
 import time
 from dataclasses import dataclass, field
 from datetime import timedelta
@@ -13,22 +14,32 @@ import lightning.pytorch as pl
 import torch
 from lightning.pytorch.callbacks import EarlyStopping, EMAWeightAveraging, ModelCheckpoint, RichProgressBar
 from lightning.pytorch.loggers import CSVLogger, Logger
+from lightning.pytorch.utilities import rank_zero_only
 
 from segflow.config import TrainConfig, dump_config
 from segflow.constants import default_palette
 from segflow.data import check_dataset, class_pixel_stats, load_data_spec
 from segflow.data.spec import DataSpec
 from segflow.errors import ConfigError, DataError
-from segflow.io_utils import atomic_write
+from segflow.io_utils import atomic_write, claim_output_dir
 from segflow.models import create_model
 from segflow.models.checkpoint import build_meta
+from segflow.models.meta import DataSummary
 from segflow.training.callbacks import AtomicCheckpointIO, SampleGridCallback, ThroughputCallback
 from segflow.training.datamodule import SegmentationDataModule
 from segflow.training.losses import create_loss, median_frequency_weights
 from segflow.training.module import SegmentationModule
 from segflow.training.optim import create_optimizer, create_scheduler
 
+logger = logging.getLogger(__name__)
+
 MONITOR = "val/miou"
+RUN_OUTPUTS = (
+    "checkpoints", "samples", "tensorboard", "mlruns", "config.yaml", "hparams.yaml", "metrics.csv",
+    "metrics.json", "metrics.md", "confusion.png", "per_class_iou.png", "curves.png", "model_card.md",
+    ".*.partial-*",
+)
+"""What a run writes into its run folder; ``--overwrite`` clears these and nothing else."""
 
 
 @dataclass
@@ -71,8 +82,11 @@ def load_spec(config: TrainConfig) -> DataSpec:
 
 
 def check_before_training(spec: DataSpec) -> Any:
-    """Runs ``data check`` on train and val; refuses to train on errors."""
+    """Runs ``data check`` on train and val; refuses to train on errors, logs its warnings
+    (e.g. annotations skipped by ``skip_degenerate``)."""
     report = check_dataset(spec, splits=["train", "val"])
+    for warning in report.warnings:
+        logger.warning("warning: %s", warning)
     if not report.ok:
         shown = "; ".join(report.errors[:5])
         more = f" (and {len(report.errors) - 5} more)" if len(report.errors) > 5 else ""
@@ -214,7 +228,7 @@ def build_module(
         class_weights_for(config, datamodule),
         config.loss.options,
     )
-    policy = {**config.input_policy.model_dump(), "multiple": net.output_stride}
+    policy = config.input_policy.model_dump()
     normalization = {
         "mean": net.mean.flatten().tolist(),
         "std": net.std.flatten().tolist(),
@@ -229,6 +243,8 @@ def build_module(
         input_policy=policy,
         class_distribution=class_share,
         config=config.model_dump(mode="json"),
+        tta=config.evaluate.tta,
+        data=DataSummary.from_spec(spec, classes, probe.in_channels),
     )
     module = SegmentationModule(
         net,
@@ -245,15 +261,52 @@ def build_module(
     return module, datamodule
 
 
-def train(config: TrainConfig, resume: str | Path | None = None) -> TrainResult | None:
+def claim_run_dir(
+    config: TrainConfig, *, overwrite: bool = False, resume: bool = False, extra_outputs: tuple[str, ...] = ()
+) -> Path:
+    """The run folder, refused when non-empty unless ``overwrite`` or ``resume`` (see
+    :func:`segflow.io_utils.claim_output_dir`); only the main process checks.
+
+    Args:
+        config: Validated training config (``output_dir``/``name`` give the folder).
+        overwrite: ``--overwrite``: clear :data:`RUN_OUTPUTS` (and ``extra_outputs``) first.
+        resume: ``--resume CKPT``: continue writing into the existing folder.
+        extra_outputs: Further names the caller writes there (the demo's ``predictions``).
+
+    Raises:
+        ConfigError: The run folder is a file, or is non-empty without either flag.
+    """
+    run_dir = config.run_dir()
+    if getattr(rank_zero_only, "rank", 0) != 0:  # DDP children start after rank 0 has written there
+        return run_dir
+    return claim_output_dir(
+        run_dir, overwrite=overwrite, resume=resume, owned=RUN_OUTPUTS + extra_outputs, what="run folder"
+    )
+
+
+def train(
+    config: TrainConfig,
+    resume: str | Path | None = None,
+    overwrite: bool = False,
+    extra_outputs: tuple[str, ...] = (),
+) -> TrainResult | None:
     """Trains one run. Returns the result on the main process, None on other DDP ranks.
 
     Args:
         config: Validated training config.
         resume: ``last.ckpt`` of an earlier run: continues epoch, optimizer, scheduler and RNG.
+        overwrite: Replace the outputs of an earlier run in a non-empty run folder; without
+            it (and without ``resume``) a non-empty run folder is refused before any work.
+        extra_outputs: Further names the caller writes into the run folder (cleared too).
     """
     if resume is not None and not Path(resume).is_file():
         raise ConfigError(f"--resume {resume}: checkpoint not found")
+    if resume is not None and overwrite:
+        raise ConfigError(
+            f"--resume {resume} and --overwrite exclude each other: --resume continues the run in "
+            f"{config.run_dir()}, --overwrite starts it afresh; pass one of them"
+        )
+    claim_run_dir(config, overwrite=overwrite, resume=resume is not None, extra_outputs=extra_outputs)
     pl.seed_everything(config.seed, workers=True, verbose=False)
     spec = load_spec(config)
     validate_optimisation(config)
@@ -261,9 +314,7 @@ def train(config: TrainConfig, resume: str | Path | None = None) -> TrainResult 
     run_dir = config.run_dir()
     run_dir.mkdir(parents=True, exist_ok=True)
     module, datamodule = build_module(config, spec, list(report.class_share.get("val", [])))
-    callbacks = build_callbacks(
-        config, run_dir, [tuple(c) for c in module.meta["palette"]], module.meta["classes"]
-    )
+    callbacks = build_callbacks(config, run_dir, module.meta.colors, module.meta.class_names)
     trainer = build_trainer(config, run_dir, callbacks)
     if trainer.is_global_zero:
         with atomic_write(run_dir / "config.yaml") as tmp:

@@ -1,7 +1,10 @@
 """Loss registry and ``create_loss``: weighted sums such as ``"1.0*ce + 1.0*dice"``.
 
 Every loss takes logits (N, K, H, W) and int64 targets (N, H, W); pixels whose target is
-``ignore_index`` contribute nothing. Dice, Jaccard, Lovasz and Tversky come from
+``ignore_index`` contribute nothing (no value, no gradient), also when ``ignore_index`` is a
+class index: that class is then never trained (the label rules,
+:class:`segflow.data.labels.LabelRules`; tested with the ignore value at 0, in the middle and
+as the last class). Dice, Jaccard, Lovasz and Tversky come from
 ``segmentation_models_pytorch.losses`` in multiclass mode (segflow always has K >= 2 outputs).
 """
 

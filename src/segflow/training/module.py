@@ -13,6 +13,7 @@ from torch import nn
 from segflow.constants import CHECKPOINT_KEY
 from segflow.errors import TrainingError
 from segflow.metrics import SegmentationMetrics, class_indices
+from segflow.models.meta import CheckpointMeta
 from segflow.training.optim import create_optimizer, create_scheduler
 
 RNG_KEY = "segflow_rng"
@@ -61,7 +62,7 @@ class SegmentationModule(pl.LightningModule):
         ignore_index: int,
         optimizer: dict[str, Any],
         scheduler: dict[str, Any],
-        meta: dict[str, Any],
+        meta: CheckpointMeta,
         sample_batch: tuple[torch.Tensor, torch.Tensor] | None = None,
         channels_last: bool = False,
         log_every_n_steps: int = 1,
@@ -154,7 +155,7 @@ class SegmentationModule(pl.LightningModule):
         return {"optimizer": optimizer, "lr_scheduler": scheduler}
 
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
-        checkpoint[CHECKPOINT_KEY] = self.meta
+        checkpoint[CHECKPOINT_KEY] = self.meta.to_dict()
         checkpoint[RNG_KEY] = _rng_state()
 
     def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:

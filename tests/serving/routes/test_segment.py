@@ -10,6 +10,7 @@ import pytest
 from PIL import Image
 from pycocotools import mask as coco_mask
 
+from segflow.inference.tta import TTAConfig
 from segflow.serving.codecs import decode_label_png
 from segflow.serving.crafted import bomb_png
 
@@ -118,7 +119,9 @@ def test_options_reach_the_predictor():
             content=png_bytes(sample_image()),
         )
     assert response.status_code == 200
-    assert predictor.calls[-1][0] == {"tta": "flip", "tile": 16, "overlap": 0.5, "min_object_size": 3}
+    applied = predictor.calls[-1][0]
+    assert applied.tta == TTAConfig(hflip=True, vflip=True)
+    assert (applied.tile, applied.overlap, applied.min_object_size) == (16, 0.5, 3)
 
 
 def test_grayscale_and_rgba_and_jpeg_inputs_are_accepted(client):
@@ -152,9 +155,10 @@ def test_bad_input_gets_its_4xx_with_a_json_reason(client, body, status, words):
 
 
 def test_unsupported_mode_and_format_get_415(client):
-    sixteen_bit = Image.fromarray(np.full((8, 8), 40000, dtype=np.uint16))
+    # 16-bit images are accepted (tests/serving/test_codecs.py); floating-point ones are not.
+    floating = Image.fromarray(np.full((8, 8), 0.5, dtype=np.float32))
     buffer = io.BytesIO()
-    sixteen_bit.save(buffer, format="PNG")
+    floating.save(buffer, format="TIFF")
     response = client.post("/v1/segment", content=buffer.getvalue())
     assert response.status_code == 415
     assert "mode" in response.json()["detail"]
@@ -165,15 +169,28 @@ def test_unsupported_mode_and_format_get_415(client):
     assert "PPM" in response.json()["detail"]
 
 
-def test_invalid_options_get_422(client):
+def test_invalid_options_get_422_with_one_line_naming_the_option(client):
     body = png_bytes(sample_image())
-    assert client.post("/v1/segment?format=jpeg", content=body).status_code == 422
-    assert client.post("/v1/segment?tile=0", content=body).status_code == 422
+    for query, words in [
+        ("format=jpeg", "format='jpeg'"),
+        ("tile=abc", "tile='abc'"),
+        ("tile=0", "tile=0 is outside the range"),
+        ("overlap=0.95", "overlap=0.95 is outside [0, 0.9)"),
+        ("overlap=-1", "overlap=-1 is outside [0, 0.9)"),
+        ("tile_batch=0", "tile_batch=0 is outside [1, 64]"),
+        ("min_object_size=-1", "min_object_size=-1 is outside [0, 2147483647]"),
+        ("alpha=2", "alpha='2'"),
+    ]:
+        response = client.post(f"/v1/segment?{query}", content=body)
+        assert response.status_code == 422, query
+        detail = response.json()["detail"]
+        assert isinstance(detail, str) and "\n" not in detail
+        assert words in detail, (query, detail)
     response = client.post(
         "/v1/segment", files={"file": ("x.png", body, "image/png")}, data={"colour": "red"}
     )
     assert response.status_code == 422
-    assert "colour" in response.json()["detail"]
+    assert "unknown option 'colour'" in response.json()["detail"]
 
 
 def test_multipart_without_file_and_urlencoded_get_400(client):
@@ -239,3 +256,26 @@ def test_model_error_is_500_without_traceback():
     assert response.status_code == 500
     assert "secret" not in response.text
     assert response.json()["detail"].startswith("internal server error")
+
+
+def test_tta_defaults_to_the_checkpoint_views_like_segflow_predict():
+    stored = {"hflip": True, "vflip": False, "scales": [1.0]}
+    predictor = FakePredictor(meta_extra={"format_version": 2, "tta": stored})
+    body = png_bytes(sample_image())
+    expected = {
+        None: TTAConfig(hflip=True, vflip=False),  # absent: what the model was validated with
+        "checkpoint": TTAConfig(hflip=True, vflip=False),
+        "none": None,
+        "false": None,
+        "true": TTAConfig(hflip=True, vflip=True),
+        "vflip": TTAConfig(hflip=False, vflip=True),
+    }
+    with serving(predictor) as client:
+        for value, views in expected.items():
+            params = {} if value is None else {"tta": value}
+            assert client.post("/v1/segment", params=params, content=body).status_code == 200
+            assert predictor.calls[-1][0].tta == views, value
+        refused = client.post("/v1/segment", params={"tta": "sideways"}, content=body)
+    assert refused.status_code == 422
+    assert refused.json()["detail"].startswith("invalid option: ")
+    assert "sideways" in refused.json()["detail"]

@@ -15,15 +15,24 @@ from typing import Any
 import numpy as np
 
 from segflow.constants import default_palette
-from segflow.data.io import read_mask
+from segflow.data.io import color_table, read_mask
+from segflow.data.labels import UNMAPPED, LabelRules
 from segflow.data.spec import MAX_MASK_VALUE, DataSpec
 from segflow.errors import ConfigError, DataError
 from segflow.registry import Registry
 
-UNMAPPED = -1
-"""Value-map entry for a stored mask value that maps to no class (reported by data check)."""
-
 Palette = list[tuple[int, int, int]]
+
+__all__ = [
+    "DATASETS",
+    "UNMAPPED",
+    "Palette",
+    "Reader",
+    "Sample",
+    "SplitListing",
+    "create_reader",
+    "natural_key",
+]
 
 
 @dataclass(frozen=True)
@@ -49,13 +58,16 @@ class SplitListing:
 
     Attributes:
         samples: Complete pairs, in natural name order.
-        problems: One message per file lacking its partner (each names the file).
+        problems: One message per file lacking its partner, or per malformed annotation
+            (each names the file).
+        warnings: Usable but worth telling (e.g. annotations skipped by ``skip_degenerate``).
         location: Where the split lives (folder or list file), for messages.
     """
 
     samples: list[Sample]
     problems: list[str] = field(default_factory=list)
     location: str = ""
+    warnings: list[str] = field(default_factory=list)
 
 
 class Reader:
@@ -93,7 +105,9 @@ class Reader:
         """Stored mask values ``(H, W)`` of one sample (before the value map)."""
         if sample.mask_path is None:
             raise DataError(f"sample {sample.name} has no mask file")
-        return read_mask(sample.mask_path)
+        colors = self.spec.colors
+        table = None if colors is None else color_table(colors, self.classes, self.spec.ignore_index)
+        return read_mask(sample.mask_path, colors=table)
 
     # -- derived properties ---------------------------------------------------------------
     @property
@@ -141,31 +155,17 @@ class Reader:
         """The format's own stored value -> class mapping; ``None`` means identity."""
         return None
 
-    def value_lut(self, max_stored: int = MAX_MASK_VALUE) -> np.ndarray:
-        """Lookup table ``(max_stored + 1,)`` int64 from stored value to class index.
+    @property
+    def label_rules(self) -> LabelRules:
+        """The dataset's label rules (stored value -> label, ignore, scored classes)."""
+        # colour masks (``colors:``) are read straight to labels: the format's table is for its index masks
+        default = None if self.spec.colors is not None else self.default_mask_values()
+        return LabelRules.from_spec(self.spec, self.classes, default)
 
-        ``ignore_index`` maps to itself unless ``mask_values`` maps it explicitly; values
-        mapping to no class hold ``UNMAPPED``.
-        """
-        num_classes = len(self.classes)
-        ignore = self.spec.ignore_index
-        lut = np.full(max_stored + 1, UNMAPPED, dtype=np.int64)
-        mapping = self.mask_values
-        if mapping is None:
-            lut[: min(num_classes, max_stored + 1)] = np.arange(min(num_classes, max_stored + 1))
-        else:
-            bad = {k: v for k, v in mapping.items() if not (0 <= v < num_classes or v == ignore)}
-            if bad:
-                raise ConfigError(
-                    f"mask_values {bad} map to class indices outside 0..{num_classes - 1} "
-                    f"({self.classes}); use a class index or ignore_index {ignore}"
-                )
-            for stored, index in mapping.items():
-                if stored <= max_stored:
-                    lut[stored] = index
-        if ignore <= max_stored and (mapping is None or ignore not in mapping):
-            lut[ignore] = ignore  # an explicit mask_values entry for it wins (membrane: 255 -> 1)
-        return lut
+    def value_lut(self, max_stored: int = MAX_MASK_VALUE) -> np.ndarray:
+        """Lookup table ``(max_stored + 1,)`` int64 from stored value to label (see
+        :attr:`LabelRules.lut`); values mapping to no label hold ``UNMAPPED``."""
+        return self.label_rules.lut[: max_stored + 1]
 
     def require_split(self, split: str) -> None:
         """Raises a ConfigError listing the valid splits if ``split`` is not one."""

@@ -99,6 +99,13 @@ class CityscapesReader(Reader):
         image_root = self.root / IMAGES_DIR / folder
         samples, problems = [], []
         images = sorted(image_root.glob(f"*/*{IMAGE_SUFFIX}"), key=lambda p: natural_key(str(p)))
+        listed = set(images)
+        for stray in sorted(image_root.rglob(f"*{IMAGE_SUFFIX}"), key=lambda p: natural_key(str(p))):
+            if stray not in listed:  # never skipped silently: the layout is exactly one city folder deep
+                problems.append(
+                    f"unpaired image: {stray} is not read; cityscapes images must be "
+                    f"{image_root}/<city>/<name>{IMAGE_SUFFIX}, one folder deep: move it"
+                )
         for image in images:
             prefix = image.name[: -len(IMAGE_SUFFIX)]
             mask = self.root / gt_name / folder / image.parent.name / f"{prefix}_{gt_name}_labelIds.png"

@@ -21,6 +21,10 @@ Options:
     masks: masks folder name under root (default ``masks``).
     mask_suffix: mask file name = image stem + this (default ``.png``).
     val_fraction: switches to the flat layout (0 < fraction < 1).
+    recursive: also read sub-folders of a split (default ``false``): ``images/train/a/x.png``
+        pairs with ``masks/train/a/x.png`` and is named ``a/x``. Without it, a sub-folder
+        holding images or masks is reported as unpaired (``data check`` and ``train`` refuse),
+        never silently skipped. Hidden folders (``.name``) are not read either way.
 
 ``classes`` is required. Example (ISBI membrane: ``image/N.png`` + ``label/N.png``)::
 
@@ -34,6 +38,8 @@ Options:
 from __future__ import annotations
 
 import math
+import os
+from collections.abc import Callable
 from pathlib import Path
 
 from segflow.data.io import IMAGE_EXTENSIONS
@@ -51,7 +57,7 @@ class FolderReader(Reader):
     """Reads ``images/<split>/`` + ``masks/<split>/`` folders (or a flat pair of folders)."""
 
     format_name = "folder"
-    allowed_options: tuple[str, ...] = ("images", "masks", "mask_suffix", "val_fraction")
+    allowed_options: tuple[str, ...] = ("images", "masks", "mask_suffix", "val_fraction", "recursive")
 
     @property
     def images_dir(self) -> Path:
@@ -67,6 +73,14 @@ class FolderReader(Reader):
     def mask_suffix(self) -> str:
         """Mask file name = image stem + this suffix."""
         return str(self.options.get("mask_suffix", DEFAULT_MASK_SUFFIX))
+
+    @property
+    def recursive(self) -> bool:
+        """Whether sub-folders of a split folder are read (``options.recursive``)."""
+        value = self.options.get("recursive", False)
+        if not isinstance(value, bool):
+            raise ConfigError(f"options.recursive must be true or false; got {value!r}")
+        return value
 
     @property
     def val_fraction(self) -> float | None:
@@ -111,7 +125,10 @@ class FolderReader(Reader):
         return listing
 
     def pair_folders(self, image_dir: Path, mask_dir: Path) -> SplitListing:
-        """Pairs ``image_dir/<stem>.<ext>`` with ``mask_dir/<stem><mask_suffix>``.
+        """Pairs ``image_dir/<name>.<ext>`` with ``mask_dir/<name><mask_suffix>``.
+
+        ``<name>`` is the file stem, or ``sub/folder/stem`` with ``options.recursive``.
+        Without it, each sub-folder holding images or masks is one problem in the listing.
 
         Args:
             image_dir: Folder of images.
@@ -120,42 +137,82 @@ class FolderReader(Reader):
         Returns:
             The listing; samples sorted in natural name order.
         """
-        images = _images_by_stem(image_dir)
+        recursive = self.recursive
+        images = _images_by_name(image_dir, recursive)
         suffix = self.mask_suffix
         samples, problems = [], []
-        for stem in sorted(images, key=natural_key):
-            mask_path = mask_dir / f"{stem}{suffix}"
+        for name in sorted(images, key=natural_key):
+            mask_path = mask_dir / f"{name}{suffix}"
             if mask_path.is_file():
-                samples.append(Sample(stem, images[stem], mask_path))
+                samples.append(Sample(name, images[name], mask_path))
             else:
-                problems.append(f"missing mask: image {images[stem]} has no mask {mask_path}")
-        for mask_path in _orphan_masks(mask_dir, suffix, images):
-            problems.append(
-                f"missing image: mask {mask_path} has no image {image_dir}/{mask_path.name[: -len(suffix)]}.*"
-            )
+                problems.append(f"missing mask: image {images[name]} has no mask {mask_path}")
+        for mask_path in _orphan_masks(mask_dir, suffix, images, recursive):
+            stem = _name(mask_path, mask_dir, suffix)
+            problems.append(f"missing image: mask {mask_path} has no image {image_dir}/{stem}.*")
+        if not recursive:
+            problems += _unread_subfolders(image_dir, "image", lambda p: p.suffix.lower() in IMAGE_EXTENSIONS)
+            problems += _unread_subfolders(mask_dir, "mask", lambda p: p.name.endswith(suffix))
         return SplitListing(samples, problems, location=str(image_dir))
 
 
-def _orphan_masks(mask_dir: Path, suffix: str, images: dict[str, Path]) -> list[Path]:
-    if not mask_dir.is_dir():
-        return []
-    orphans = [
-        p for p in mask_dir.iterdir() if p.name.endswith(suffix) and p.name[: -len(suffix)] not in images
-    ]
-    return sorted(orphans, key=lambda p: natural_key(p.name))
+def _name(path: Path, folder: Path, suffix: str) -> str:
+    """Sample name of a file: its path under ``folder`` (posix) without ``suffix``."""
+    relative = path.relative_to(folder).as_posix()
+    return relative[: -len(suffix)] if suffix else relative
 
 
-def _images_by_stem(folder: Path) -> dict[str, Path]:
+def _files(folder: Path, recursive: bool) -> list[Path]:
+    """Files directly in ``folder`` (and in its non-hidden sub-folders when ``recursive``)."""
     if not folder.is_dir():
-        return {}
+        return []
+    if not recursive:
+        return [p for p in folder.iterdir() if p.is_file()]
+    found = []
+    for current, dirs, names in os.walk(folder):
+        dirs[:] = sorted(d for d in dirs if not d.startswith("."))
+        found += [Path(current) / n for n in names]
+    return found
+
+
+def _unread_subfolders(folder: Path, kind: str, wanted: Callable[[Path], bool]) -> list[str]:
+    """One problem per direct sub-folder of ``folder`` that holds (anywhere below) wanted files."""
+    if not folder.is_dir():
+        return []
+    problems = []
+    subfolders = [p for p in folder.iterdir() if p.is_dir() and not p.name.startswith(".")]
+    for sub in sorted(subfolders, key=lambda p: natural_key(p.name)):
+        files = sorted(
+            (p for p in _files(sub, recursive=True) if wanted(p)), key=lambda p: natural_key(str(p))
+        )
+        if files:
+            problems.append(
+                f"unpaired sub-folder: {sub} holds {len(files)} {kind} file(s) (e.g. {files[0].name}) "
+                "that are not read; set 'options: {recursive: true}' in the data YAML to read "
+                "sub-folders, or move the files"
+            )
+    return problems
+
+
+def _orphan_masks(mask_dir: Path, suffix: str, images: dict[str, Path], recursive: bool) -> list[Path]:
+    orphans = [
+        p
+        for p in _files(mask_dir, recursive)
+        if p.name.endswith(suffix) and _name(p, mask_dir, suffix) not in images
+    ]
+    return sorted(orphans, key=lambda p: natural_key(str(p)))
+
+
+def _images_by_name(folder: Path, recursive: bool) -> dict[str, Path]:
     images: dict[str, Path] = {}
-    for path in folder.iterdir():
-        if not path.is_file() or path.suffix.lower() not in IMAGE_EXTENSIONS:
+    for path in _files(folder, recursive):
+        if path.suffix.lower() not in IMAGE_EXTENSIONS:
             continue
-        if path.stem in images:
+        name = _name(path, folder, path.suffix)
+        if name in images:
             raise DataError(
-                f"two images share the name {path.stem!r}: {images[path.stem]} and {path}; "
+                f"two images share the name {name!r}: {images[name]} and {path}; "
                 "rename or remove one so each mask has exactly one image"
             )
-        images[path.stem] = path
+        images[name] = path
     return images

@@ -4,7 +4,7 @@ Layout (the ``VOC2012`` folder is the root)::
 
     root/JPEGImages/<id>.jpg
     root/SegmentationClass/<id>.png          # palette PNG: palette index = class id
-    root/ImageSets/Segmentation/<split>.txt  # one <id> per line
+    root/ImageSets/Segmentation/<split>.txt  # one <id> per line (UTF-8, a BOM is fine)
 
 ``splits`` maps split names to list-file stems (``{train: train, val: val}``); by default
 each ``ImageSets/Segmentation/*.txt`` is a split. No options.
@@ -15,6 +15,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from segflow.constants import default_palette
+from segflow.data.io import read_list_file
 from segflow.data.readers.base import DATASETS, Reader, Sample, SplitListing
 from segflow.errors import DataError
 
@@ -84,5 +85,5 @@ class VocReader(Reader):
 
 
 def _read_ids(list_file: Path) -> list[str]:
-    lines = list_file.read_text(encoding="utf-8").splitlines()
-    return [line.split()[0] for line in lines if line.strip()]
+    """Image ids of a split list (UTF-8 with or without BOM, ids stripped)."""
+    return read_list_file(list_file, "VOC split list")

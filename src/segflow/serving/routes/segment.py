@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import time
-from collections.abc import AsyncGenerator
+from collections.abc import AsyncGenerator, Coroutine, Sequence
 from dataclasses import dataclass
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any, Literal, TypeVar
 
 import numpy as np
 from fastapi import APIRouter, Query, Request, Response
@@ -16,11 +17,12 @@ from starlette.concurrency import run_in_threadpool
 from starlette.datastructures import UploadFile
 from starlette.formparsers import MultiPartException, MultiPartParser
 
-from segflow.serving.batcher import PredictOptions
-from segflow.serving.codecs import class_summary, decode_image, encode_png
+from segflow.models.meta import TTA_FROM_CHECKPOINT
+from segflow.serving.codecs import class_summary, decode_image, encode_png, open_lazily
+from segflow.serving.cost import BadOption, ImageHeader
 from segflow.serving.deps import ApiKeyDep, ServiceDep
-from segflow.serving.errors import BadImage, RequestTimeout, ServiceError
-from segflow.serving.limits import check_content_length, read_limited
+from segflow.serving.errors import BadImage, ClientGone, RequestTimeout
+from segflow.serving.limits import check_content_length, check_pixel_count, read_limited
 from segflow.serving.service import Service, Timed
 from segflow.viz import overlay
 
@@ -38,8 +40,32 @@ SUMMARY_FORMATS = ("rle", "json")
 """Formats that report per-class confidences, hence need the probabilities."""
 
 
+TRUE_WORDS = frozenset({"true", "1", "yes", "on"})
+FALSE_WORDS = frozenset({"false", "0", "no", "off"})
+
+
+def tta_value(given: str | None) -> str | bool:
+    """The ``InferenceOptions.tta`` value of the request's ``tta``: absent means ``"checkpoint"``
+    (the default of ``segflow predict`` too), booleans keep their old meaning (flips / off), any
+    other word goes to ``InferenceOptions``, which checks it."""
+    if given is None:
+        return TTA_FROM_CHECKPOINT
+    word = given.strip().lower()
+    if word in TRUE_WORDS:
+        return True
+    if word in FALSE_WORDS:
+        return False
+    return word
+
+
 class SegmentOptions(BaseModel):
-    """Options of one request, from the query string or multipart form fields (form wins)."""
+    """Options of one request, from the query string or multipart form fields (form wins).
+
+    The numeric inference options are only typed here; their ranges (which depend on the
+    model's stride and the server's memory budget) are checked by
+    :meth:`segflow.serving.service.Service.inference_options`, which builds the same
+    :class:`~segflow.inference.options.InferenceOptions` the CLI and the Python API build.
+    """
 
     model_config = ConfigDict(extra="forbid")
 
@@ -48,27 +74,32 @@ class SegmentOptions(BaseModel):
         description="png: index PNG with palette; rle: COCO RLE per class; "
         "overlay: blended PNG; json: class areas and confidences.",
     )
-    tta: bool = Field(False, description="Test-time augmentation (flips).")
-    tile: int | None = Field(None, ge=1, description="Tile size in pixels for large images.")
-    overlap: float | None = Field(None, ge=0, description="Overlap between tiles.")
-    min_object_size: int = Field(0, ge=0, description="Remove regions smaller than this many pixels.")
-    alpha: float | None = Field(None, ge=0, le=1, description="Mask opacity of format=overlay.")
+    tta: str | None = Field(
+        None,
+        description="Test-time augmentation, as `segflow predict --tta`: checkpoint (the views the "
+        "model was validated with; the default), none, hflip, vflip, flip; true = flip, false = none.",
+    )
+    tile: int | None = Field(
+        None, description="Tile size in pixels (a multiple of the model's stride; see /v1/model limits)."
+    )
+    overlap: float | None = Field(None, description="Overlap between tiles, in [0, 0.9).")
+    tile_batch: int | None = Field(None, description="Tiles per forward pass (see /v1/model limits).")
+    min_object_size: int | None = Field(None, description="Remove regions smaller than this many pixels.")
+    fill_holes: int | None = Field(None, description="Fill enclosed holes smaller than this many pixels.")
+    alpha: float | None = Field(None, ge=0, le=1, description="Mask opacity of format=overlay, in [0, 1].")
 
-    def predict_options(self) -> PredictOptions:
-        """The part of the options the model runner sees (batching key)."""
-        return PredictOptions(
-            tta=self.tta,
-            tile=self.tile,
-            overlap=self.overlap,
-            min_object_size=self.min_object_size,
-            keep_probs=self.format in SUMMARY_FORMATS,
-        )
-
-
-class BadOption(ServiceError):
-    """A form field holds an invalid option value."""
-
-    status_code = 422
+    def inference_fields(self) -> dict[str, Any]:
+        """The :class:`InferenceOptions` fields these options set (None: not given)."""
+        return {
+            "tta": tta_value(self.tta),
+            "tile": self.tile,
+            "overlap": self.overlap,
+            "tile_batch": self.tile_batch,
+            "min_object_size": self.min_object_size,
+            "fill_holes": self.fill_holes,
+            "probs": self.format in SUMMARY_FORMATS,
+            "overlay": self.format == "overlay",
+        }
 
 
 @dataclass(frozen=True)
@@ -95,11 +126,11 @@ IMAGE_BODY = {
 ERRORS: dict[int | str, dict[str, Any]] = {
     400: {"description": "Not an image, truncated image, malformed request."},
     401: {"description": "Missing or wrong API key."},
-    413: {"description": "Upload or pixel count above the server's limits."},
+    413: {"description": "Upload, pixel count or estimated memory cost above the server's limits."},
     415: {"description": "Image format or mode not accepted."},
-    422: {"description": "Invalid option."},
-    503: {"description": "Queue full or model not ready; see Retry-After."},
-    504: {"description": "Not answered within the server's timeout."},
+    422: {"description": "Invalid option; the detail names its allowed range."},
+    503: {"description": "Queue full, memory busy or model not ready; see Retry-After."},
+    504: {"description": "Not answered within the server's timeout; the work was cancelled."},
 }
 
 
@@ -116,21 +147,82 @@ async def segment(
     arrived = time.monotonic()
     try:
         async with asyncio.timeout(service.settings.timeout_s):
+            service.check_ready()
             upload = await read_upload(request, service.settings.max_upload_bytes)
             options = merge_options(query, upload.fields)
-            image = await run_in_threadpool(
-                decode_image, upload.data, service.settings.max_pixels, service.channels
-            )
-            timed = await service.predict(image, options.predict_options())
-            body, media_type = await run_in_threadpool(encode_answer, service, image, timed, options)
+            inference = service.inference_options(**options.inference_fields())
+            header = await run_in_threadpool(read_header, upload.data, service.settings.max_pixels)
+            plan = service.plan(header, inference)
+            with service.reserve(plan) as reservation:  # released once the answer is encoded
+                image = await run_in_threadpool(
+                    decode_image, upload.data, service.settings.max_pixels, service.channels
+                )
+                del upload
+                timed = await until_disconnected(request, service.predict(image, plan, reservation))
+                body, media_type = await run_in_threadpool(encode_answer, service, image, timed, options)
+                del image
     except TimeoutError:
         raise RequestTimeout(
             f"no answer within the server's limit of {service.settings.timeout_s:g} s (--timeout-s); "
-            f"retry later or send a smaller image"
+            f"the work was cancelled; retry later or send a smaller image"
         ) from None
     prediction = timed.prediction
     service.metrics.observe_prediction(prediction.class_share, prediction.labels.size, prediction.confidence)
     return Response(body, media_type=media_type, headers=timing_headers(service, timed, arrived))
+
+
+Result = TypeVar("Result")
+
+
+async def until_disconnected(request: Request, work: Coroutine[Any, Any, Result]) -> Result:
+    """Awaits ``work`` unless the client disconnects first; then ``work`` is cancelled.
+
+    Call it only after the body was read: it listens for the ASGI ``http.disconnect`` message
+    (a client that timed out and closed the connection), so the job behind ``work`` stops
+    instead of running for nobody.
+
+    Raises:
+        ClientGone: The client disconnected before ``work`` finished.
+    """
+    task = asyncio.ensure_future(work)
+    watcher = asyncio.ensure_future(_disconnect(request))
+    try:
+        done, _ = await asyncio.wait({task, watcher}, return_when=asyncio.FIRST_COMPLETED)
+    except BaseException:  # our own cancellation (the request timeout): stop both
+        task.cancel()
+        watcher.cancel()
+        # Let ``work`` see its cancellation (it cancels its job and ties the memory
+        # reservation to it) before the caller's ``with`` block releases that reservation.
+        with contextlib.suppress(asyncio.CancelledError, Exception):
+            await task
+        raise
+    watcher.cancel()
+    if task in done:
+        return task.result()
+    task.cancel()
+    with contextlib.suppress(asyncio.CancelledError):
+        await task
+    raise ClientGone("the client closed the connection; its job was cancelled")
+
+
+async def _disconnect(request: Request) -> None:
+    while (await request.receive())["type"] != "http.disconnect":
+        pass
+
+
+def read_header(data: bytes, max_pixels: int) -> ImageHeader:
+    """Size and sample depth from the image header alone, within ``max_pixels``; no pixel is decoded.
+
+    Raises:
+        BadImage: Not an image.
+        UnsupportedImage: A format the service does not take.
+        PayloadTooLarge: More than ``max_pixels`` pixels (or a decompression bomb).
+    """
+    with open_lazily(data) as image:
+        (width, height), mode = image.size, str(image.mode)
+        rawmode = " ".join(str(tile.args) for tile in getattr(image, "tile", None) or [])
+    check_pixel_count(width, height, max_pixels)
+    return ImageHeader.of(width, height, mode, rawmode)
 
 
 async def read_upload(request: Request, max_bytes: int) -> Upload:
@@ -186,10 +278,21 @@ def merge_options(query: SegmentOptions, fields: dict[str, str]) -> SegmentOptio
     try:
         return SegmentOptions.model_validate({**query.model_dump(exclude_unset=True), **fields})
     except ValidationError as err:
-        problems = "; ".join(
-            f"{'.'.join(map(str, e['loc']))}={e.get('input')!r}: {e['msg']}" for e in err.errors()
-        )
-        raise BadOption(f"invalid form field: {problems}") from None
+        raise BadOption(f"invalid form field: {describe_option_errors(err.errors())}") from None
+
+
+def describe_option_errors(errors: Sequence[Any]) -> str:
+    """One line for pydantic/FastAPI validation errors of request options: each name, value and rule."""
+    problems = []
+    for error in errors:
+        location = [str(part) for part in error.get("loc", ()) if part not in ("query", "body")]
+        name = ".".join(location) or "options"
+        if error.get("type") == "extra_forbidden":
+            valid = ", ".join(SegmentOptions.model_fields)
+            problems.append(f"unknown option {name!r}; valid options: {valid}")
+        else:
+            problems.append(f"{name}={error.get('input')!r}: {error.get('msg')}")
+    return "; ".join(problems)
 
 
 def encode_answer(

@@ -45,6 +45,8 @@ from segflow.inference.backends import (
     load_torch_model,
     physical_cores,
 )
+from segflow.models.meta import CheckpointMeta
+from segflow.models.source import parse_model_source
 
 MATMUL_SIZE = 2048
 """Square fp32 GEMM side for the peak (17 GFLOP per product: large enough to hit peak)."""
@@ -57,7 +59,6 @@ GIGA = 1e9
 CALIB_IMAGES = 8
 DEFAULT_CHANNELS = 3
 PERCENTILES = (50, 95)
-SPEC_PARTS = 3
 MS = 1000.0
 
 
@@ -83,7 +84,7 @@ class LoadedModel:
 
     description: str
     net: nn.Module | None
-    meta: dict[str, Any]
+    meta: CheckpointMeta
     onnx_path: Path | None
     torch_source: nn.Module | Path | None
     int8_path: Path | None = None
@@ -168,19 +169,6 @@ def time_calls(
     return np.asarray(times)
 
 
-def parse_spec(spec: str) -> tuple[str, str, int] | None:
-    """``"unet:resnet34:12"`` -> ``("unet", "resnet34", 12)``; None when not a spec."""
-    parts = spec.split(":")
-    if len(parts) != SPEC_PARTS or Path(spec).exists():
-        return None
-    arch, encoder, classes = parts
-    if not classes.isdigit() or int(classes) < 1:
-        raise ConfigError(
-            f"model spec {spec!r}: the class count must be a positive integer (arch:encoder:classes)"
-        )
-    return arch, encoder, int(classes)
-
-
 def spec_meta(
     arch: str, encoder: str, num_classes: int, in_channels: int = DEFAULT_CHANNELS
 ) -> dict[str, Any]:
@@ -207,29 +195,26 @@ def build_spec_model(
 
 
 def load_model(model: str) -> LoadedModel:
-    """Resolves MODEL: an ``arch:encoder:classes`` spec, an ONNX export or a checkpoint/export.
+    """Resolves MODEL (see :func:`segflow.models.source.parse_model_source`): an
+    ``arch:encoder:classes`` spec, an ONNX export or a checkpoint/export.
 
     Raises:
-        ConfigError: The file does not exist or the spec is malformed.
+        ConfigError: An unknown MODEL form or a malformed spec.
+        CheckpointError: The file does not exist or is not a segflow model.
     """
-    spec = parse_spec(model)
-    if spec is not None:
-        net = build_spec_model(*spec)
-        return LoadedModel(model, net, spec_meta(*spec), None, net)
-    path = Path(model)
-    if not path.is_file():
-        raise ConfigError(
-            f"MODEL {model!r} is neither a file nor an arch:encoder:classes spec like unet:resnet34:12"
+    source = parse_model_source(model, accept=("file", "spec"), command="benchmark")
+    if source.path is None:
+        arch, encoder, classes = str(source.arch), str(source.encoder), int(source.num_classes or 0)
+        net = build_spec_model(arch, encoder, classes)
+        return LoadedModel(
+            model, net, CheckpointMeta.of_module(net, spec_meta(arch, encoder, classes)), None, net
         )
+    path = source.path
     if path.suffix.lower() == ONNX_SUFFIX:
         meta = create_backend("onnx", path).meta
-        info = meta["model"]
+        info = meta.model
         net = build_spec_model(
-            info["arch"],
-            info["encoder"],
-            int(info["num_classes"]),
-            int(info["in_channels"]),
-            **(info.get("arch_kwargs") or {}),
+            info.arch, info.encoder, info.num_classes, info.in_channels, **info.arch_kwargs
         )
         return LoadedModel(model, net, meta, path, None)
     net, meta, _ = load_torch_model(path)
@@ -257,7 +242,7 @@ def ensure_onnx(loaded: LoadedModel, workdir: Path, size: int, want_int8: bool) 
         return
     loaded.int8_path = int8_path_for(loaded.onnx_path)
     if not loaded.int8_path.exists():
-        calib = synthetic_batches(int(loaded.meta["model"]["in_channels"]), size)
+        calib = synthetic_batches(loaded.meta.in_channels, size)
         loaded.int8_path = quantize_int8(
             loaded.onnx_path, workdir / loaded.int8_path.name, calib, calibration_info={"data": "synthetic"}
         )
@@ -277,7 +262,7 @@ def measure_backend(
     backend: Backend, batch: int, size: int, warmup: int, iters: int
 ) -> tuple[np.ndarray, float]:
     """Call times (s) at one batch size and the peak RSS (MiB) while running."""
-    channels = int(backend.meta["model"]["in_channels"])
+    channels = backend.meta.in_channels
     x = np.random.default_rng(0).random((batch, channels, size, size), dtype=np.float32)
     with rss_peak() as peak:
         times = time_calls(backend.forward, x, warmup, iters)
@@ -348,7 +333,7 @@ def run_benchmark(
     if threads:
         torch.set_num_threads(threads)
     loaded = load_model(model)
-    channels = int(loaded.meta["model"]["in_channels"])
+    channels = loaded.meta.in_channels
     log("measuring the fp32 matmul peak")
     peak_torch, peak_ort = torch_matmul_peak(), ort_matmul_peak(threads=threads)
     gflops = count_gflops(loaded.net, channels, size) if loaded.net is not None else float("nan")

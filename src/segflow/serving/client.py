@@ -1,7 +1,7 @@
 """Python client of ``segflow serve``, and ``segflow predict --server`` built on it.
 
 Example:
-    >>> from segflow.client import Client
+    >>> from segflow.serving.client import Client
     >>> with Client("http://127.0.0.1:8000", api_key="secret") as client:
     ...     labels = client.segment("street.png")            # (H, W) uint8 class indices
     ...     answer = client.segment("street.png", format="rle")

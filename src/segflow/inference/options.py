@@ -1,0 +1,260 @@
+"""``InferenceOptions``: the one options type of segflow inference.
+
+Every way of asking for a prediction builds this same object, and nothing else:
+
+- the CLI (``segflow predict --tile 512 ...``) builds it from its flags,
+- the HTTP service builds it from a request's query options (``?tile=512&tta=true``),
+- the Python API builds it directly: ``InferenceOptions(tile=512, tta="flip")``.
+
+:class:`segflow.inference.predictor.Predictor` takes it ready-made
+(``Predictor(backend, options)``) and turns the tiling fields into its tile spec once; the
+window cutter (:mod:`segflow.inference.tiling`) and the file writers
+(:mod:`segflow.inference.streaming`) ask the predictor for that spec and never read these
+options again.
+
+Each field has a validated type and range, checked where the object is built. A bad value
+raises :class:`segflow.errors.InferenceError` with one line naming the field, the value and
+the allowed range, e.g. ``tile=1000000000000 is outside [1, 4096]: ...``. Validation through
+pydantic directly (``InferenceOptions.model_validate(...)`` or a FastAPI query model) raises
+``pydantic.ValidationError`` whose messages are those same lines. Rules that need the model
+(``tile`` a multiple of the model's stride, ``threshold`` only for binary models) are checked
+by the ``Predictor``.
+
+The object is frozen and hashable, so it can key caches (see :meth:`prediction_key`).
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping
+from typing import Any, Literal
+
+import numpy as np
+from pydantic import BaseModel, ConfigDict, ValidationError, field_validator
+
+from segflow.errors import InferenceError
+from segflow.inference.preprocess import PAD_MODES
+from segflow.inference.tiling import BLEND_MODES, DEFAULT_TILE_BATCH, MAX_OVERLAP
+from segflow.inference.tta import TTAConfig, parse_tta
+from segflow.models.meta import TTA_FROM_CHECKPOINT
+
+MIN_TILE = 1
+MAX_TILE = 4096
+"""Largest window side. A 4096 x 4096 window costs ~0.8 GB of float32 probabilities for 12
+classes before the model's activations, so larger tiles are refused everywhere; the service
+may narrow the range further to fit its memory budget."""
+MAX_TILE_BATCH = 64
+"""Most windows per forward pass."""
+MAX_AREA_PX = 2**31 - 1
+"""Upper bound of ``min_object_size`` and ``fill_holes`` (pixels; larger than any image)."""
+DEFAULT_OVERLAP = 0.25
+DEFAULT_FRAME_BATCH = 8
+"""Video frames per forward pass."""
+MAX_FRAME_BATCH = 256
+PERFORMANCE_FIELDS = frozenset({"tile_batch", "batch"})
+"""Fields that change speed and memory but not the predicted labels or probabilities."""
+OUTPUT_FIELDS = frozenset({"probs", "overlay"})
+"""Fields that choose which files/fields are produced, not how pixels are predicted."""
+
+
+def _integer(name: str, value: Any, low: int, high: int) -> int:
+    """``value`` as an int in ``[low, high]``; ValueError naming the field and the range."""
+    parsed: int | None = None
+    if isinstance(value, bool):
+        parsed = None
+    elif isinstance(value, int | np.integer) or isinstance(value, float) and value.is_integer():
+        parsed = int(value)
+    elif isinstance(value, str) and value.strip().lstrip("+-").isdigit():
+        parsed = int(value.strip())
+    if parsed is None:
+        raise ValueError(f"{name}={value!r} is invalid: use an integer in [{low}, {high}]")
+    if not low <= parsed <= high:
+        raise ValueError(f"{name}={parsed} is outside [{low}, {high}]: use an integer in that range")
+    return parsed
+
+
+def _number(name: str, value: Any, low: float, high: float, closed: str) -> float:
+    """``value`` as a float in the interval ``low..high``; ``closed`` is ``"[]"``, ``"[)"`` or ``"()"``."""
+    interval = f"{closed[0]}{low:g}, {high:g}{closed[1]}"
+    parsed: float | None = None
+    if isinstance(value, int | float | np.integer | np.floating) and not isinstance(value, bool):
+        parsed = float(value)
+    elif isinstance(value, str):
+        try:
+            parsed = float(value.strip())
+        except ValueError:
+            parsed = None
+    if parsed is None or math.isnan(parsed):
+        raise ValueError(f"{name}={value!r} is invalid: use a number in {interval}")
+    above = parsed > low if closed[0] == "(" else parsed >= low
+    below = parsed < high if closed[1] == ")" else parsed <= high
+    if not (above and below):
+        raise ValueError(f"{name}={parsed:g} is outside {interval}: use a number in that range")
+    return parsed
+
+
+def _choice(name: str, value: Any, choices: tuple[str, ...]) -> str:
+    if not isinstance(value, str) or value not in choices:
+        raise ValueError(f"{name}={value!r} is invalid: choose one of {', '.join(choices)}")
+    return value
+
+
+class InferenceOptions(BaseModel):
+    """How to predict: tiling, test-time augmentation, post-processing and outputs.
+
+    Attributes:
+        tta: Test-time augmentation: None (off), ``"flip"``/True (horizontal and vertical
+            flips), ``"hflip"``, ``"vflip"``, ``"none"`` or ``{"hflip": bool, "vflip": bool,
+            "scales": [float, ...]}``, stored as a :class:`segflow.inference.tta.TTAConfig`;
+            or ``"checkpoint"``: the views the model was validated with (its metadata's
+            ``tta``), resolved by the Predictor.
+        tile: Window side in pixels for sliding-window inference, in ``[1, 4096]`` (and a
+            multiple of the model's stride, checked by the Predictor); None runs each image
+            whole (large files are still streamed with a 512 tile).
+        overlap: Fraction of a window shared with its neighbour, in ``[0, 0.9)``.
+        blend: ``"gaussian"`` or ``"constant"`` weighting of overlapping windows.
+        tile_batch: Windows per forward pass, in ``[1, 64]`` (memory grows with it).
+        min_object_size: Components smaller than this many pixels are relabelled to their
+            surrounding majority class; 0 disables; ``[0, 2**31 - 1]``.
+        fill_holes: Background holes smaller than this many pixels enclosed by one class are
+            filled; 0 disables; ``[0, 2**31 - 1]``.
+        threshold: Binary models only: class 1 where ``p1 >= threshold``, in ``(0, 1)``;
+            None uses argmax.
+        pad_mode: ``"reflect"`` or ``"constant"`` padding up to the stride / tile.
+        batch: Video frames per forward pass, in ``[1, 256]``.
+        probs: Also produce the ``(K, H, W)`` probabilities (``<stem>_probs.npy`` files,
+            per-class confidences in the service).
+        overlay: Also produce the colour overlay (``<stem>_overlay.png``, overlaid video).
+    """
+
+    model_config = ConfigDict(frozen=True, extra="forbid", arbitrary_types_allowed=True)
+
+    tta: TTAConfig | Literal["checkpoint"] | None = None
+    tile: int | None = None
+    overlap: float = DEFAULT_OVERLAP
+    blend: Literal["gaussian", "constant"] = "gaussian"
+    tile_batch: int = DEFAULT_TILE_BATCH
+    min_object_size: int = 0
+    fill_holes: int = 0
+    threshold: float | None = None
+    pad_mode: Literal["reflect", "constant"] = "reflect"
+    batch: int = DEFAULT_FRAME_BATCH
+    probs: bool = False
+    overlay: bool = False
+
+    def __init__(self, **fields: Any) -> None:
+        """Validates ``fields``; raises :class:`InferenceError` (one line) on a bad value."""
+        try:
+            super().__init__(**fields)
+        except ValidationError as err:
+            raise InferenceError(describe_options_error(err)) from None
+
+    @field_validator("tta", mode="before")
+    @classmethod
+    def _tta(cls, value: Any) -> TTAConfig | str | None:
+        # "checkpoint" stays as written: the Predictor resolves it from the model's metadata.
+        return value if value == TTA_FROM_CHECKPOINT else parse_tta(value)
+
+    @field_validator("tile", mode="before")
+    @classmethod
+    def _tile(cls, value: Any) -> int | None:
+        return None if value is None else _integer("tile", value, MIN_TILE, MAX_TILE)
+
+    @field_validator("overlap", mode="before")
+    @classmethod
+    def _overlap(cls, value: Any) -> float:
+        return _number("overlap", value, 0.0, MAX_OVERLAP, "[)")
+
+    @field_validator("blend", mode="before")
+    @classmethod
+    def _blend(cls, value: Any) -> str:
+        return _choice("blend", value, BLEND_MODES)
+
+    @field_validator("pad_mode", mode="before")
+    @classmethod
+    def _pad_mode(cls, value: Any) -> str:
+        return _choice("pad_mode", value, PAD_MODES)
+
+    @field_validator("tile_batch", mode="before")
+    @classmethod
+    def _tile_batch(cls, value: Any) -> int:
+        return _integer("tile_batch", value, 1, MAX_TILE_BATCH)
+
+    @field_validator("min_object_size", "fill_holes", mode="before")
+    @classmethod
+    def _area(cls, value: Any, info: Any) -> int:
+        return _integer(str(info.field_name), value, 0, MAX_AREA_PX)
+
+    @field_validator("threshold", mode="before")
+    @classmethod
+    def _threshold(cls, value: Any) -> float | None:
+        return None if value is None else _number("threshold", value, 0.0, 1.0, "()")
+
+    @field_validator("batch", mode="before")
+    @classmethod
+    def _batch(cls, value: Any) -> int:
+        return _integer("batch", value, 1, MAX_FRAME_BATCH)
+
+    # --- derived views ----------------------------------------------------------------
+
+    def replace(self, **changes: Any) -> InferenceOptions:
+        """A validated copy with ``changes`` applied (unlike ``model_copy``, which skips checks).
+
+        Raises:
+            InferenceError: A changed value is invalid, or a name is not an option.
+        """
+        current = {name: getattr(self, name) for name in type(self).model_fields}
+        return type(self)(**{**current, **changes})
+
+    def prediction_key(self) -> InferenceOptions:
+        """These options with the output and performance fields at their defaults.
+
+        Two option sets with equal keys give the same labels and probabilities, so a cache of
+        predictor variants can be keyed by it.
+        """
+        defaults = type(self)()
+        return self.replace(**{name: getattr(defaults, name) for name in OUTPUT_FIELDS | PERFORMANCE_FIELDS})
+
+    def to_json(self) -> dict[str, Any]:
+        """JSON-ready dict (TTA as ``{"hflip", "vflip", "scales"}`` or null), e.g. for manifests."""
+        return self.model_dump(mode="json")
+
+    @classmethod
+    def from_json(cls, data: Any, source: str = "options") -> InferenceOptions:
+        """Rebuilds options from :meth:`to_json` output.
+
+        Raises:
+            InferenceError: ``data`` is not a mapping or holds an invalid value (names ``source``).
+        """
+        if not isinstance(data, Mapping):
+            raise InferenceError(
+                f"{source}: expected an object of inference options, got {type(data).__name__}"
+            )
+        try:
+            return cls(**dict(data))
+        except InferenceError as err:
+            raise InferenceError(f"{source}: {err}") from None
+
+    def differences(self, other: InferenceOptions, ignore: frozenset[str] = PERFORMANCE_FIELDS) -> list[str]:
+        """``"name: mine -> other"`` for each field that differs (fields in ``ignore`` skipped)."""
+        mine, theirs = self.to_json(), other.to_json()
+        return [
+            f"{name}: {mine[name]!r} -> {theirs[name]!r}"
+            for name in type(self).model_fields
+            if name not in ignore and mine[name] != theirs[name]
+        ]
+
+
+def describe_options_error(err: ValidationError) -> str:
+    """One line for a ValidationError of :class:`InferenceOptions` (our range messages as they are)."""
+    problems = []
+    for item in err.errors():
+        name = ".".join(str(part) for part in item["loc"]) or "options"
+        if item["type"] == "value_error":
+            problems.append(str(item.get("ctx", {}).get("error", item["msg"])))
+        elif item["type"] == "extra_forbidden":
+            valid = ", ".join(InferenceOptions.model_fields)
+            problems.append(f"unknown inference option {name!r}; valid options: {valid}")
+        else:
+            problems.append(f"{name}={item.get('input')!r} is invalid: {item['msg']}")
+    return "; ".join(problems)
