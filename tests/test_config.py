@@ -33,7 +33,11 @@ def test_bad_literal_lists_allowed_values(tiny_config: dict) -> None:
 @pytest.mark.parametrize(
     ("key", "value", "message"),
     [
-        ("evaluate.tta", "rot90", r"'evaluate.tta'.*tta='rot90' is invalid; use None, one of none, hflip"),
+        (
+            "evaluate.tta",
+            "rot90",
+            r"'evaluate.tta'.*tta='rot90' is invalid; use one of none, hflip, vflip, flip, true, false",
+        ),
         ("evaluate.tta", {"hflip": True, "turns": 4}, r"'evaluate.tta'.*unknown key.*\['turns'\]"),
         ("trainer.ema_decay", 1.5, r"'trainer.ema_decay'.*less than 1"),
         ("trainer.cache_data", "sometimes", r"'trainer.cache_data'"),
@@ -97,3 +101,82 @@ def test_cli_unknown_key_exit_code(tmp_path: Path, tiny_config: dict, capsys: py
     path.write_text(yaml.safe_dump(tiny_config))
     assert main(["train", str(path)]) == 1
     assert "unknown key 'optimiser'" in capsys.readouterr().err
+
+
+def _written(tmp_path: Path, config: dict, *drop: str) -> Path:
+    path = tmp_path / "cfg.yaml"
+    path.write_text(yaml.safe_dump({k: v for k, v in config.items() if k not in drop}))
+    return path
+
+
+@pytest.mark.parametrize(
+    ("overrides", "scheduler"),
+    [
+        (["scheduler.warmup_steps=0"], {"name": "cosine", "warmup_steps": 0}),
+        (["scheduler.warmup_epochs=3"], {"name": "cosine", "warmup_epochs": 3}),
+        (["scheduler.min_lr=0.0001"], {"name": "cosine", "warmup_epochs": 1, "min_lr": 0.0001}),
+        (["scheduler.name=poly", "scheduler.power=2"], {"name": "poly", "power": 2}),
+        (["scheduler.name=none"], {"name": "none"}),
+    ],
+)
+def test_dotted_override_merges_into_the_default_section(
+    tmp_path: Path, tiny_config: dict, overrides: list[str], scheduler: dict
+) -> None:
+    """The YAML has no ``scheduler:``: an override sets options of the default scheduler."""
+    cfg = load_config(_written(tmp_path, tiny_config, "scheduler"), overrides)
+    assert cfg.scheduler == scheduler
+
+
+def test_dotted_override_merges_into_the_default_optimizer(tmp_path: Path, tiny_config: dict) -> None:
+    cfg = load_config(_written(tmp_path, tiny_config, "optimizer"), ["optimizer.weight_decay=0.05"])
+    assert cfg.optimizer == {"name": "adamw", "lr": 1e-3, "weight_decay": 0.05}
+
+
+def test_dotted_override_of_an_alternative_key_replaces_the_yaml_one(
+    tmp_path: Path, tiny_config: dict
+) -> None:
+    tiny_config["scheduler"] = {"name": "poly", "warmup_epochs": 2, "power": 0.5}
+    cfg = load_config(_written(tmp_path, tiny_config), ["scheduler.warmup_steps=10"])
+    assert cfg.scheduler == {"name": "poly", "warmup_steps": 10, "power": 0.5}
+
+
+def test_default_scheduler_override_builds_a_scheduler(tmp_path: Path, tiny_config: dict) -> None:
+    """The fault: ``unknown scheduler option(s) ['warmup_steps'] for 'none'``."""
+    import torch
+
+    from segflow.training.optim import create_scheduler
+
+    cfg = load_config(_written(tmp_path, tiny_config, "scheduler"), ["scheduler.warmup_steps=0"])
+    optimizer = torch.optim.SGD([torch.nn.Parameter(torch.zeros(1))], lr=0.1)
+    scheduler = create_scheduler(cfg.scheduler, optimizer, total_steps=10, steps_per_epoch=5)
+    assert scheduler is not None
+
+
+@pytest.mark.parametrize(
+    ("value", "expected"),
+    [
+        (32, "32"),
+        (16, "16-mixed"),
+        ("32", "32"),
+        ("16", "16-mixed"),
+        ("32-true", "32"),
+        ("bf16", "bf16-mixed"),
+    ],
+)
+def test_precision_accepts_lightning_spellings(
+    tmp_path: Path, tiny_config: dict, value: object, expected: str
+) -> None:
+    tiny_config["trainer"]["precision"] = value
+    assert build_config(tiny_config).trainer.precision == expected
+    del tiny_config["trainer"]["precision"]
+    override = f"trainer.precision={value}"
+    assert load_config(_written(tmp_path, tiny_config), [override]).trainer.precision == expected
+
+
+@pytest.mark.parametrize("value", [64, 8, True, 32.5, "64"])
+def test_precision_that_segflow_cannot_run_is_refused_naming_the_choices(
+    tiny_config: dict, value: object
+) -> None:
+    tiny_config["trainer"]["precision"] = value
+    with pytest.raises(ConfigError, match=r"'trainer.precision'.*'auto', '32', 'bf16-mixed' or '16-mixed'"):
+        build_config(tiny_config)

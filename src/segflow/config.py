@@ -16,6 +16,14 @@ from segflow.errors import ConfigError, describe_validation_error
 from segflow.yaml_io import read_yaml
 
 Precision = Literal["auto", "32", "bf16-mixed", "16-mixed"]
+PRECISION_ALIASES: dict[str, str] = {"16": "16-mixed", "32-true": "32", "bf16": "bf16-mixed"}
+"""Other spellings Lightning accepts for a supported precision (YAML ``32`` and ``16`` are ints)."""
+
+ALTERNATIVE_KEYS: dict[str, tuple[tuple[str, ...], ...]] = {
+    "scheduler": (("warmup_epochs", "warmup_steps"),),
+}
+"""Keys of a config section that are alternatives (give one): setting one by a dotted
+override drops the others from what it is merged into, so it replaces a default."""
 
 
 class _Strict(BaseModel):
@@ -58,7 +66,7 @@ class TrainerConfig(_Strict):
     val_batch_size: int = Field(default=1, ge=1)
     num_workers: int = Field(default=2, ge=0)
     cache_data: Literal["auto", True, False] = "auto"  # decoded images in RAM after epoch 0 (auto: if small)
-    precision: Precision = "auto"
+    precision: Precision = "auto"  # YAML 32 / 16 (ints) and Lightning's aliases are normalised
     channels_last: bool = False  # NHWC weights and activations: faster convs on CPU for many nets
     ema_decay: float | None = Field(default=None, gt=0, lt=1)  # EMA of weights: validated and saved
     accumulate_grad_batches: int = Field(default=1, ge=1)
@@ -75,6 +83,14 @@ class TrainerConfig(_Strict):
     loggers: list[Literal["csv", "tensorboard", "mlflow"]] = Field(default_factory=lambda: ["csv"])  # type: ignore[arg-type]
     num_sample_images: int = Field(default=4, ge=0, le=16)
     progress_bar: bool = True
+
+    @field_validator("precision", mode="before")
+    @classmethod
+    def _precision_spelling(cls, value: Any) -> Any:
+        """``32`` (an unquoted YAML int, as Lightning accepts) -> ``"32"``; ``16`` -> ``"16-mixed"``."""
+        if isinstance(value, int) and not isinstance(value, bool):
+            value = str(value)
+        return PRECISION_ALIASES.get(value, value) if isinstance(value, str) else value
 
 
 class AugmentConfig(_Strict):
@@ -168,6 +184,70 @@ def merge(base: dict[str, Any], update: dict[str, Any]) -> dict[str, Any]:
     return out
 
 
+def field_defaults(model: type[BaseModel]) -> dict[str, Any]:
+    """The defaults of a config model's fields as plain data (fields without one are left out).
+
+    Args:
+        model: A config class such as :class:`TrainConfig`.
+
+    Returns:
+        ``{field: default}``, nested config models dumped to dicts.
+    """
+    defaults: dict[str, Any] = {}
+    for name, info in model.model_fields.items():
+        if info.is_required():
+            continue
+        value = info.get_default(call_default_factory=True)
+        defaults[name] = value.model_dump() if isinstance(value, BaseModel) else value
+    return defaults
+
+
+def apply_overrides(
+    raw: dict[str, Any], updates: dict[str, Any], defaults: dict[str, Any] | None = None
+) -> dict[str, Any]:
+    """Merges dotted overrides into the resolved config: the YAML over the defaults.
+
+    A section the YAML leaves out is the default one, so ``scheduler.warmup_steps=0`` sets one
+    option of the default scheduler instead of replacing it by ``{warmup_steps: 0}``; an
+    override that names another component (``scheduler.name=step``) starts from no options,
+    since the default's belong to the default. An override of one of a section's
+    :data:`ALTERNATIVE_KEYS` drops the others it replaces.
+
+    Args:
+        raw: The parsed YAML.
+        updates: Nested overrides (:func:`parse_overrides`).
+        defaults: Field defaults at this level (None: those of :class:`TrainConfig`).
+
+    Returns:
+        A new dict; ``raw`` is not changed.
+    """
+    top = defaults is None
+    defaults = field_defaults(TrainConfig) if defaults is None else defaults
+    out = dict(raw)
+    for key, value in updates.items():
+        if not isinstance(value, dict):
+            out[key] = value
+            continue
+        base = out.get(key, defaults.get(key))
+        if not isinstance(base, dict) or (key not in out and _other_component(base, value)):
+            out[key] = value  # a default's options belong to the default component only
+            continue
+        base = dict(base)
+        for group in ALTERNATIVE_KEYS.get(key, ()) if top else ():
+            if any(name in value for name in group):
+                for name in group:
+                    if name not in value:
+                        base.pop(name, None)
+        default = defaults.get(key)
+        out[key] = apply_overrides(base, value, default if isinstance(default, dict) else {})
+    return out
+
+
+def _other_component(base: dict[str, Any], update: dict[str, Any]) -> bool:
+    """Whether ``update`` picks another registered component (``name``) than ``base``."""
+    return "name" in base and "name" in update and update["name"] != base["name"]
+
+
 def build_config(raw: dict[str, Any], source: str = "config", base_dir: Path | None = None) -> TrainConfig:
     """Validates a raw dict into a :class:`TrainConfig`.
 
@@ -192,7 +272,7 @@ def load_config(path: str | Path, overrides: list[str] | None = None) -> TrainCo
     updates = parse_overrides(overrides or [])
     if isinstance(updates.get("data"), str):  # a data path given on the command line is relative to the cwd
         updates["data"] = str(Path(updates["data"]).resolve())
-    raw = merge(read_yaml(path), updates)
+    raw = apply_overrides(read_yaml(path), updates)
     return build_config(raw, source=str(path), base_dir=path.resolve().parent)
 
 

@@ -9,6 +9,9 @@ IMAGENET_STD = (0.229, 0.224, 0.225)
 DEFAULT_BOUNDARY_TOLERANCE = 2
 """Pixel tolerance for boundary F1."""
 
+MAX_BOUNDARY_TOLERANCE = 256
+"""Largest boundary F1 tolerance in pixels (the disk is (2r+1, 2r+1); see metrics/boundary.py)."""
+
 CHECKPOINT_KEY = "segflow"
 """Key of the segflow metadata dict inside a checkpoint (see docs/architecture.md)."""
 

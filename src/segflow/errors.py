@@ -59,3 +59,28 @@ def _allowed_keys(model: Any, loc: tuple[Any, ...]) -> list[str]:
         field = fields.get(str(part))
         current = getattr(field, "annotation", None)
     return list(getattr(current, "model_fields", {}))
+
+
+def json_type_name(value: Any) -> str:
+    """The JSON name of a parsed JSON value's type, for messages about the wrong kind of value.
+
+    Args:
+        value: A value as ``json.loads`` returns it.
+
+    Returns:
+        One of ``null``, ``boolean``, ``number``, ``string``, ``array``, ``object`` (the JSON
+        names from RFC 8259), never a Python type name such as ``NoneType`` or ``str``.
+    """
+    if value is None:
+        return "null"
+    if isinstance(value, bool):  # before int: bool is an int subclass
+        return "boolean"
+    if isinstance(value, int | float):
+        return "number"
+    if isinstance(value, str):
+        return "string"
+    if isinstance(value, list | tuple):
+        return "array"
+    if isinstance(value, dict):
+        return "object"
+    return type(value).__name__

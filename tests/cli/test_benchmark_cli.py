@@ -86,3 +86,42 @@ def test_benchmark_unknown_model_scheme_lists_the_valid_forms(capsys: pytest.Cap
     err = capsys.readouterr().err
     assert err.count("\n") == 1
     assert "error: MODEL 'classical:otsu': unknown model scheme 'classical'; valid forms: PATH" in err
+
+
+@pytest.mark.parametrize(
+    ("field", "value", "message"),
+    [
+        ("in_channels", 1, "segflow metadata has model.in_channels=1 but the graph input takes 3 channels"),
+        ("in_channels", 4, "segflow metadata has model.in_channels=4 but the graph input takes 3 channels"),
+        (
+            "num_classes",
+            3,
+            "segflow metadata has model.num_classes=3 (classes ['a', 'b', 'c']) but the graph "
+            "outputs 2 channels",
+        ),
+    ],
+)
+def test_benchmark_onnx_whose_metadata_contradicts_the_graph_is_one_line(
+    tmp_path: Path, field: str, value: int, message: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Refused at load, not by onnxruntime's ``InvalidArgument`` at the first run."""
+    import onnx
+
+    from segflow.export.onnx import export_onnx
+    from segflow.models import build_meta, create_model
+
+    net = create_model("unet", "resnet18", 3, 2, encoder_depth=3, decoder_channels=(8, 8, 8)).eval()
+    meta = build_meta(net, ["a", "b"], None, 255, {"max_value": 255.0}, None, None, None).to_dict()
+    path = export_onnx(net, meta, tmp_path / "m.onnx")
+    meta["model"][field] = value
+    if field == "num_classes":
+        meta["classes"] = ["a", "b", "c"]
+    model = onnx.load(str(path))
+    next(p for p in model.metadata_props if p.key == "segflow").value = json.dumps(meta)
+    onnx.save(model, str(path))
+    assert main(["benchmark", str(path)]) == 1
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "Traceback" not in err
+    assert " ".join(err.split()) == (
+        f"error: {path}: {message}; the metadata belongs to another model: re-export it"
+    )

@@ -54,3 +54,35 @@ def test_main_return_codes(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -
 
 def test_main_returns_1_when_report_has_errors(tmp_path: Path) -> None:
     assert main(["data", "check", str(make_dataset(tmp_path / "bad", bad_value=True))]) == 1
+
+
+def test_check_prints_bracketed_text_as_written(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """Rich markup is escaped: `[height, width]`, a `[bold]` folder and class names survive."""
+    import json
+
+    from segflow.data import check_dataset
+
+    root = tmp_path / "[bold]data"
+    (root / "train").mkdir(parents=True)
+    Image.fromarray(np.full((16, 16, 3), 90, dtype=np.uint8)).save(root / "train" / "a.png")
+    coco = {
+        "images": [{"id": 1, "file_name": "a.png", "height": 16, "width": 16}],
+        "categories": [{"id": 1, "name": "[cell]"}],
+        "annotations": [
+            {"id": 1, "image_id": 1, "category_id": 1, "iscrowd": 0, "segmentation": {"counts": [256]}}
+        ],
+    }
+    (root / "annotations").mkdir()
+    (root / "annotations" / "instances_train.json").write_text(json.dumps(coco))
+    spec = root / "data.yaml"
+    spec.write_text(
+        "format: coco\nroot: .\nsplits: {train: train}\n"
+        "options: {annotations: {train: annotations/instances_train.json}}\n"
+    )
+    (message,) = check_dataset(spec).errors
+    assert "RLE 'size' must be [height, width]; got null" in message
+    assert main(["data", "check", str(spec)]) == 1
+    lines = capsys.readouterr().out.splitlines()
+    assert f"  - {message}" in lines
+    assert lines[0] == f"dataset: coco at {root}; 2 classes"
+    assert any("1 [cell]" in line for line in lines)

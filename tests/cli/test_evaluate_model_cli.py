@@ -99,7 +99,10 @@ def test_unknown_tta_value_is_one_line(
     assert main(["evaluate", str(checkpoint), "--data", str(data64), "--tta=rot90"]) == 1
     err = capsys.readouterr().err
     assert err.count("\n") == 1
-    assert "error: --tta 'rot90' is invalid; use one of checkpoint, none, hflip, vflip, flip" in err
+    assert err == (
+        "error: --tta 'rot90' is invalid; use one of checkpoint, none, hflip, vflip, flip, true, false "
+        "(or --tta alone)\n"
+    )
 
 
 def test_other_generator_parameters_warn_naming_each_difference(
@@ -183,7 +186,7 @@ def test_shipped_shapes_spec_is_what_the_demo_trains_on() -> None:
 @pytest.mark.parametrize(
     ("value", "message"),
     [
-        ("[1, 2]", "segflow metadata is a JSON list, not an object of metadata keys; re-export the model"),
+        ("[1, 2]", "segflow metadata is a JSON array, not an object of metadata keys; re-export the model"),
         ("five", "segflow metadata is not valid JSON"),
     ],
 )
@@ -209,3 +212,25 @@ def test_onnx_with_bad_metadata_is_one_line(
     assert err.count("\n") == 1 and "Traceback" not in err
     assert f"error: {model}: {message}" in " ".join(err.split())
     assert not out.exists()
+
+
+def test_a_split_with_no_labelled_pixel_is_refused_before_inference(
+    tmp_path: Path, checkpoint: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    import numpy as np
+    from PIL import Image
+
+    for folder in ("images/val", "masks/val"):
+        (tmp_path / folder).mkdir(parents=True)
+    Image.fromarray(np.zeros((64, 64, 3), np.uint8)).save(tmp_path / "images/val/a.png")
+    Image.fromarray(np.full((64, 64), 255, np.uint8)).save(tmp_path / "masks/val/a.png")
+    spec = tmp_path / "data.yaml"
+    spec.write_text(yaml.safe_dump({"format": "folder", "root": ".", "classes": list(SHAPES_CLASSES)}))
+    out = tmp_path / "ev"
+    assert main(["evaluate", str(checkpoint), "--data", str(spec), "--out", str(out)]) == 1
+    captured = capsys.readouterr()
+    assert captured.err.strip() == (
+        "error: split 'val' has no labelled pixel: all 1 mask(s) hold only ignore_index 255, so nothing "
+        "can be trained or scored; fix the masks, or 'ignore_index:' / 'mask_values:' in the data YAML"
+    )
+    assert "mIoU" not in captured.out and not out.exists()

@@ -79,10 +79,15 @@ def test_export_onnx_with_int8_then_backends_load(
 
 @pytest.mark.slow
 def test_export_int8_refused_exits_nonzero(
-    tmp_path: Path, checkpoint: Path, shapes_yaml: Path, capsys: pytest.CaptureFixture[str]
+    tmp_path: Path,
+    checkpoint: Path,
+    shapes_yaml: Path,
+    capsys: pytest.CaptureFixture[str],
+    monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     out = tmp_path / "model.onnx"
-    # No real INT8 model can lose more than -101 points: the refusal is deterministic.
+    scores = iter([80.0, 77.5])  # fp32 first, then int8: a 2.5 point drop, refused by a deterministic gate
+    monkeypatch.setattr("segflow.export.pipeline.evaluate_miou", lambda *args: next(scores))
     code = main(
         [
             "export",
@@ -95,7 +100,7 @@ def test_export_int8_refused_exits_nonzero(
             "--calib-images",
             "2",
             "--max-miou-drop",
-            "-101",
+            "1",
         ]
     )
     err = capsys.readouterr().err
@@ -147,11 +152,128 @@ def test_export_int8_with_all_ignore_calibration_refuses(
     tmp_path: Path, checkpoint: Path, capsys: pytest.CaptureFixture[str], all_ignore_yaml: Any
 ) -> None:
     data = all_ignore_yaml(tmp_path / "data")
+    _with_classes(data, SHAPES_CLASSES)  # the model's classes: only the missing labels are wrong
     out = tmp_path / "out" / "m.onnx"
     code = main(["export", str(checkpoint), "--out", str(out), "--int8", "--calib", str(data)])
     err = " ".join(capsys.readouterr().err.split())
     assert code == 1
     assert "the val split has no labelled pixel" in err and "the INT8 gate cannot measure mIoU" in err
+    assert not out.parent.exists()
+
+
+def _with_classes(data_yaml: Path, classes: list[str]) -> None:
+    text = data_yaml.read_text()
+    start = text.index("classes:")
+    end = text.index("\n", start)
+    data_yaml.write_text(f"{text[:start]}classes: [{', '.join(classes)}]{text[end:]}")
+
+
+DROP_RANGE = "use mIoU points from 0 to 100 (default 1)"
+
+
+def _no_model_work(monkeypatch: pytest.MonkeyPatch) -> None:
+    def refuse(*args: object, **kwargs: object) -> None:
+        raise AssertionError("the checkpoint was read before the options were checked")
+
+    monkeypatch.setattr("segflow.export.pipeline.load_torch_model", refuse)
+    monkeypatch.setattr("segflow.export.pipeline.read_model_meta", refuse)
+
+
+@pytest.mark.parametrize(
+    ("option", "message"),
+    [
+        (["--max-miou-drop", "nan"], f"--max-miou-drop nan is invalid; {DROP_RANGE}"),
+        (["--max-miou-drop", "-5"], f"--max-miou-drop -5.0 is invalid; {DROP_RANGE}"),
+        (["--max-miou-drop", "inf"], f"--max-miou-drop inf is invalid; {DROP_RANGE}"),
+        (["--max-miou-drop", "101"], f"--max-miou-drop 101.0 is invalid; {DROP_RANGE}"),
+        (
+            ["--eval-images", "0"],
+            "--eval-images 0 is invalid; use at least 1 image, or leave it out to score the whole val split",
+        ),
+        (
+            ["--eval-images", "-3"],
+            "--eval-images -3 is invalid; use at least 1 image, or leave it out to score the whole val split",
+        ),
+        (["--calib-images", "0"], "--calib-images 0 is invalid; use at least 1 image"),
+        (["--opset", "99"], "--opset 99 is invalid; use 13 to 20 (default 17)"),
+        (["--opset", "12"], "--opset 12 is invalid; use 13 to 20 (default 17)"),
+        (["--input", "rgb"], "--input 'rgb' is invalid; choose one of float-nchw, uint8-nhwc"),
+        (["--calibration", "kl"], "--calibration 'kl' is invalid; choose one of minmax, percentile, entropy"),
+        (["--format", "tflite"], "--format 'tflite' is invalid; choose one of onnx, torchscript, export"),
+        (["--format", "torchscript"], "--int8 needs --format onnx (got --format torchscript)"),
+    ],
+)
+def test_export_options_are_checked_before_any_work(
+    tmp_path: Path,
+    checkpoint: Path,
+    shapes_yaml: Path,
+    option: list[str],
+    message: str,
+    capsys: pytest.CaptureFixture[str],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    _no_model_work(monkeypatch)
+    out = tmp_path / "out" / "m.onnx"
+    gate = ["--int8", "--calib", str(shapes_yaml)]
+    code = main(["export", str(checkpoint), "--out", str(out), *gate, *option])
+    err = capsys.readouterr().err
+    assert code == 1
+    assert err == f"error: {message}\n" or " ".join(err.split()) == f"error: {message}"
+    assert not out.parent.exists()
+
+
+@pytest.mark.parametrize("option", [["--max-miou-drop", "nan"], ["--eval-images", "0"], ["--opset", "1"]])
+def test_export_gate_options_are_checked_without_int8_too(
+    tmp_path: Path, checkpoint: Path, option: list[str], capsys: pytest.CaptureFixture[str]
+) -> None:
+    out = tmp_path / "out" / "m.onnx"
+    assert main(["export", str(checkpoint), "--out", str(out), *option]) == 1
+    assert f"error: {option[0]} {option[1]}" in capsys.readouterr().err
+    assert not out.parent.exists()
+
+
+def test_export_int8_sibling_folder_is_named_as_derived_from_out(
+    tmp_path: Path,
+    checkpoint: Path,
+    shapes_yaml: Path,
+    capsys: pytest.CaptureFixture[str],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    _no_model_work(monkeypatch)
+    (tmp_path / "z.int8.onnx").mkdir()
+    out = tmp_path / "z.onnx"
+    code = main(["export", str(checkpoint), "--out", str(out), "--int8", "--calib", str(shapes_yaml)])
+    assert code == 1
+    assert " ".join(capsys.readouterr().err.split()) == (
+        f"error: the INT8 output {tmp_path / 'z.int8.onnx'} (derived from --out {out}) is an existing "
+        "folder; remove it or choose another --out"
+    )
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["z.int8.onnx"]
+
+
+def test_export_int8_with_another_class_list_refuses_before_any_work(
+    tmp_path: Path,
+    checkpoint: Path,
+    shapes_yaml: Path,
+    capsys: pytest.CaptureFixture[str],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The rule and wording of evaluate's class-list check (models.meta.check_data_match)."""
+
+    def no_load(*args: object, **kwargs: object) -> None:
+        raise AssertionError("the model was loaded before the calibration data was checked")
+
+    monkeypatch.setattr("segflow.export.pipeline.load_torch_model", no_load)
+    data = tmp_path / "cls3.yaml"
+    data.write_text(shapes_yaml.read_text() + "classes: [a, b, c, d, e]\n")
+    out = tmp_path / "out" / "e1.onnx"
+    code = main(["export", str(checkpoint), "--out", str(out), "--int8", "--calib", str(data)])
+    err = " ".join(capsys.readouterr().err.split())
+    assert code == 1
+    assert err == (
+        f"error: {checkpoint} predicts classes {SHAPES_CLASSES} but the data has ['a', 'b', 'c', 'd', 'e']; "
+        f"calibrate with the data the model was trained on (--calib {data}); nothing was written"
+    )
     assert not out.parent.exists()
 
 

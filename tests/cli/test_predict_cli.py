@@ -268,7 +268,7 @@ def test_manifest_lists_model_options_and_each_input(tmp_path: Path, checkpoint:
     }
     assert (
         manifest["options"]
-        == InferenceOptions(tile=32, overlay=True, tile_batch=1, tta="checkpoint").to_json()
+        == InferenceOptions(tile=32, overlay=True, tile_batch=1, tta=None).to_json()  # resolved: none stored
     )
     assert manifest["inputs"] == [
         {
@@ -354,7 +354,7 @@ def test_resume_recomputes_an_input_whose_bytes_changed(tmp_path: Path, checkpoi
             ["--tta", "none"],
             "tta: {'hflip': True, 'vflip': True, 'scales': [1.0]} -> None",
         ),
-        ([], ["--tta", "hflip"], "tta: 'checkpoint' -> {'hflip': True, 'vflip': False, 'scales': [1.0]}"),
+        ([], ["--tta", "hflip"], "tta: None -> {'hflip': True, 'vflip': False, 'scales': [1.0]}"),
         ([], ["--overlay"], "overlay: False -> True"),
     ],
 )
@@ -477,3 +477,41 @@ def test_existing_video_file_target_needs_overwrite_before_the_model_loads(
         f"error: --out {target} exists; pass --overwrite to replace it, or choose another file"
     ]
     assert target.read_bytes() == b"an earlier result"
+
+
+@pytest.mark.parametrize(
+    ("first", "second"),
+    [
+        ([], ["--tta", "none"]),  # the issue's case: the checkpoint stores no TTA
+        ([], ["--tta", "false"]),
+        (["--tta", "none"], []),
+        (["--tta", "none"], ["--tta"]),
+        (["--tta", "flip"], ["--tta", "true"]),
+    ],
+)
+def test_resume_compares_resolved_options_not_their_spelling(
+    tmp_path: Path, checkpoint: Path, two_images, first: list[str], second: list[str]
+) -> None:
+    """`predict t0.pt g8.png --out R` then `--resume --tta none` said "options differ (tta:
+    'checkpoint' -> None)" although both runs ran no TTA."""
+    import json
+
+    out = tmp_path / "out"
+    assert _run(checkpoint, two_images[:1], out, *first) == 0
+    assert json.loads((out / "predictions.json").read_text())["options"]["tta"] in (
+        None,
+        {"hflip": True, "vflip": True, "scales": [1.0]},
+    )
+    assert _run(checkpoint, two_images, out, "--resume", *second) == 0
+    assert (out / "b.png").is_file()
+
+
+@pytest.mark.parametrize("word", ["NONE", "on", "0", "both", ""])
+def test_predict_tta_refuses_what_the_one_parser_refuses(
+    tmp_path: Path, checkpoint: Path, two_images, capsys: pytest.CaptureFixture[str], word: str
+) -> None:
+    assert _run(checkpoint, two_images[:1], tmp_path / "out", f"--tta={word}") == 1
+    assert _error_lines(capsys) == [
+        f"error: --tta {word!r} is invalid; use one of checkpoint, none, hflip, vflip, flip, "
+        "true, false (or --tta alone)"
+    ]

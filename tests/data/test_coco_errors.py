@@ -290,7 +290,7 @@ def test_malformed_image_entries_are_reported(tmp_path: Path, mutate: Any, expec
 @pytest.mark.parametrize(
     ("content", "expected"),
     [
-        ("[]", "holds a JSON list; expected an object"),
+        ("[]", "holds a JSON array; expected an object"),
         ('{"images": [], "annotations": []}', "needs a 'categories' list; got null"),
         ('{"images": [], "categories": [], "annotations": {}}',
          "'annotations' must be a list; got an object"),

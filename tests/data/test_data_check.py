@@ -274,9 +274,7 @@ def test_nested_files_stop_dataset_loading(tmp_path: Path) -> None:
     from segflow.errors import DataError
 
     _nested(tmp_path)
-    with pytest.raises(
-        DataError, match=r"split 'train' has 2 problem\(s\): unpaired sub-folder"
-    ):
+    with pytest.raises(DataError, match=r"split 'train' has 2 problem\(s\): unpaired sub-folder"):
         create_dataset(
             spec_for(tmp_path), "train"
         )  # what `train` reads: 8 of 16 images would be silently lost
@@ -305,3 +303,25 @@ def test_nested_unpaired_file_with_recursive_names_it(tmp_path: Path) -> None:
     ]
     with pytest.raises(ConfigError, match="options.recursive must be true or false; got 'yes'"):
         check_dataset(spec_for(tmp_path, options={"recursive": "yes"}))
+
+
+@pytest.mark.parametrize(
+    ("mask_values", "keys"),
+    [
+        ({0: 0, 255: 1}, "0, 255"),
+        ({i: 0 for i in range(20, 40)} | {0: 1}, "0, 20, 21, 22, 23, 24, 25, 26, 27, 28, 29, 30, ..."),
+    ],
+)
+def test_value_missing_from_mask_values_says_so(
+    tmp_path: Path, mask_values: dict[int, int], keys: str
+) -> None:
+    """The issue's case: with mask_values {0: 0, 255: 1}, stored 1 is not "neither a class 0..1"."""
+    mask = np.zeros((6, 6), dtype=np.uint8)
+    mask[2, 3] = 1
+    _write_pairs(tmp_path, "val", {"m": mask})
+    report = check_dataset(spec_for(tmp_path, classes=["c0", "c1"], mask_values=mask_values))
+    assert report.errors == [
+        f"split 'val': mask value 1 (1 pixel) in {tmp_path}/masks/val/m.png is not listed in "
+        f"'mask_values' (stored values {keys}) nor ignore_index 255; add it to 'mask_values:' in "
+        "the data YAML or fix the masks"
+    ]

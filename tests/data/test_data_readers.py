@@ -77,8 +77,8 @@ def test_folder_flat_layout_with_val_fraction_and_mask_values(tmp_path: Path) ->
     with pytest.raises(DataError) as caught:  # stored 7 maps to no label: an error, never dropped
         val[0]
     assert str(caught.value) == (
-        f"mask value 7 (1 pixel) in {tmp_path}/label/8.png is neither a class 0..1 nor ignore_index 255; "
-        "map it in 'mask_values:' in the data YAML or fix the masks"
+        f"mask value 7 (1 pixel) in {tmp_path}/label/8.png is not listed in 'mask_values' (stored values "
+        "0, 255) nor ignore_index 255; add it to 'mask_values:' in the data YAML or fix the masks"
     )
     mapped = create_dataset({**spec, "mask_values": {0: 0, 255: 1, 7: 255}}, "val")[0]["mask"]
     assert mapped[1, 0] == 0 and mapped[1, 5] == 1
@@ -214,3 +214,78 @@ def test_unknown_reader_option() -> None:
         create_dataset(
             {"format": "folder", "root": "/tmp", "classes": ["a"], "options": {"imgs": "x"}}, "train"
         )
+
+
+def _camvid_nested(root: Path) -> None:
+    for split in ("train", "val"):
+        save_png(root / split / "a.png", rgb(6, 8))
+        save_png(root / f"{split}annot" / "a.png", np.full((6, 8), 3, np.uint8))
+    save_png(root / "train" / "sub" / "b.png", rgb(6, 8))
+    save_png(root / "trainannot" / "sub" / "b.png", np.full((6, 8), 4, np.uint8))
+
+
+def test_camvid_nested_split_advice_works(tmp_path: Path) -> None:
+    from segflow.data import check_dataset
+
+    _camvid_nested(tmp_path)
+    spec = {"format": "camvid", "root": str(tmp_path)}
+    advice = check_dataset(spec, splits=["train"]).errors
+    assert len(advice) == 2 and all("set 'options: {recursive: true}'" in e for e in advice)
+    followed = {**spec, "options": {"recursive": True}}
+    assert check_dataset(followed).errors == []
+    ds = create_dataset(followed, "train")
+    assert [s.name for s in ds.samples] == ["a", "sub/b"]
+    assert int(ds[1]["mask"][0, 0]) == 4
+
+
+@pytest.mark.parametrize(
+    ("folder", "name"),
+    [
+        ("images/train", "b.webp"),
+        ("images/train", "c.gif"),
+        ("masks/train", "a.tif"),
+        ("masks/train", "b.PNG"),
+    ],
+)
+def test_unsupported_files_are_reported_never_skipped(
+    make_folder_dataset: Callable[..., Path], folder: str, name: str
+) -> None:
+    from segflow.data import check_dataset
+
+    root = make_folder_dataset()
+    spec_path = {"format": "folder", "root": str(root), "classes": ["a", "b", "c"]}
+    (root / folder / name).write_bytes(b"not read")
+    expected = (
+        "an image type (.png, .jpg, .jpeg, .tif, .tiff, .bmp)"
+        if folder.startswith("images")
+        else "a mask ending in '.png' (options.mask_suffix)"
+    )
+    message = (
+        f"split 'train': unsupported file: {root / folder / name} is not {expected}; "
+        f"convert it or move it out of {root / folder}"
+    )
+    assert check_dataset(spec_path, splits=["train"]).errors == [message]
+    with pytest.raises(DataError, match="unsupported file: .*" + name.replace(".", r"\.")):
+        create_dataset(spec_path, "train")  # what train loads
+
+
+def test_hidden_files_are_not_data(make_folder_dataset: Callable[..., Path]) -> None:
+    from segflow.data import check_dataset
+
+    root = make_folder_dataset()
+    spec_path = {"format": "folder", "root": str(root), "classes": ["a", "b", "c"]}
+    (root / "images" / "train" / ".DS_Store").write_bytes(b"x")
+    assert check_dataset(spec_path, splits=["train"]).errors == []
+
+
+def test_unknown_value_of_a_format_table_names_the_table(tmp_path: Path) -> None:
+    for split in ("train", "val"):
+        save_png(tmp_path / split / "a.png", rgb(4, 4))
+        save_png(tmp_path / f"{split}annot" / "a.png", np.full((4, 4), 12, np.uint8))
+    with pytest.raises(DataError) as info:
+        create_dataset({"format": "camvid", "root": str(tmp_path)}, "val")[0]
+    assert str(info.value) == (
+        f"mask value 12 (16 pixels) in {tmp_path}/valannot/a.png is not in the format's value table "
+        "(stored values 0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11) nor ignore_index 255; map it in "
+        "'mask_values:' in the data YAML or fix the masks"
+    )

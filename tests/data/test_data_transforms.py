@@ -187,3 +187,44 @@ def test_dropouts_leave_the_mask_alone() -> None:
     augment = {"transforms": [{"CoarseDropout": {"num_holes_range": [4, 4], "p": 1.0}}]}
     out = build_transforms(augment, True, None, 255, IGNORE)(np.zeros((32, 32, 3), np.uint8), mask)
     assert set(np.unique(out["mask"].numpy()).tolist()) == {1}
+
+
+UNFILLABLE_TRANSFORMS = {
+    "GridElasticDeform": {"num_grid_xy": [4, 4], "magnitude": 10, "p": 1.0},
+    "FrequencyMasking": {},
+    "TimeMasking": {"time_mask_param": 10, "p": 0.5},
+}
+"""Dual transforms that write class 0 into area they expose or hide, with no ``fill_mask``."""
+
+
+@pytest.mark.parametrize("name", sorted(UNFILLABLE_TRANSFORMS))
+def test_transforms_that_fill_the_mask_with_a_class_are_refused(name: str) -> None:
+    augment = {"preset": "none", "transforms": [{name: UNFILLABLE_TRANSFORMS[name]}]}
+    with pytest.raises(ConfigError) as err:
+        build_transforms(augment, True, None, 255, 255)
+    assert str(err.value) == (
+        f"augment.transforms {name}: fills mask area it exposes or hides with value 0 (a class label) "
+        "and has no fill_mask argument to make it ignore_index 255; remove it, or use a transform "
+        "segflow can fill (e.g. ElasticTransform, GridDistortion, XYMasking)"
+    )
+
+
+def test_the_issue_grid_elastic_deform_at_small_magnitude_is_refused_too() -> None:
+    # magnitude 3 exposes area of 40x40 images but not of 64x64 ones: the probe tries small sizes
+    augment = {"transforms": [{"GridElasticDeform": {"num_grid_xy": [4, 4], "magnitude": 3}}]}
+    with pytest.raises(ConfigError, match="GridElasticDeform: fills mask area"):
+        build_transforms(augment, True, None, 255, 255)
+
+
+def test_a_class_fill_is_fine_when_it_is_the_ignore_index() -> None:
+    augment = {"transforms": [{"GridElasticDeform": UNFILLABLE_TRANSFORMS["GridElasticDeform"]}]}
+    transform = build_transforms(augment, True, None, 255, 0)  # 0 is ignored: the fill is right
+    out = transform(np.full((40, 40, 3), 200, np.uint8), np.ones((40, 40), np.int64))["mask"].numpy()
+    assert set(np.unique(out).tolist()) == {0, 1}
+
+
+def test_a_blending_mask_interpolation_is_refused() -> None:
+    augment = {"transforms": [{"Rotate": {"limit": [30, 30], "mask_interpolation": cv2.INTER_LINEAR}}]}
+    pattern = r"^augment\.transforms Rotate: writes mask value\(s\) .* keep mask_interpolation nearest \(0\)$"
+    with pytest.raises(ConfigError, match=pattern):
+        build_transforms(augment, True, None, 255, 255)

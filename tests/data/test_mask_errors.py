@@ -205,6 +205,42 @@ def test_jpeg_mask_in_data_check_cli(tmp_path: Path, capsys: pytest.CaptureFixtu
     assert "maps to no" not in out
 
 
+def _jpeg_round_trip_png(tmp_path: Path, quality: int = 60) -> np.ndarray:
+    """The tester's recipe: a 32x32 mask with a 255 square, JPEG quality 60, reopened (as PNG)."""
+    mask = np.zeros((32, 32), dtype=np.uint8)
+    mask[4:20, 4:20] = 255
+    Image.fromarray(mask).save(tmp_path / "round_trip.jpg", quality=quality)
+    return np.asarray(Image.open(tmp_path / "round_trip.jpg").convert("L"))
+
+
+@pytest.mark.parametrize("quality", [60, 90])
+def test_lossy_mask_saved_as_png_is_one_error_by_content(tmp_path: Path, quality: int) -> None:
+    lossy = _jpeg_round_trip_png(tmp_path, quality)
+    assert len(np.unique(lossy)) > 6  # ringing values, now stored losslessly in a PNG
+    root = folder_dataset(tmp_path / "ds", {"a": lossy, "b": lossy})
+    spec = {"format": "folder", "root": str(root), "classes": ["bg", "fg"], "mask_values": {0: 0, 255: 1}}
+    masks = root / "masks" / "train"
+    assert check_dataset(spec).errors == [
+        f"split 'train': mask {masks / 'a.png'}: {LOSSY_MESSAGE}",
+        f"split 'train': mask {masks / 'b.png'}: {LOSSY_MESSAGE}",
+    ]
+    with pytest.raises(DataError) as info:
+        create_dataset(spec, "train")[0]  # what train and evaluate load
+    assert str(info.value) == f"mask {masks / 'a.png'}: {LOSSY_MESSAGE}"
+
+
+def test_forgotten_classes_are_not_called_lossy(tmp_path: Path) -> None:
+    """Unknown values that fill regions (classes missing from mask_values) keep their own errors."""
+    mask = np.zeros((20, 20), dtype=np.uint8)
+    for index, value in enumerate((3, 4, 5, 6)):
+        mask[index * 5 : index * 5 + 5, 10:] = value
+    root = folder_dataset(tmp_path / "ds", {"a": mask})
+    spec = {"format": "folder", "root": str(root), "classes": ["bg", "fg", "x"]}
+    errors = check_dataset(spec).errors
+    assert len(errors) == 4 and all("is neither a class 0..2" in e for e in errors)
+    assert not any("lossy" in e for e in errors)
+
+
 # ---- EXIF ----------------------------------------------------------------------------------
 
 

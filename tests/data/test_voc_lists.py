@@ -73,3 +73,35 @@ def test_list_file_that_is_not_text_is_a_data_error(tmp_path: Path) -> None:
     latin1.write_bytes("caf\xe9\n".encode("latin-1"))
     with pytest.raises(DataError, match=r"latin1\.txt is not UTF-8 text \(byte 3"):
         read_list_file(latin1, "VOC split list")
+
+
+@pytest.mark.parametrize(
+    ("list_bytes", "lines"),
+    [
+        (b"2007_000032\n2007_000039\n2007_000032\n", "lines 1 and 3"),
+        (b"2007_000032\n\n  2007_000032 \r\n2007_000063\n", "lines 1 and 3"),  # padded, CRLF
+        (b"\xef\xbb\xbf2007_000032\n\xef\xbb\xbf2007_000032\n", "lines 1 and 2"),  # concatenated with BOMs
+    ],
+)
+def test_duplicate_ids_are_an_error_naming_the_id_and_list_file(
+    tmp_path: Path, list_bytes: bytes, lines: str
+) -> None:
+    root = voc_root(tmp_path, list_bytes)
+    list_file = root / "ImageSets" / "Segmentation" / "val.txt"
+    message = (
+        f"VOC split list {list_file}: id '2007_000032' is listed twice ({lines}); "
+        "each image may be listed once: remove the repeated line(s)"
+    )
+    assert check_dataset({"format": "voc", "root": str(root)}).errors == [f"split 'val': {message}"]
+    with pytest.raises(DataError) as info:
+        create_dataset({"format": "voc", "root": str(root)}, "val")  # what train and evaluate load
+    assert str(info.value) == message
+
+
+def test_every_repeat_is_counted(tmp_path: Path) -> None:
+    path = tmp_path / "list.txt"
+    path.write_text("a\nb\na\nb\na\n")
+    with pytest.raises(
+        DataError, match=r"id 'a' is listed twice \(lines 1 and 3\) \(and 2 more repeated line\(s\)\)"
+    ):
+        read_list_file(path, "list")

@@ -16,10 +16,18 @@ from segflow.inference.backends import OnnxBackend, OnnxInt8Backend, create_back
 from segflow.models.meta import CheckpointMeta
 
 SHAPES_CLASSES = 5
+SHAPES_NAMES = ["background", "circle", "rectangle", "triangle", "star"]  # format: shapes
+
+
+def _shapes_model(make_tiny: Any) -> tuple[Any, dict[str, Any]]:
+    """The tiny net with the shapes data's class list (the INT8 gate refuses any other)."""
+    net, meta = make_tiny(SHAPES_CLASSES)
+    meta["classes"] = list(SHAPES_NAMES)
+    return net, meta
 
 
 def test_int8_gate_passes_and_backend_loads(tmp_path: Path, make_tiny: Any, shapes_yaml: Path) -> None:
-    net, meta = make_tiny(SHAPES_CLASSES)
+    net, meta = _shapes_model(make_tiny)
     lines: list[str] = []
     options = Int8Options(shapes_yaml, calib_images=4, max_miou_drop=100.0)
     result = export_model((net, meta), tmp_path / "m.onnx", int8=options, log=lines.append)
@@ -41,7 +49,7 @@ def test_int8_gate_passes_and_backend_loads(tmp_path: Path, make_tiny: Any, shap
 def test_int8_gate_refuses_and_keeps_fp32(
     tmp_path: Path, make_tiny: Any, shapes_yaml: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    net, meta = make_tiny(SHAPES_CLASSES)
+    net, meta = _shapes_model(make_tiny)
     stale = tmp_path / "m.int8.onnx"
     stale.write_bytes(b"an older int8 model")
     scores = iter([80.0, 77.5])  # fp32 first, then int8: a 2.5 point drop
@@ -81,3 +89,30 @@ def test_miou_of_unmeasurable_split_is_refused_not_nan(
         ExportCheckError, match=r"the val split has no labelled pixel in its first 2 image\(s\)"
     ):
         evaluate_miou(OnnxBackend(onnx_model), data, "val")
+
+
+@pytest.mark.parametrize(
+    "classes", [["c0", "c1"], ["c4", "c3", "c2", "c1", "c0"], ["a", "b", "c", "d", "e", "f"]]
+)
+def test_int8_gate_refuses_data_with_another_class_list_before_any_work(
+    tmp_path: Path, make_tiny: Any, all_ignore_yaml: Any, monkeypatch: pytest.MonkeyPatch, classes: list[str]
+) -> None:
+    """The rule evaluate applies (models.meta.check_data_match), checked before the
+    measurability check, the export and the calibration."""
+    from segflow.errors import DataError
+
+    net, meta = make_tiny(len(classes))
+    meta["classes"] = classes
+    data = all_ignore_yaml(tmp_path / "data")  # classes c0..c4; also unmeasurable: checked later
+    monkeypatch.setattr(
+        "segflow.export.pipeline.export_onnx_checked", lambda *a, **k: pytest.fail("exported")
+    )
+    out = tmp_path / "out"
+    options = Int8Options(data, calib_images=2, max_miou_drop=100.0)
+    with pytest.raises(DataError) as err:
+        export_model((net, meta), out / "m.onnx", int8=options, log=lambda line: None)
+    assert str(err.value) == (
+        f"model predicts classes {classes} but the data has ['c0', 'c1', 'c2', 'c3', 'c4']; calibrate "
+        f"with the data the model was trained on (--calib {data}); nothing was written"
+    )
+    assert not out.exists()

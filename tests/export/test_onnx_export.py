@@ -115,11 +115,17 @@ def _with_props(source: Path, out: Path, **props: str) -> Path:
         (
             "segflow",
             "[1, 2, 3]",
-            r"list\.onnx: segflow metadata is a JSON list, not an object of metadata keys",
+            r"list\.onnx: segflow metadata is a JSON array, not an object of metadata keys",
         ),
-        ("segflow", '"unet"', r"list\.onnx: segflow metadata is a JSON str, not an object"),
+        ("segflow", '"unet"', r"list\.onnx: segflow metadata is a JSON string, not an object"),
+        ("segflow", '"hello"', r"list\.onnx: segflow metadata is a JSON string, not an object"),
+        ("segflow", "null", r"list\.onnx: segflow metadata is a JSON null, not an object"),
+        ("segflow", "true", r"list\.onnx: segflow metadata is a JSON boolean, not an object"),
+        ("segflow", "1.5", r"list\.onnx: segflow metadata is a JSON number, not an object"),
         ("segflow", "{oops", r"list\.onnx: segflow metadata is not valid JSON"),
-        ("segflow_export", "7", r"list\.onnx: segflow_export metadata is a JSON int, not an object"),
+        ("segflow_export", "7", r"list\.onnx: segflow_export metadata is a JSON number, not an object"),
+        ("segflow_export", "null", r"list\.onnx: segflow_export metadata is a JSON null, not an object"),
+        ("segflow_export", "[]", r"list\.onnx: segflow_export metadata is a JSON array, not an object"),
     ],
 )
 def test_onnx_metadata_that_is_not_an_object_is_one_line(
@@ -139,11 +145,27 @@ def test_onnx_metadata_class_count_must_match_graph_outputs(
     meta["classes"] = [f"k{i}" for i in range(num_classes)]
     path = _with_props(onnx_model, tmp_path / "other.onnx", segflow=json.dumps(meta))
     message = (
-        rf"other\.onnx: segflow metadata has {num_classes} classes \(\[.*\]\) but the graph outputs 3 "
-        "channels; the metadata belongs to another model: re-export it"
+        rf"other\.onnx: segflow metadata has model\.num_classes={num_classes} \(classes \[.*\]\) but "
+        "the graph outputs 3 channels; the metadata belongs to another model: re-export it"
     )
     with pytest.raises(CheckpointError, match=message):
         create_backend("onnx", path)
+
+
+@pytest.mark.parametrize("input_format", ["float-nchw", "uint8-nhwc"])
+@pytest.mark.parametrize("in_channels", [1, 4])
+def test_onnx_metadata_in_channels_must_match_graph_input(
+    tmp_path: Path, tiny_net: torch.nn.Module, meta: dict, input_format: str, in_channels: int
+) -> None:
+    exported = export_onnx(tiny_net, meta, tmp_path / "m.onnx", input_format=input_format)
+    meta["model"]["in_channels"] = in_channels
+    path = _with_props(exported, tmp_path / "other.onnx", segflow=json.dumps(meta))
+    with pytest.raises(CheckpointError) as err:
+        create_backend(None, path)
+    assert str(err.value) == (
+        f"{path}: segflow metadata has model.in_channels={in_channels} but the graph input takes 3 "
+        "channels; the metadata belongs to another model: re-export it"
+    )
 
 
 def test_file_that_is_not_onnx_is_refused(tmp_path: Path) -> None:
@@ -178,8 +200,18 @@ def test_out_that_is_a_folder_is_refused_before_any_work(
     folder = tmp_path / ("m.int8.onnx" if int8 else "m.onnx")
     folder.mkdir()
     options = Int8Options(tmp_path / "data.yaml") if int8 else None
-    with pytest.raises(ConfigError, match=rf"--out {folder} is an existing folder; give a file path such as"):
-        export_model((tiny_net, meta), tmp_path / "m.onnx", int8=options, log=lambda line: None)
+    out = tmp_path / "m.onnx"
+    with pytest.raises(ConfigError) as err:
+        export_model((tiny_net, meta), out, int8=options, log=lambda line: None)
+    if int8:  # the folder is the INT8 sibling, named as derived from the --out the user gave
+        assert str(err.value) == (
+            f"the INT8 output {folder} (derived from --out {out}) is an existing folder; "
+            "remove it or choose another --out"
+        )
+    else:
+        assert str(err.value) == (
+            f"--out {folder} is an existing folder; give a file path such as {folder / 'm.onnx'}"
+        )
     with pytest.raises(ConfigError, match=r"is a file, not a folder; choose another output path"):
         (tmp_path / "file").write_text("x")
         export_model((tiny_net, meta), tmp_path / "file" / "m.onnx", log=lambda line: None)

@@ -80,3 +80,24 @@ def test_bad_options_are_typed_errors(net: torch.nn.Module, tmp_path: Path) -> N
 def test_int8_path_for() -> None:
     assert int8_path_for(Path("a/model.onnx")) == Path("a/model.int8.onnx")
     assert int8_path_for(Path("a/model.int8.onnx")) == Path("a/model.int8.onnx")
+
+
+def test_graph_channels_that_differ_from_the_metadata_name_both_counts(tmp_path) -> None:
+    from segflow.errors import CheckpointError
+    from segflow.inference.backends import check_output_channels
+    from segflow.models.meta import CheckpointMeta
+
+    meta = CheckpointMeta.of(
+        {
+            "model": {"arch": "unet", "encoder": "e", "in_channels": 1, "num_classes": 2},
+            "classes": ["a", "b"],
+        }
+    )
+    check_output_channels(tmp_path / "m.onnx", meta, 2)
+    check_output_channels(tmp_path / "m.onnx", meta, "classes")  # a symbolic axis is not checked
+    with pytest.raises(CheckpointError) as err:
+        check_output_channels(tmp_path / "m.onnx", meta, 3)
+    assert str(err.value) == (
+        f"{tmp_path / 'm.onnx'}: segflow metadata has model.num_classes=2 (classes ['a', 'b']) but "
+        "the graph outputs 3 channels; the metadata belongs to another model: re-export it"
+    )

@@ -12,6 +12,7 @@ import torch
 from segflow.constants import IGNORE_INDEX
 from segflow.errors import ConfigError
 from segflow.metrics import SegmentationMetrics, boundary_counts, confusion_matrix, metrics_from_counts
+from segflow.metrics import boundary as boundary_module
 from segflow.metrics.boundary import disk_kernel
 
 
@@ -225,3 +226,31 @@ def test_fast_on_camvid_sized_image() -> None:
 def test_negative_tolerance_is_rejected() -> None:
     with pytest.raises(ConfigError, match="tolerance"):
         boundary_counts(np.zeros((2, 2), int), np.zeros((2, 2), int), 2, tolerance=-1)
+
+
+@pytest.mark.parametrize("tolerance", [257, 5000, 100000])
+def test_tolerance_above_the_documented_maximum_is_one_config_error(tolerance: int) -> None:
+    mask = np.zeros((8, 10), int)
+    with pytest.raises(ConfigError) as err:
+        boundary_counts(mask, mask, 2, tolerance=tolerance)
+    assert str(err.value) == f"boundary tolerance must be 0..256 pixels, got {tolerance}; use e.g. 2"
+
+
+def test_tolerance_is_capped_at_the_image_diagonal_with_the_same_counts(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    radii: list[int] = []
+
+    def recording_disk(radius: int) -> np.ndarray:
+        radii.append(radius)
+        return disk_kernel(radius)
+
+    monkeypatch.setattr(boundary_module, "disk_kernel", recording_disk)
+    gt = np.zeros((8, 10), int)
+    gt[1:3, 1:3] = 1
+    pred = np.zeros((8, 10), int)
+    pred[5:7, 7:9] = 1  # far corner: matched only by a tolerance >= about 7.2
+    at_max = boundary_counts(pred, gt, 2, tolerance=256)
+    assert at_max.tolist() == brute_force_counts(pred, gt, 2, 256).tolist()
+    assert at_max[1].tolist() == [4, 4, 4, 4]
+    assert radii == [12]  # ceil(hypot(7, 9)): a (25, 25) disk, not (513, 513)

@@ -136,7 +136,56 @@ def test_boundary_tolerance_option_is_used_and_recorded(tmp_path: Path) -> None:
     )
 
 
+@pytest.mark.parametrize("tolerance", ["257", "5000", "100000"])
+def test_boundary_tolerance_above_the_maximum_is_a_usage_error(
+    tmp_path: Path, tolerance: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    gt = np.zeros((8, 10), np.uint8)
+    gt[2:6, 2:6] = 1
+    write_case(tmp_path, {"sq": gt}, {"sq": gt}, classes=["bg", "sq"])
+    code, _ = run_evaluate(tmp_path, "--boundary-tolerance", tolerance)
+    err = capsys.readouterr().err
+    assert code == 2 and "Traceback" not in err and "--boundary-tolerance" in err
+    assert not (tmp_path / "out").exists()
+    code, at_max = run_evaluate(tmp_path, "--boundary-tolerance", "256")
+    assert code == 0 and at_max["boundary_tolerance_px"] == 256 and at_max["boundary_f1"] == 1.0
+
+
 def test_nan_is_null_in_metrics_json(tmp_path: Path) -> None:
     write_case(tmp_path, {"m": np.zeros((4, 4))}, {"m": np.zeros((4, 4))}, classes=["c0", "c1", "c2"])
     code, metrics = run_evaluate(tmp_path)
     assert code == 0 and metrics["per_class"]["c2"]["iou"] is None and not math.isnan(metrics["miou"])
+
+
+NO_LABEL_MESSAGE = (
+    "error: split 'val' has no labelled pixel: all 2 mask(s) hold only ignore_index 255, so nothing "
+    "can be trained or scored; fix the masks, or 'ignore_index:' / 'mask_values:' in the data YAML"
+)
+
+
+def test_a_split_with_no_labelled_pixel_is_one_error_and_writes_nothing(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    void = np.full((6, 6), 255)
+    write_case(
+        tmp_path, {"a": void, "b": void}, {"a": np.zeros((6, 6)), "b": np.zeros((6, 6))}, classes=["c0", "c1"]
+    )
+    code, _ = run_evaluate(tmp_path)
+    captured = capsys.readouterr()
+    assert code == 1
+    assert captured.err.strip() == NO_LABEL_MESSAGE
+    assert "mIoU" not in captured.out and not (tmp_path / "out").exists()
+    from segflow.data import check_dataset
+
+    (message,) = check_dataset(tmp_path / "data.yaml").errors  # the same rule and words as data check
+    assert f"error: {message}" == NO_LABEL_MESSAGE
+
+
+def test_an_ignored_class_only_split_names_the_class(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    zero = np.zeros((6, 6))
+    write_case(tmp_path, {"a": zero}, {"a": zero}, classes=["void", "c1"], ignore_index=0)
+    code, _ = run_evaluate(tmp_path)
+    assert code == 1 and not (tmp_path / "out").exists()
+    assert "hold only ignore_index 0 (class 0 void, which is ignored)" in capsys.readouterr().err

@@ -117,8 +117,8 @@ def test_bad_metadata_is_one_line(raw: Any, message: str) -> None:
 @pytest.mark.parametrize(
     ("text", "message"),
     [
-        ("[1, 2]", "m.onnx: segflow metadata is a JSON list, not an object of metadata keys; re-export"),
-        ('"unet"', "m.onnx: segflow metadata is a JSON str, not an object"),
+        ("[1, 2]", "m.onnx: segflow metadata is a JSON array, not an object of metadata keys; re-export"),
+        ('"unet"', "m.onnx: segflow metadata is a JSON string, not an object"),
         ("{not json", r"m.onnx: segflow metadata is not valid JSON \("),
     ],
 )
@@ -158,7 +158,10 @@ def test_resolve_tta(option: Any, expected: TTAConfig | None) -> None:
 def test_resolve_tta_without_stored_views_and_bad_option() -> None:
     meta = CheckpointMeta.of(v1_meta(config={}))
     assert meta.resolve_tta("checkpoint") is None
-    with pytest.raises(ConfigError, match="tta='both' is invalid; use None, one of none, hflip, vflip, flip"):
+    with pytest.raises(
+        ConfigError,
+        match="tta='both' is invalid; use one of checkpoint, none, hflip, vflip, flip, true, false$",
+    ):
         meta.resolve_tta("both")
 
 
@@ -212,3 +215,48 @@ def test_mask_values_difference_is_named() -> None:
     assert meta.data_differences(trained) == []
     plain = DataSummary.describe("folder", ["bg", "fg"], 255, 1, {})
     assert meta.data_differences(plain) == ["mask_values: model {'0': 0, '255': 1}, data (default)"]
+
+
+@pytest.mark.parametrize(
+    ("num_classes", "classes", "message"),
+    [
+        (
+            2,
+            ["a", "b", "c"],
+            "m.onnx has invalid segflow metadata: classes has 3 names ['a', 'b', 'c'] but "
+            "model.num_classes is 2; the class names belong to another model: re-export it",
+        ),
+        (
+            3,
+            ["a", "b"],
+            "m.onnx has invalid segflow metadata: classes has 2 names ['a', 'b'] but "
+            "model.num_classes is 3; the class names belong to another model: re-export it",
+        ),
+        (
+            1,
+            ["a", "b", "c"],
+            "m.onnx has invalid segflow metadata: classes has 3 names ['a', 'b', 'c'] but "
+            "model.num_classes is 1 (a single-logit binary model predicts 2); the class names "
+            "belong to another model: re-export it",
+        ),
+    ],
+)
+def test_class_names_of_another_count_are_refused_not_replaced(num_classes, classes, message) -> None:
+    """A ``classes`` list of another length was accepted and silently shown as class_0..; and
+    the old wording "has 2 classes (['a', 'b', 'c'])" named one number for two counts."""
+    raw = v1_meta(classes=classes)
+    raw["model"] = {**raw["model"], "num_classes": num_classes}
+    with pytest.raises(CheckpointError) as err:
+        CheckpointMeta.of(raw, "m.onnx")
+    assert str(err.value) == message
+    with pytest.raises(CheckpointError) as err:  # the JSON path of ONNX exports, predict and serve alike
+        CheckpointMeta.from_json(json.dumps(raw), "m.onnx")
+    assert str(err.value) == message
+
+
+def test_class_names_that_match_or_are_absent_are_kept() -> None:
+    binary = v1_meta(classes=["bg", "fg"])
+    binary["model"] = {**binary["model"], "num_classes": 1}
+    assert CheckpointMeta.of(binary).class_names == ["bg", "fg"]
+    assert CheckpointMeta.of(v1_meta()).class_names == CLASSES
+    assert CheckpointMeta.of(v1_meta(classes=[])).class_names == ["class_0", "class_1", "class_2"]

@@ -82,10 +82,45 @@ def test_ranges_follow_the_budget():
         BadOption, match=r"tile=320 is outside .* at tile_batch=5: a multiple of 32 in \[32, 256\]"
     ):
         costs.check_ranges(320, 5, 0.0, None)
-    # without a tile, tile_batch is checked for the 512 tile that large images prefer
+    # without a tile, tile_batch is checked for the automatic tile (320 here, as 512 would not
+    # fit 4 windows), not for a 512 tile that no request without a tile runs with
     assert costs.max_tile_batch(tile=512) == 1
-    with pytest.raises(BadOption, match=r"tile_batch=2 is outside \[1, 1\], .* for 512-px tiles"):
-        costs.check_ranges(None, 2, 0.0, None)
+    costs.check_ranges(None, 2, 0.0, None)
+    costs.check_ranges(None, 4, 0.0, None)
+    with pytest.raises(BadOption) as err:
+        costs.check_ranges(None, 5, 0.0, None)
+    assert str(err.value) == (
+        "tile_batch=5 is outside [1, 4], the range the server's memory budget (--max-memory-mb) "
+        "allows for 320-px tiles"
+    )
+
+
+@pytest.mark.parametrize("budget_tile", [32, 64, 96, 200, 320, 512, 700, 4096])
+@pytest.mark.parametrize("overlap", [0.0, 0.5])
+def test_limits_are_non_empty_and_exactly_what_check_ranges_allows(budget_tile, overlap):
+    """/v1/model advertised ``tile_batch: {min: 1, max: 0}`` while ``tile_batch=1`` and
+    ``tile=64&tile_batch=64`` were accepted: the ranges and the check must be one rule."""
+    costs = model(tiled=model().engine_cost(budget_tile, budget_tile, overlap, 4, None))
+    limits = costs.limits(None, 4, overlap, None)
+    assert limits.max_tile >= 32 and limits.max_tile_batch >= 4  # 4 windows of budget_tile fit
+    assert limits.tile == costs.auto_tile(4, overlap, None)
+    for batch in range(1, 65):
+        accepted = True
+        try:
+            costs.check_ranges(None, batch, overlap, None)
+        except BadOption:
+            accepted = False
+        assert accepted == (batch <= limits.max_tile_batch)
+    for tile in range(32, 4096 + 1, 32):
+        accepted = True
+        try:
+            costs.check_ranges(tile, 4, overlap, None)
+        except BadOption:
+            accepted = False
+        assert accepted == (tile <= limits.max_tile)
+    json = limits.to_json()
+    assert json["tile"] == {"multiple_of": 32, "min": 32, "max": limits.max_tile, "at_tile_batch": 4}
+    assert json["tile_batch"] == {"min": 1, "max": limits.max_tile_batch, "at_tile": limits.tile}
 
 
 def test_header_sample_depth_from_the_image_header():

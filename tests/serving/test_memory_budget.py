@@ -363,3 +363,40 @@ def test_memory_gauges_report_the_pool_and_what_is_reserved(fixed_baseline):
     values = {s.name: s.value for f in text_string_to_metric_families(text) for s in f.samples}
     assert values["segflow_memory_pool_bytes"] == 100 * MIB
     assert values["segflow_memory_reserved_bytes"] == 0
+
+
+def test_advertised_limits_are_non_empty_and_agree_with_the_requests(fixed_baseline):
+    """``--max-memory-mb 1000`` advertised ``tile_batch: {min: 1, max: 0}`` (for a 512 tile that
+    did not fit) while ``tile_batch=1`` and ``tile=64&tile_batch=64`` were accepted; and the
+    ranges were computed without the checkpoint's TTA that requests run with by default."""
+    predictor = FakePredictor(meta_extra={"tta": "hflip"})
+    with serving(predictor, max_memory_mb=150) as client:
+        limits = client.get("/v1/model").json()["limits"]
+        tile, batch = limits["tile"], limits["tile_batch"]
+        assert tile["min"] == 1 and tile["at_tile_batch"] == 4
+        assert 1 <= tile["max"] < 512  # one batch of four 512-px windows does not fit 75 MiB
+        assert batch["min"] == 1 and batch["at_tile"] == tile["max"]  # the automatic tile
+        assert batch["max"] >= 4
+        body = png_bytes(sample_image())
+
+        def status(query: str) -> int:
+            return client.post(f"/v1/segment?{query}", content=body).status_code
+
+        assert status(f"tile={tile['max']}") == 200
+        assert status(f"tile={tile['max'] + 1}") == 422
+        assert status(f"tile_batch={batch['max']}") == 200
+        assert status(f"tile_batch={batch['max'] + 1}") == 422
+        assert status(f"tile={batch['at_tile']}&tile_batch={batch['max']}") == 200
+        assert status(f"tile={batch['at_tile']}&tile_batch={batch['max'] + 1}") == 422
+
+
+def test_a_budget_that_cannot_tile_the_defaults_is_a_start_up_error(fixed_baseline):
+    from segflow.errors import ConfigError
+
+    predictor = FakePredictor(meta_extra={"input_policy": {"mode": "keep", "multiple": 32}})
+    with pytest.raises(ConfigError) as err:
+        create_app(ServeSettings(model=Path("fake-model.pt"), max_memory_mb=2), predictor=predictor)
+    assert str(err.value) == (
+        "serve option --max-memory-mb 2 leaves 1.0 MiB for tiled requests, less than one batch of "
+        "4 32-px windows needs (1.3 MiB at model_bytes_per_px=256); raise it"
+    )

@@ -171,3 +171,107 @@ def test_unreadable_config_file_is_one_line(tmp_path):
         ConfigError, match=r"key 'api_key' of .*serve.yaml \(serve option --api-key\) = <hidden>: "
     ):
         ServeSettings.load(config=config, model="m.pt")
+
+
+FLOAT_SETTINGS = sorted(
+    name for name, field in ServeSettings.model_fields.items() if field.annotation is float
+)
+
+
+def test_every_float_setting_is_listed():
+    assert FLOAT_SETTINGS == [
+        "max_memory_mb",
+        "max_upload_mb",
+        "max_wait_ms",
+        "model_bytes_per_px",
+        "overlay_alpha",
+        "timeout_s",
+    ]
+
+
+@pytest.mark.parametrize("value", ["inf", "-inf", "nan", "Infinity"])
+@pytest.mark.parametrize("field", FLOAT_SETTINGS)
+def test_non_finite_float_settings_are_refused_from_the_environment(monkeypatch, field, value):
+    """SEGFLOW_MAX_MEMORY_MB=inf was a 48-line OverflowError; SEGFLOW_MAX_UPLOAD_MB=inf and
+    SEGFLOW_MODEL_BYTES_PER_PX=inf served 500 to every request; SEGFLOW_TIMEOUT_S=inf was kept."""
+    from segflow.serving.settings import CLI_OPTIONS
+
+    monkeypatch.setenv(f"SEGFLOW_{field.upper()}", value)
+    option = f"serve option {CLI_OPTIONS[field]}" if field in CLI_OPTIONS else "env/config only"
+    with pytest.raises(ConfigError) as err:
+        ServeSettings.load(model="m.pt")
+    assert (
+        str(err.value)
+        == f"env SEGFLOW_{field.upper()} ({option}) = {value!r}: Input should be a finite number"
+    )
+
+
+def test_non_finite_floats_are_refused_from_the_cli_and_the_config_file(tmp_path):
+    with pytest.raises(ConfigError) as err:
+        ServeSettings.load(model="m.pt", max_memory_mb=float("inf"))
+    assert str(err.value) == "serve option --max-memory-mb = inf: Input should be a finite number"
+    config = write_config(tmp_path, "max_memory_mb: .inf\n")
+    with pytest.raises(ConfigError) as err:
+        ServeSettings.load(config=config, model="m.pt")
+    assert str(err.value) == (
+        f"key 'max_memory_mb' of {config} (serve option --max-memory-mb) = inf: "
+        "Input should be a finite number"
+    )
+
+
+def test_segflow_serve_with_an_infinite_budget_is_one_line_exit_1(tmp_path, capsys):
+    model = tmp_path / "m.pt"
+    model.write_bytes(b"x")
+    assert main(["serve", str(model), "--max-memory-mb", "inf"]) == 1
+    err = capsys.readouterr().err
+    assert err == "error: serve option --max-memory-mb = inf: Input should be a finite number\n"
+
+
+def test_messages_name_the_real_cli_options():
+    """``cors_origins: 5`` named ``--cors-origins`` (the option is ``--cors-origin``) and
+    ``SEGFLOW_WARMUP=maybe`` named ``--warmup``, which does not exist."""
+    import typer
+
+    from segflow.cli.app import app
+    from segflow.serving.settings import CLI_OPTIONS
+
+    serve = typer.main.get_command(app).commands["serve"]  # type: ignore[attr-defined]
+    declared: dict[str, str] = {}
+    for param in serve.params:
+        if param.param_type_name == "argument":
+            declared[str(param.name)] = str(param.name).upper()
+        else:
+            declared[str(param.name)] = next(o for o in param.opts if o.startswith("--"))
+    del declared["config"]  # the file itself, not a setting
+    assert sorted(declared.values()) == sorted(CLI_OPTIONS.values())
+    assert set(CLI_OPTIONS) <= set(ServeSettings.model_fields)
+
+
+def test_messages_name_the_cors_option_and_say_env_only(monkeypatch, tmp_path):
+    config = write_config(tmp_path, "cors_origins: 5\n")
+    with pytest.raises(ConfigError) as err:
+        ServeSettings.load(config=config, model="m.pt")
+    assert str(err.value) == (
+        f"key 'cors_origins' of {config} (serve option --cors-origin) = 5: Input should be a valid list"
+    )
+    monkeypatch.setenv("SEGFLOW_WARMUP", "maybe")
+    with pytest.raises(ConfigError) as err:
+        ServeSettings.load(model="m.pt")
+    assert str(err.value) == (
+        "env SEGFLOW_WARMUP (env/config only) = 'maybe': "
+        "Input should be a valid boolean, unable to interpret input"
+    )
+
+
+def test_config_folder_and_empty_config(tmp_path):
+    with pytest.raises(ConfigError) as err:
+        ServeSettings.load(config=tmp_path, model="m.pt")
+    assert str(err.value) == f"serve config {tmp_path} is a folder, not a YAML file; give the file's path"
+    empty = write_config(tmp_path, "")
+    assert ServeSettings.load(config=empty, model="m.pt") == ServeSettings.load(model="m.pt")
+    words = write_config(tmp_path, "max_batch 4\n")
+    with pytest.raises(ConfigError) as err:
+        ServeSettings.load(config=words, model="m.pt")
+    assert str(err.value) == (
+        f"serve config {words} must be a YAML mapping of keys (key: value lines); it is a string"
+    )

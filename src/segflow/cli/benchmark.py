@@ -8,6 +8,7 @@ from typing import Annotated
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
 
 from segflow.cli.app import app
@@ -60,22 +61,22 @@ def benchmark_command(
         warmup=warmup,
         iters=iters,
         threads=threads,
-        log=lambda line: console.print(f"[dim]{line}[/]"),
+        log=lambda line: console.print(f"[dim]{escape(line)}[/]"),
     )
     with atomic_write(out / JSON_NAME) as tmp:
         tmp.write_text(json.dumps(report, indent=2))
     with atomic_write(out / MARKDOWN_NAME) as tmp:
         tmp.write_text(render_markdown(report))
     header, rows = table_rows(report)
-    table = Table(title=f"{model} at {size}x{size}")
+    table = Table(title=escape(f"{model} at {size}x{size}"))
     for title in header:
         table.add_column(title, justify="right")
     for cells in rows:
-        table.add_row(*cells)
+        table.add_row(*(escape(cell) for cell in cells))
     console.print(table, width=max(console.width, TABLE_WIDTH))
     machine = report["machine"]
     console.print(
         f"matmul peak: torch {machine['torch_matmul_gflops']:.1f} GFLOP/s, "
         f"ORT {machine['ort_matmul_gflops']:.1f} GFLOP/s"
     )
-    console.print(f"wrote {out / JSON_NAME} and {out / MARKDOWN_NAME}")
+    console.print(escape(f"wrote {out / JSON_NAME} and {out / MARKDOWN_NAME}"))

@@ -12,6 +12,7 @@ from typing import Annotated, Any
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 
 from segflow.cli.app import app
 
@@ -93,7 +94,7 @@ def demo(
     config = demo_config(out, overrides or [])
     console.print(
         f"[bold]segflow demo[/]: shapes dataset, {config.model.arch}/{config.model.encoder}, "
-        f"{config.trainer.max_epochs} epochs -> {out}"
+        f"{config.trainer.max_epochs} epochs -> {escape(str(out))}"
     )
     result = train(config, overwrite=overwrite, extra_outputs=(PREDICTIONS_DIR,))
     if result is None:
@@ -117,4 +118,4 @@ def demo(
         ("predictions on unseen test images (+ overlays)", predictions),
         ("checkpoint", result.best_checkpoint),
     ]:
-        console.print(f"  {label:<48} {path}")
+        console.print(escape(f"  {label:<48} {path}"))

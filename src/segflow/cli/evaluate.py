@@ -7,11 +7,12 @@ from typing import Annotated
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 from rich.text import Text
 
 from segflow.cli.app import app
 from segflow.cli.tta_option import TTA_HELP, tta_choice
-from segflow.constants import DEFAULT_BOUNDARY_TOLERANCE
+from segflow.constants import DEFAULT_BOUNDARY_TOLERANCE, MAX_BOUNDARY_TOLERANCE
 from segflow.errors import ConfigError
 from segflow.models.source import parse_model_source
 
@@ -27,7 +28,12 @@ def evaluate(
     tta: Annotated[str | None, typer.Option("--tta", help=TTA_HELP)] = None,
     boundary_tolerance: Annotated[
         int,
-        typer.Option(min=0, help="Boundary F1 match distance in pixels (boundary_tolerance_px)."),
+        typer.Option(
+            min=0,
+            max=MAX_BOUNDARY_TOLERANCE,
+            help=f"Boundary F1 match distance in pixels, 0..{MAX_BOUNDARY_TOLERANCE} "
+            "(boundary_tolerance_px).",
+        ),
     ] = DEFAULT_BOUNDARY_TOLERANCE,
 ) -> None:
     """Exact metrics (one confusion matrix over the split) plus metrics.md and plots.
@@ -67,4 +73,4 @@ def evaluate(
         f"mean Dice {metrics['mean_dice']:.4f}  boundary F1 {metrics['boundary_f1']:.4f}  "
         f"({metrics['num_images']} images)"
     )
-    console.print(f"report: {out_dir}/metrics.json, metrics.md, confusion.png, per_class_iou.png")
+    console.print(escape(f"report: {out_dir}/metrics.json, metrics.md, confusion.png, per_class_iou.png"))

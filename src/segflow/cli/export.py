@@ -15,6 +15,7 @@ from segflow.export.pipeline import (
     DEFAULT_CALIB_IMAGES,
     DEFAULT_MAX_MIOU_DROP,
     Int8Options,
+    check_export_options,
     check_export_target,
     export_model,
 )
@@ -57,15 +58,14 @@ def export_command(
     """
     if int8 and calib is None:
         raise ConfigError("--int8 needs --calib DATA.yaml (real images to calibrate and check INT8 on)")
-    if calib_images < 1:
-        raise ConfigError(f"--calib-images {calib_images} is invalid; use at least 1 image")
+    check_export_options(format, input, opset, int8)
+    # Built (and so range-checked) whether or not --int8 is given: a bad value is never ignored.
+    gate = Int8Options(calib or Path(), calib_images, max_miou_drop, calibration, eval_images)
+    options = gate if int8 else None
     source = parse_model_source(model, accept=("file",), command="export")
     checkpoint = source.path or Path(model)
     target = out or checkpoint.with_suffix(DEFAULT_SUFFIX.get(format, ".onnx"))
     check_export_target(target, format, int8)
-    options = None
-    if int8 and calib is not None:
-        options = Int8Options(calib, calib_images, max_miou_drop, calibration, eval_images)
     console = Console()
     export_model(
         checkpoint,

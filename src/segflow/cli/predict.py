@@ -15,11 +15,13 @@ from segflow.cli.app import app
 from segflow.cli.tta_option import TTA_HELP, tta_choice
 from segflow.data.io import IMAGE_EXTENSIONS
 from segflow.errors import ConfigError, DataError
+from segflow.inference.backends import read_model_meta
 from segflow.inference.manifest import PredictionManifest, file_sha256, model_record, open_prediction_dir
 from segflow.inference.options import DEFAULT_FRAME_BATCH, DEFAULT_OVERLAP, InferenceOptions
 from segflow.inference.predictor import Predictor
 from segflow.inference.streaming import RichTileProgress, predict_file
 from segflow.inference.video import VIDEO_SUFFIXES, is_video, predict_video
+from segflow.models.meta import TTA_FROM_CHECKPOINT
 from segflow.models.source import parse_model_source
 
 GLOB_CHARS = ("*", "?", "[")
@@ -165,7 +167,16 @@ def predict(
         _check_video_file_target(out, images, videos, overwrite, resume)
         manifest = None
     else:
-        manifest = open_prediction_dir(out, files, model_record(model, backend), options, overwrite, resume)
+        manifest = open_prediction_dir(
+            out,
+            files,
+            model_record(model, backend),
+            options,
+            overwrite,
+            resume,
+            resolve=lambda given: _resolved(given, model_path),
+        )
+        options = manifest.options
     predictor = Predictor.from_path(model_path, options, backend=backend)
     if manifest is not None:
         manifest.begin()
@@ -175,6 +186,15 @@ def predict(
         if manifest is not None:
             manifest.close()
     _summary(*counts, out)
+
+
+def _resolved(options: InferenceOptions, model_path: Path) -> InferenceOptions:
+    """``options`` for the model file: ``--tta checkpoint`` becomes the views stored in it (read
+    from its metadata, without loading it), so the manifest records, and ``--resume``
+    compares, the views that run."""
+    if options.tta != TTA_FROM_CHECKPOINT:
+        return options
+    return options.resolved(read_model_meta(model_path))
 
 
 def _run(

@@ -14,7 +14,7 @@ from typing import Annotated
 import typer
 
 from segflow.cli.app import app
-from segflow.serving.settings import ServeSettings
+from segflow.serving.settings import CLI_OPTIONS, ServeSettings
 
 APP_FACTORY = "segflow.serving.app:create_app"
 
@@ -33,57 +33,95 @@ def serve(
         Path | None, typer.Option(help="YAML file of settings (keys as below, e.g. max_batch: 4).")
     ] = None,
     host: Annotated[
-        str | None, typer.Option(help=f"Address to bind; 0.0.0.0 exposes the service {default('host')}.")
+        str | None,
+        typer.Option(
+            CLI_OPTIONS["host"], help=f"Address to bind; 0.0.0.0 exposes the service {default('host')}."
+        ),
     ] = None,
-    port: Annotated[int | None, typer.Option(help=f"TCP port {default('port')}.")] = None,
+    port: Annotated[
+        int | None, typer.Option(CLI_OPTIONS["port"], help=f"TCP port {default('port')}.")
+    ] = None,
     backend: Annotated[
-        str | None, typer.Option(help="torch, onnx or onnx-int8 (default: from the file).")
+        str | None,
+        typer.Option(CLI_OPTIONS["backend"], help="torch, onnx or onnx-int8 (default: from the file)."),
     ] = None,
     max_batch: Annotated[
-        int | None, typer.Option(help=f"Largest batch sent to the model {default('max_batch')}.")
+        int | None,
+        typer.Option(
+            CLI_OPTIONS["max_batch"], help=f"Largest batch sent to the model {default('max_batch')}."
+        ),
     ] = None,
     max_wait_ms: Annotated[
         float | None,
-        typer.Option(help=f"Wait for more requests before running a batch {default('max_wait_ms')}."),
+        typer.Option(
+            CLI_OPTIONS["max_wait_ms"],
+            help=f"Wait for more requests before running a batch {default('max_wait_ms')}.",
+        ),
     ] = None,
     workers: Annotated[
-        int | None, typer.Option(help=f"Worker processes, each with its own model {default('workers')}.")
+        int | None,
+        typer.Option(
+            CLI_OPTIONS["workers"], help=f"Worker processes, each with its own model {default('workers')}."
+        ),
     ] = None,
     api_key: Annotated[
-        str | None, typer.Option(help="Require this key (X-API-Key or Bearer); env SEGFLOW_API_KEY.")
+        str | None,
+        typer.Option(
+            CLI_OPTIONS["api_key"], help="Require this key (X-API-Key or Bearer); env SEGFLOW_API_KEY."
+        ),
     ] = None,
     max_upload_mb: Annotated[
-        float | None, typer.Option(help=f"Largest request body, 413 beyond {default('max_upload_mb')}.")
+        float | None,
+        typer.Option(
+            CLI_OPTIONS["max_upload_mb"], help=f"Largest request body, 413 beyond {default('max_upload_mb')}."
+        ),
     ] = None,
     max_pixels: Annotated[
         int | None,
-        typer.Option(help=f"Largest width*height, read from the header; 413 beyond {default('max_pixels')}."),
+        typer.Option(
+            CLI_OPTIONS["max_pixels"],
+            help=f"Largest width*height, read from the header; 413 beyond {default('max_pixels')}.",
+        ),
     ] = None,
     timeout_s: Annotated[
         float | None,
         typer.Option(
-            help=f"Per-request time limit; 504 beyond, the work is cancelled {default('timeout_s')}."
+            CLI_OPTIONS["timeout_s"],
+            help=f"Per-request time limit; 504 beyond, the work is cancelled {default('timeout_s')}.",
         ),
     ] = None,
     queue_size: Annotated[
         int | None,
-        typer.Option(help=f"Requests that may wait for the model; 503 beyond {default('queue_size')}."),
+        typer.Option(
+            CLI_OPTIONS["queue_size"],
+            help=f"Requests that may wait for the model; 503 beyond {default('queue_size')}.",
+        ),
     ] = None,
     max_memory_mb: Annotated[
         float | None,
-        typer.Option(help="Memory budget in MiB (default: half the cgroup memory limit, else half the RAM)."),
+        typer.Option(
+            CLI_OPTIONS["max_memory_mb"],
+            help="Memory budget in MiB (default: half the cgroup memory limit, else half the RAM).",
+        ),
     ] = None,
     cors_origin: Annotated[
-        list[str] | None, typer.Option(help="Allow this browser origin (repeatable); CORS is off by default.")
+        list[str] | None,
+        typer.Option(
+            CLI_OPTIONS["cors_origins"],
+            help="Allow this browser origin (repeatable); CORS is off by default.",
+        ),
     ] = None,
     forwarded_allow_ips: Annotated[
         str | None,
         typer.Option(
+            CLI_OPTIONS["forwarded_allow_ips"],
             help="Proxies trusted for X-Forwarded-* headers, comma-separated or '*' "
-            f"{default('forwarded_allow_ips')}."
+            f"{default('forwarded_allow_ips')}.",
         ),
     ] = None,
-    log_level: Annotated[str | None, typer.Option(help=f"uvicorn log level {default('log_level')}.")] = None,
+    log_level: Annotated[
+        str | None, typer.Option(CLI_OPTIONS["log_level"], help=f"uvicorn log level {default('log_level')}.")
+    ] = None,
 ) -> None:
     """Serve MODEL over HTTP: POST /v1/segment, GET /v1/model, /healthz, /readyz, /metrics, /docs, /."""
     import uvicorn

@@ -11,13 +11,15 @@ a bare ``--tta`` (one not followed by a view name) to ``--tta=checkpoint`` befor
 from __future__ import annotations
 
 from segflow.errors import ConfigError
+from segflow.inference.tta import TTA_WORDS, parse_tta_option
 from segflow.models.meta import TTA_FROM_CHECKPOINT
 
 TTA_FLAG = "--tta"
-TTA_CHOICES = (TTA_FROM_CHECKPOINT, "none", "hflip", "vflip", "flip")
+TTA_CHOICES = TTA_WORDS
+"""The words of the one tta parser (:func:`segflow.inference.tta.parse_tta_option`)."""
 TTA_HELP = (
-    "Test-time augmentation: none, hflip, vflip or flip (both); "
-    "--tta alone or no --tta: what the checkpoint was validated with."
+    "Test-time augmentation: none, hflip, vflip, flip (both; true = flip, false = none); "
+    "--tta alone, --tta checkpoint or no --tta: what the checkpoint was validated with."
 )
 
 
@@ -44,10 +46,13 @@ def tta_choice(value: str | None) -> str:
     """The ``--tta`` value, checked (None, i.e. no ``--tta``: ``checkpoint``).
 
     Raises:
-        ConfigError: A value that is not one of :data:`TTA_CHOICES`.
+        ConfigError: A value the one tta parser refuses (the message lists :data:`TTA_CHOICES`).
     """
     if value is None:
         return TTA_FROM_CHECKPOINT
-    if value not in TTA_CHOICES:
-        raise ConfigError(f"--tta {value!r} is invalid; use one of {', '.join(TTA_CHOICES)} (or --tta alone)")
+    try:
+        parse_tta_option(value)
+    except ConfigError as err:
+        reason = str(err).removeprefix(f"tta={value!r} ")
+        raise ConfigError(f"--tta {value!r} {reason} (or --tta alone)") from None
     return value

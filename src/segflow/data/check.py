@@ -21,10 +21,11 @@ from typing import Any
 
 import numpy as np
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
 
 from segflow.data.io import read_image, size_mismatch_message
-from segflow.data.labels import LabelRules
+from segflow.data.labels import LabelRules, lossy_mask_message
 from segflow.data.readers import Reader, Sample, create_reader
 from segflow.data.spec import DataSpec, load_data_spec
 from segflow.errors import ConfigError, DataError
@@ -127,16 +128,22 @@ class CheckReport:
         }
 
     def render(self) -> str:
-        """The report as plain text tables (what ``segflow data check`` prints)."""
+        """The report as plain text tables (what ``segflow data check`` prints).
+
+        Every text that comes from the data or the user (paths, class names, messages) is
+        escaped, so ``[height, width]`` prints as written instead of being read as markup.
+        """
         buffer = io.StringIO()
         console = Console(file=buffer, width=RENDER_WIDTH, no_color=True, highlight=False)
-        console.print(f"dataset: {self.format} at {self.root or '(generated)'}; {len(self.classes)} classes")
+        console.print(
+            escape(f"dataset: {self.format} at {self.root or '(generated)'}; {len(self.classes)} classes")
+        )
         console.print(self._splits_table())
         console.print(self._share_table())
         for title, messages in (("errors", self.errors), ("warnings", self.warnings)):
             console.print(f"{title}: {len(messages)}")
             for message in messages[:MAX_RENDERED_MESSAGES]:
-                console.print(f"  - {message}", soft_wrap=True)
+                console.print(f"  - {escape(message)}", soft_wrap=True)
             if len(messages) > MAX_RENDERED_MESSAGES:
                 console.print(f"  ... and {len(messages) - MAX_RENDERED_MESSAGES} more")
         console.print("result: OK" if self.ok else f"result: FAILED ({len(self.errors)} errors)")
@@ -149,12 +156,12 @@ class CheckReport:
         for name, stats in self.splits.items():
             summary = stats.to_dict()
             table.add_row(
-                name,
+                escape(name),
                 str(stats.num_samples),
                 "/".join(str(v) for v in summary["height"]) or "-",
                 "/".join(str(v) for v in summary["width"]) or "-",
-                ", ".join(f"{k}: {v}" for k, v in summary["channels"].items()) or "-",
-                ", ".join(f"{k}: {v}" for k, v in summary["dtypes"].items()) or "-",
+                escape(", ".join(f"{k}: {v}" for k, v in summary["channels"].items())) or "-",
+                escape(", ".join(f"{k}: {v}" for k, v in summary["dtypes"].items())) or "-",
             )
         return table
 
@@ -162,13 +169,14 @@ class CheckReport:
         table = Table(title="class pixel share (%)")
         table.add_column("class")
         for split in self.class_share:
-            table.add_column(split, justify="right")
+            table.add_column(escape(split), justify="right")
         for index, name in enumerate(self.classes):
             if index == self.ignored_class:
-                table.add_row(f"{index} {name}", *("ignored" for _ in self.class_share))
+                table.add_row(escape(f"{index} {name}"), *("ignored" for _ in self.class_share))
                 continue
             table.add_row(
-                f"{index} {name}", *(f"{shares[index] * PERCENT:.2f}" for shares in self.class_share.values())
+                escape(f"{index} {name}"),
+                *(f"{shares[index] * PERCENT:.2f}" for shares in self.class_share.values()),
             )
         return table
 
@@ -268,6 +276,9 @@ def _inspect_sample(reader: Reader, sample: Sample, rules: LabelRules) -> Sample
             size_mismatch_message(sample.image_path, result.image_shape[:2], sample.mask_path, raw.shape)
         )
     result.class_pixels, result.unmapped = rules.count_stored(raw)
+    if result.unmapped and rules.looks_lossy(raw, result.unmapped):
+        result.errors.append(lossy_mask_message(sample.mask_path or sample.image_path))
+        result.unmapped = {}  # one lossy-compression error, not one per ringing value
     return result
 
 
@@ -282,11 +293,7 @@ def _report_unlabelled(
         return
     count = len(stats.unlabelled)
     if count == len(read):
-        report.errors.append(
-            f"split {split!r} has no labelled pixel: all {count} mask(s) hold only ignore_index "
-            f"{report.ignore_index}{_ignored_class_note(report)}, so nothing can be trained or scored; "
-            "fix the masks, or 'ignore_index:' / 'mask_values:' in the data YAML"
-        )
+        report.errors.append(no_labelled_pixel_message(split, count, _rules_of(report)))
         return
     share = count / len(samples)
     if share > max_share:
@@ -298,10 +305,45 @@ def _report_unlabelled(
         )
 
 
-def _ignored_class_note(report: CheckReport) -> str:
-    if report.ignored_class is None:
-        return ""
-    return f" (class {report.ignored_class} {report.classes[report.ignored_class]}, which is ignored)"
+def _rules_of(report: CheckReport) -> LabelRules:
+    return LabelRules.for_scoring(len(report.classes), report.ignore_index, list(report.classes))
+
+
+def no_labelled_pixel_message(split: str, num_masks: int, rules: LabelRules) -> str:
+    """The one message for a split whose masks hold no labelled pixel (data check, train, evaluate).
+
+    Args:
+        split: Split name.
+        num_masks: Number of masks read, all without a labelled pixel.
+        rules: The dataset's label rules (ignore_index, the ignored class if any).
+    """
+    note = ""
+    if rules.ignored_class is not None:
+        note = f" (class {rules.ignored_class} {rules.classes[rules.ignored_class]}, which is ignored)"
+    return (
+        f"split {split!r} has no labelled pixel: all {num_masks} mask(s) hold only ignore_index "
+        f"{rules.ignore_index}{note}, so nothing can be trained or scored; "
+        "fix the masks, or 'ignore_index:' / 'mask_values:' in the data YAML"
+    )
+
+
+def require_labelled_pixel(reader: Reader, split: str, samples: list[Sample]) -> None:
+    """Refuses a split none of whose masks holds a labelled pixel (the rule ``data check`` reports).
+
+    Reads masks until the first labelled pixel, so a normal split costs one mask read.
+    Unknown stored values are left to the mask loading that follows.
+
+    Raises:
+        DataError: No mask of ``samples`` has a labelled pixel (the same message as
+            ``data check``).
+    """
+    rules = reader.label_rules
+    for sample in samples:
+        class_pixels, _ = rules.count_stored(reader.read_raw_mask(sample))
+        if class_pixels.any():
+            return
+    if samples:
+        raise DataError(no_labelled_pixel_message(split, len(samples), rules))
 
 
 def _add_sample(

@@ -277,13 +277,29 @@ def read_list_file(path: str | Path, kind: str) -> list[str]:
         kind: What the file is, for messages.
 
     Raises:
-        DataError: See :func:`read_text_file`.
+        DataError: See :func:`read_text_file`; or an entry is listed twice (it would be
+            counted twice), naming the entry, both line numbers and the file.
     """
-    entries = []
-    for line in read_text_file(path, kind).splitlines():
+    entries: list[str] = []
+    first_line: dict[str, int] = {}
+    repeated: list[tuple[str, int, int]] = []
+    for number, line in enumerate(read_text_file(path, kind).splitlines(), start=1):
         words = line.replace("\ufeff", " ").split()
-        if words:
-            entries.append(words[0])
+        if not words:
+            continue
+        entry = words[0]
+        if entry in first_line:
+            repeated.append((entry, first_line[entry], number))
+        else:
+            first_line[entry] = number
+        entries.append(entry)
+    if repeated:
+        entry, first, again = repeated[0]
+        more = f" (and {len(repeated) - 1} more repeated line(s))" if len(repeated) > 1 else ""
+        raise DataError(
+            f"{kind} {path}: id {entry!r} is listed twice (lines {first} and {again}){more}; "
+            "each image may be listed once: remove the repeated line(s)"
+        )
     return entries
 
 

@@ -10,7 +10,9 @@ statistics, the loss, the metrics and boundary F1. The rules, also in docs/metri
    ``ignore_index`` unless ``mask_values`` maps it explicitly.
 2. A stored value that maps to nothing (neither a class nor ``ignore_index``) is a
    ``DataError`` naming the file, the value and its pixel count. It is never dropped or
-   silently turned into ``ignore_index``: map it on purpose with ``mask_values``.
+   silently turned into ``ignore_index``: map it on purpose with ``mask_values``. A mask
+   whose unknown values look like JPEG ringing (see :meth:`LabelRules.looks_lossy`) is
+   one lossy-compression error instead of one error per value.
 3. A pixel whose label is ``ignore_index`` is excluded everywhere: from the loss, the
    confusion matrix, boundary F1, the class statistics, and it fills padded area.
 4. ``ignore_index`` may be a class index (``ignore_index: 0`` with ``classes:
@@ -33,6 +35,7 @@ from typing import TYPE_CHECKING, Any, TypeVar
 import numpy as np
 
 from segflow.constants import IGNORE_INDEX
+from segflow.data.io import LOSSY_MASK_MESSAGE
 from segflow.data.spec import MAX_MASK_VALUE
 from segflow.errors import ConfigError, DataError
 
@@ -48,7 +51,19 @@ UNMAPPED = -1
 MAX_LISTED_VALUES = 5
 """Unknown values named in one error message (the count says how many there are)."""
 
+MAX_LISTED_KEYS = 12
+"""``mask_values`` keys named in one error message."""
+
 UINT8_VALUES = 256
+
+LOSSY_MIN_VALUES = 4
+"""Distinct unknown values in one mask from which it may be a lossy (JPEG) round trip."""
+LOSSY_NEAR = 32
+"""Largest distance of a ringing value from the known value it was compressed from."""
+LOSSY_NEAR_SHARE = 0.8
+"""Share of the unknown pixels whose value must lie within ``LOSSY_NEAR`` of a known value."""
+LOSSY_EDGE_SHARE = 0.5
+"""Share of the unknown pixels that must touch (4-neighbour) a pixel of another value."""
 
 Labels = TypeVar("Labels")
 
@@ -65,6 +80,8 @@ class LabelRules:
         ignore_index: Label excluded from training and scoring; may be a class index.
         mask_values: Complete mapping stored value -> label (class index or
             ``ignore_index``), or ``None`` for identity on ``0..K-1``.
+        mask_values_given: Whether ``mask_values`` is the data YAML's (True) or the dataset
+            format's own table (False); only the wording of errors differs.
 
     Raises:
         ConfigError: No classes, or a ``mask_values`` target that is neither a class nor
@@ -74,6 +91,7 @@ class LabelRules:
     classes: tuple[str, ...]
     ignore_index: int = IGNORE_INDEX
     mask_values: Mapping[int, int] | None = field(default=None)
+    mask_values_given: bool = True
 
     def __post_init__(self) -> None:
         if not self.classes:
@@ -115,7 +133,12 @@ class LabelRules:
         """
         names = list(classes) if classes is not None else list(spec.classes or [])
         mapping = spec.mask_values if spec.mask_values is not None else default_mask_values
-        return cls(tuple(names), spec.ignore_index, None if mapping is None else dict(mapping))
+        return cls(
+            tuple(names),
+            spec.ignore_index,
+            None if mapping is None else dict(mapping),
+            mask_values_given=spec.mask_values is not None,
+        )
 
     @classmethod
     def for_scoring(
@@ -243,13 +266,55 @@ class LabelRules:
         labels = self._lookup(raw)
         if (labels == UNMAPPED).any():
             values, pixels = np.unique(raw[labels == UNMAPPED], return_counts=True)
-            raise DataError(
-                self.describe_unknown(source, dict(zip(values.tolist(), pixels.tolist(), strict=True)))
-            )
+            unknown = dict(zip(values.tolist(), pixels.tolist(), strict=True))
+            if self.looks_lossy(raw, unknown):
+                raise DataError(lossy_mask_message(source))
+            raise DataError(self.describe_unknown(source, unknown))
         return labels
+
+    def looks_lossy(self, raw: np.ndarray, unknown: Mapping[int, int]) -> bool:
+        """Whether a mask's unknown values look like a lossy (JPEG) round trip, by content.
+
+        JPEG rings: near every edge it writes many values a little off the stored ones, in
+        thin lines. So a mask looks lossy when it has at least ``LOSSY_MIN_VALUES`` distinct
+        unknown values, at least ``LOSSY_NEAR_SHARE`` of the unknown pixels hold a value within
+        ``LOSSY_NEAR`` of a known value present in the mask, and at least ``LOSSY_EDGE_SHARE``
+        of them touch a pixel of another value (classes that ``mask_values`` forgot fill
+        regions instead).
+
+        Args:
+            raw: ``(H, W)`` stored mask values.
+            unknown: ``{stored value: pixel count}`` of the values that map to no label
+                (from :meth:`count_stored`).
+        """
+        if len(unknown) < LOSSY_MIN_VALUES or raw.ndim != 2:  # noqa: PLR2004 - (H, W)
+            return False
+        labels = self._lookup(raw)
+        is_unknown = labels == UNMAPPED
+        known = np.unique(raw[~is_unknown]).astype(np.int64)
+        if not known.size:
+            return False
+        values = np.fromiter(unknown.keys(), dtype=np.int64)
+        counts = np.fromiter(unknown.values(), dtype=np.int64)
+        distance = np.abs(values[:, None] - known[None, :]).min(axis=1)
+        if counts[distance <= LOSSY_NEAR].sum() < LOSSY_NEAR_SHARE * counts.sum():
+            return False
+        padded = np.pad(raw, 1, mode="edge")
+        centre = padded[1:-1, 1:-1]
+        edge = (
+            (centre != padded[:-2, 1:-1])
+            | (centre != padded[2:, 1:-1])
+            | (centre != padded[1:-1, :-2])
+            | (centre != padded[1:-1, 2:])
+        )
+        return bool(np.count_nonzero(edge & is_unknown) >= LOSSY_EDGE_SHARE * np.count_nonzero(is_unknown))
 
     def describe_unknown(self, source: str | Path, unknown: Mapping[int, int]) -> str:
         """One-line message for stored values that map to no label.
+
+        The message names what the values were looked up in: the data YAML's
+        ``mask_values`` (and its keys), the format's own value table, or the classes
+        ``0..K-1`` (no table).
 
         Args:
             source: Where the values are: a mask file, or ``"N file(s): a.png, b.png"``.
@@ -257,16 +322,34 @@ class LabelRules:
 
         Returns:
             E.g. ``mask value 7 (1 pixel) in m.png is neither a class 0..1 nor ignore_index
-            255; map it in 'mask_values:' in the data YAML or fix the masks``.
+            255; map it in 'mask_values:' in the data YAML or fix the masks``, or with
+            ``mask_values: {0: 0, 255: 1}``: ``mask value 1 (1 pixel) in m.png is not listed in
+            'mask_values' (stored values 0, 255) nor ignore_index 255; add it to
+            'mask_values:' in the data YAML or fix the masks``.
         """
         items = sorted(unknown.items())
         shown = ", ".join(f"{value} ({_pixels(count)})" for value, count in items[:MAX_LISTED_VALUES])
         more = f" and {len(items) - MAX_LISTED_VALUES} more" if len(items) > MAX_LISTED_VALUES else ""
         one = len(items) == 1
+        head = f"mask value{'' if one else 's'} {shown}{more} in {source} {'is' if one else 'are'}"
+        it = "it" if one else "them"
+        if self.mask_values is None:
+            return (
+                f"{head} neither a class 0..{self.num_classes - 1} nor ignore_index {self.ignore_index}; "
+                f"map {it} in 'mask_values:' in the data YAML or fix the masks"
+            )
+        keys = sorted(self.mask_values)
+        listed = ", ".join(str(k) for k in keys[:MAX_LISTED_KEYS]) + (
+            ", ..." if len(keys) > MAX_LISTED_KEYS else ""
+        )
+        if self.mask_values_given:
+            return (
+                f"{head} not listed in 'mask_values' (stored values {listed}) nor ignore_index "
+                f"{self.ignore_index}; add {it} to 'mask_values:' in the data YAML or fix the masks"
+            )
         return (
-            f"mask value{'' if one else 's'} {shown}{more} in {source} {'is' if one else 'are'} neither "
-            f"a class 0..{self.num_classes - 1} nor ignore_index {self.ignore_index}; map "
-            f"{'it' if one else 'them'} in 'mask_values:' in the data YAML or fix the masks"
+            f"{head} not in the format's value table (stored values {listed}) nor ignore_index "
+            f"{self.ignore_index}; map {it} in 'mask_values:' in the data YAML or fix the masks"
         )
 
     # -- labels ----------------------------------------------------------------------------
@@ -294,6 +377,11 @@ class LabelRules:
                 f"neither a class 0..{self.num_classes - 1} nor ignore_index {self.ignore_index}; "
                 "map it with mask_values or set num_classes"
             )
+
+
+def lossy_mask_message(source: str | Path) -> str:
+    """The one message for a mask whose values were changed by lossy compression."""
+    return f"mask {source}: {LOSSY_MASK_MESSAGE}"
 
 
 def _pixels(count: int) -> str:

@@ -14,6 +14,13 @@ OpticalDistortion, PiecewiseAffine, ThinPlateSpline, Mosaic, ...): segflow sets 
 them. Dropout transforms (CoarseDropout, GridDropout, XYMasking, Erasing) leave the mask
 alone unless told otherwise: the labels of hidden pixels are still known.
 
+A listed transform that moves the mask but cannot be told the fill (GridElasticDeform,
+FrequencyMasking, TimeMasking, ...) would label exposed area as class 0. Rather than keep a
+list of them, :func:`_probe_mask_fill` runs every listed dual transform (without a
+user-given ``fill_mask``) a few times at build time on a mask holding one sentinel value and
+refuses the transform, with one line, if any other value than the sentinel or
+``ignore_index`` comes out.
+
 ``augment`` (train only)::
 
     preset: none | light | strong   # light: h-flip + small affine; strong: + colour, noise, blur, warp
@@ -65,6 +72,13 @@ WARP_P = 0.2
 WARP_DISTORT = 0.2
 RGBA_CHANNELS = 4
 RGB_CHANNELS = 3
+PROBE_SIZES = (16, 32, 64)
+"""Sides of the images and masks a listed transform is probed on (``_probe_mask_fill``);
+small ones too, since warps of a fixed pixel magnitude expose more of a small image."""
+PROBE_RUNS = 4
+"""Seeded runs per probe size: random parameters differ per run."""
+PROBE_SENTINEL = 7
+"""Mask value of the probe (any value that is neither 0 nor ``ignore_index``)."""
 
 
 class AlphaSafeColorJitter(A.ColorJitter):
@@ -271,11 +285,64 @@ def _custom_op(item: Any, ignore_index: int) -> Any:
         unknown = sorted(set(kwargs) - set(parameters))
         if unknown:
             raise ConfigError(f"augment.transforms {name}: unknown argument(s) {unknown}")
-        return cls(**kwargs, **_exposed_area_fill(parameters, kwargs, ignore_index))
+        fill = _exposed_area_fill(parameters, kwargs, ignore_index)
+        op = cls(**kwargs, **fill)
+        if issubclass(cls, A.DualTransform) and "fill_mask" not in kwargs:
+            _probe_mask_fill(name, cls, {**kwargs, **fill}, parameters, ignore_index)
+        return op
     except ConfigError:
         raise
     except Exception as err:  # albumentations validates arguments with pydantic
         raise ConfigError(f"augment.transforms {name}: invalid arguments {kwargs}: {err}") from err
+
+
+def _probe_mask_fill(
+    name: str, cls: type, kwargs: dict[str, Any], parameters: Any, ignore_index: int
+) -> None:
+    """Refuses a dual transform that writes a class into mask area it exposes.
+
+    Runs ``cls(**kwargs)`` with ``p=1`` ``PROBE_RUNS`` times (seeded) on random images of
+    each side in ``PROBE_SIZES`` and masks that are ``PROBE_SENTINEL`` everywhere. A value
+    other than the sentinel or ``ignore_index`` in the output is a fill segflow cannot turn
+    into ``ignore_index``, or a blend of labels (a mask interpolation that is not nearest).
+    A transform that cannot run on a probe (it needs bounding boxes, a larger image, ...) is
+    not judged at that size.
+
+    Raises:
+        ConfigError: One line naming the transform, the value it writes, and what to do.
+    """
+    sentinel = PROBE_SENTINEL if ignore_index != PROBE_SENTINEL else PROBE_SENTINEL + 1
+    probe_kwargs = {**kwargs, "p": 1.0} if "p" in parameters else dict(kwargs)
+    try:
+        probe = cls(**probe_kwargs)
+    except Exception:  # noqa: BLE001 - a probe that cannot be built proves nothing
+        return
+    rng = np.random.default_rng(0)
+    found: set[int] = set()
+    for size in PROBE_SIZES:
+        image = rng.random((size, size, RGB_CHANNELS), dtype=np.float32)
+        mask = np.full((size, size), sentinel, dtype=np.uint16)
+        try:
+            for seed in range(PROBE_RUNS):
+                probe.set_random_seed(seed)
+                out = probe(image=image.copy(), mask=mask.copy())["mask"]
+                found |= {int(v) for v in np.unique(out)} - {sentinel, ignore_index}
+        except Exception:  # noqa: BLE001, S112 - a size the transform cannot take proves nothing
+            continue
+    if not found:
+        return
+    values = ", ".join(str(v) for v in sorted(found)[:3])
+    if "fill_mask" in parameters:
+        raise ConfigError(
+            f"augment.transforms {name}: writes mask value(s) {values} that are neither a moved "
+            f"label nor ignore_index {ignore_index}; keep mask_interpolation nearest (0)"
+        )
+    raise ConfigError(
+        f"augment.transforms {name}: fills mask area it exposes or hides with value {values} "
+        f"(a class label) and has no fill_mask argument to make it ignore_index {ignore_index}; "
+        "remove it, or use a transform segflow can fill (e.g. ElasticTransform, GridDistortion, "
+        "XYMasking)"
+    )
 
 
 def _crop_ops(crop_size: Any, multiple: int, ignore_index: int) -> list[Any]:

@@ -47,6 +47,8 @@ from segflow.models.meta import CheckpointMeta
 
 DEFAULT_OPSET = 17
 MIN_OPSET = 13
+MAX_OPSET = 20
+"""The newest opset torch's TorchScript-based exporter (the one segflow uses) can write."""
 INPUT_NAME = "image"
 OUTPUT_NAMES = ("logits", "probs", "labels")
 UINT8_LABEL_CLASSES = 256
@@ -76,6 +78,18 @@ class ExportWrapper(nn.Module):
         if self.uint8_labels:
             labels = labels.to(torch.uint8)
         return logits, logits.softmax(dim=1), labels
+
+
+def check_opset(opset: int) -> None:
+    """Refuses an opset the exporter cannot write.
+
+    Raises:
+        ConfigError: ``opset`` is outside ``MIN_OPSET..MAX_OPSET``.
+    """
+    if not MIN_OPSET <= opset <= MAX_OPSET:
+        raise ConfigError(
+            f"--opset {opset} is invalid; use {MIN_OPSET} to {MAX_OPSET} (default {DEFAULT_OPSET})"
+        )
 
 
 def check_input_format(input_format: str, meta: CheckpointMeta) -> None:
@@ -174,8 +188,7 @@ def export_onnx(
     """
     info = CheckpointMeta.of_module(net, meta)
     check_input_format(input_format, info)
-    if opset < MIN_OPSET:
-        raise ConfigError(f"--opset {opset} is too old; use {MIN_OPSET} or newer (default {DEFAULT_OPSET})")
+    check_opset(opset)
     stride = info.stride
     wrapper = ExportWrapper(net.eval(), input_format, info.output_channels).eval()
     example = sample_input(info.in_channels, (2 * stride, 2 * stride), input_format)

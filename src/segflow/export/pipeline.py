@@ -16,7 +16,7 @@ import numpy as np
 from torch import nn
 
 from segflow.errors import ConfigError
-from segflow.export.onnx import DEFAULT_OPSET, export_onnx
+from segflow.export.onnx import DEFAULT_OPSET, check_opset, export_onnx
 from segflow.export.parity import (
     PARITY_IMAGES,
     ExportCheckError,
@@ -28,15 +28,17 @@ from segflow.export.parity import (
     sample_batches,
     torch_forward,
 )
-from segflow.export.quantize import DEFAULT_CALIBRATION, quantize_int8
+from segflow.export.quantize import CALIBRATION_METHODS, DEFAULT_CALIBRATION, quantize_int8
 from segflow.export.torchscript import export_program, export_torchscript
 from segflow.inference.backends import (
     INPUT_FLOAT_NCHW,
+    INPUT_FORMATS,
     PT2_SUFFIX,
     OnnxBackend,
     TorchBackend,
     int8_path_for,
     load_torch_model,
+    read_model_meta,
 )
 from segflow.io_utils import atomic_write
 from segflow.models.meta import CheckpointMeta
@@ -44,6 +46,8 @@ from segflow.models.meta import CheckpointMeta
 FORMATS = ("onnx", "torchscript", "export")
 DEFAULT_CALIB_IMAGES = 64
 DEFAULT_MAX_MIOU_DROP = 1.0
+MAX_MIOU_DROP_LIMIT = 100.0
+"""mIoU is scored in percent points, so no drop can exceed 100."""
 CALIB_SPLIT = "train"
 EVAL_SPLIT = "val"
 
@@ -71,13 +75,63 @@ class ExportResult:
 
 @dataclass(frozen=True)
 class Int8Options:
-    """INT8 settings: calibration data, image count, method, gate and eval cap."""
+    """INT8 settings: calibration data, image count, method, gate and eval cap.
+
+    Every value is checked on construction (before any work), each against the range its
+    ``--option`` message names.
+
+    Raises:
+        ConfigError: ``calib_images`` or ``eval_images`` below 1, ``max_miou_drop`` not a
+            number of points in ``[0, MAX_MIOU_DROP_LIMIT]`` (NaN included), or an unknown
+            calibration method.
+    """
 
     calib: Path
     calib_images: int = DEFAULT_CALIB_IMAGES
     max_miou_drop: float = DEFAULT_MAX_MIOU_DROP
     method: str = DEFAULT_CALIBRATION
     eval_images: int | None = None
+
+    def __post_init__(self) -> None:
+        if self.calib_images < 1:
+            raise ConfigError(f"--calib-images {self.calib_images} is invalid; use at least 1 image")
+        if self.eval_images is not None and self.eval_images < 1:
+            raise ConfigError(
+                f"--eval-images {self.eval_images} is invalid; use at least 1 image, or leave it out "
+                "to score the whole val split"
+            )
+        if not 0.0 <= self.max_miou_drop <= MAX_MIOU_DROP_LIMIT:  # also refuses NaN
+            raise ConfigError(
+                f"--max-miou-drop {self.max_miou_drop} is invalid; use mIoU points from 0 to "
+                f"{MAX_MIOU_DROP_LIMIT:g} (default {DEFAULT_MAX_MIOU_DROP:g})"
+            )
+        if self.method not in CALIBRATION_METHODS:
+            raise ConfigError(
+                f"--calibration {self.method!r} is invalid; choose one of {', '.join(CALIBRATION_METHODS)}"
+            )
+
+
+def check_export_options(fmt: str, input_format: str, opset: int, int8: bool) -> None:
+    """Refuses export options outside their range, before any file is read.
+
+    Args:
+        fmt: ``--format``.
+        input_format: ``--input``.
+        opset: ``--opset``.
+        int8: Whether ``--int8`` is asked for.
+
+    Raises:
+        ConfigError: An unknown format or input format, an opset outside the exporter's
+            range, or ``--int8`` with a format other than ONNX.
+    """
+    if fmt not in FORMATS:
+        raise ConfigError(f"--format {fmt!r} is invalid; choose one of {', '.join(FORMATS)}")
+    if int8 and fmt != "onnx":
+        raise ConfigError(f"--int8 needs --format onnx (got --format {fmt})")
+    if input_format not in INPUT_FORMATS:
+        raise ConfigError(f"--input {input_format!r} is invalid; choose one of {', '.join(INPUT_FORMATS)}")
+    if fmt == "onnx":
+        check_opset(opset)
 
 
 def check_export_target(out: Path, fmt: str, int8: bool) -> None:
@@ -92,18 +146,60 @@ def check_export_target(out: Path, fmt: str, int8: bool) -> None:
         ConfigError: ``out`` (or its INT8 sibling) is a folder, its parent is not a folder,
             or a ``.pt2`` suffix is missing for ``--format export``.
     """
-    targets = [out, int8_path_for(out)] if int8 else [out]
-    for target in targets:
-        if target.is_dir():
-            raise ConfigError(
-                f"--out {target} is an existing folder; give a file path such as {target / out.name}"
-                f"{'' if out.suffix else '.onnx'}"
-            )
+    if out.is_dir():
+        raise ConfigError(
+            f"--out {out} is an existing folder; give a file path such as {out / out.name}"
+            f"{'' if out.suffix else '.onnx'}"
+        )
+    sibling = int8_path_for(out)
+    if int8 and sibling != out and sibling.is_dir():
+        raise ConfigError(
+            f"the INT8 output {sibling} (derived from --out {out}) is an existing folder; "
+            "remove it or choose another --out"
+        )
     parent = next((p for p in out.parents if p.exists()), None)
     if parent is not None and not parent.is_dir():
         raise ConfigError(f"--out {out}: {parent} is a file, not a folder; choose another output path")
     if fmt == "export" and out.suffix.lower() != PT2_SUFFIX:
         raise ConfigError(f"--out {out}: torch.export programs must be saved as .pt2")
+
+
+def check_gate_data(
+    meta: CheckpointMeta, options: Int8Options, source: str, log: Log
+) -> None:
+    """Refuses INT8 gate data that cannot judge the model, before any export work.
+
+    The data must have the model's class list (the rule ``evaluate`` applies, owned by
+    :func:`segflow.models.meta.check_data_match`; other differences are logged as warnings),
+    and labelled pixels in the val images the gate scores.
+
+    Args:
+        meta: The model's metadata.
+        options: The INT8 options (``calib`` data YAML and ``eval_images`` cap).
+        source: The model, for messages.
+        log: Receives one warning line per other difference.
+
+    Raises:
+        DataError: The data has another class list than the model.
+        ExportCheckError: No labelled pixel in the scored val images.
+    """
+    from segflow.data import create_dataset, load_data_spec
+    from segflow.models.meta import DataSummary, check_data_match
+
+    spec = load_data_spec(options.calib)
+    dataset = create_dataset(spec, EVAL_SPLIT)
+    summary = DataSummary.from_spec(spec, list(dataset.classes), dataset.in_channels)
+    check_data_match(
+        meta,
+        summary,
+        source,
+        lambda line: log(f"warning: {line}"),
+        remedy=(
+            f"calibrate with the data the model was trained on (--calib {options.calib}); "
+            "nothing was written"
+        ),
+    )
+    check_measurable(options.calib, EVAL_SPLIT, options.eval_images)
 
 
 def parity_batches(meta: CheckpointMeta, calib: Path | None) -> list[np.ndarray]:
@@ -217,18 +313,17 @@ def export_model(
             cannot be written (checked before the model is loaded).
         ExportCheckError: Parity below 99.9 % argmax agreement, or the INT8 gate refused.
     """
-    if fmt not in FORMATS:
-        raise ConfigError(f"--format {fmt!r} is invalid; choose one of {FORMATS}")
-    if int8 is not None and fmt != "onnx":
-        raise ConfigError(f"--int8 needs --format onnx (got --format {fmt})")
+    check_export_options(fmt, input_format, opset, int8 is not None)
     out = Path(out)
     check_export_target(out, fmt, int8 is not None)
-    if int8 is not None:
-        check_measurable(int8.calib, EVAL_SPLIT, int8.eval_images)
     if isinstance(source, tuple):
         net, raw_meta = source
         meta = CheckpointMeta.of_module(net, raw_meta)
+        if int8 is not None:
+            check_gate_data(meta, int8, "model", log)
     else:
+        if int8 is not None:  # the metadata alone, so bad gate data costs no model load
+            check_gate_data(read_model_meta(Path(source)), int8, str(source), log)
         net, meta, _ = load_torch_model(Path(source))
     net = net.eval()
     calib = calib if calib is not None else (int8.calib if int8 else None)

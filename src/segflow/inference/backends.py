@@ -30,7 +30,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 import psutil
 
-from segflow.errors import CheckpointError, ConfigError
+from segflow.errors import CheckpointError, ConfigError, json_type_name
 from segflow.models.meta import CheckpointMeta
 from segflow.registry import Registry
 
@@ -125,7 +125,7 @@ def _json_object(text: str | bytes, path: Path, what: str) -> dict[str, Any]:
         raise CheckpointError(f"{path}: {what} is not valid JSON ({err}); re-export the model") from None
     if not isinstance(value, dict):
         raise CheckpointError(
-            f"{path}: {what} is a JSON {type(value).__name__}, not an object; re-export the model"
+            f"{path}: {what} is a JSON {json_type_name(value)}, not an object; re-export the model"
         )
     return value
 
@@ -305,8 +305,38 @@ def check_output_channels(path: Path, meta: CheckpointMeta, channels: Any) -> No
     """
     if isinstance(channels, int) and channels != meta.output_channels:
         raise CheckpointError(
-            f"{path}: segflow metadata has {meta.output_channels} classes ({meta.classes}) but the graph "
-            f"outputs {channels} channels; the metadata belongs to another model: re-export it"
+            f"{path}: segflow metadata has model.num_classes={meta.output_channels} (classes "
+            f"{meta.class_names}) but the graph outputs {channels} channels; the metadata belongs "
+            "to another model: re-export it"
+        )
+
+
+def check_input_channels(path: Path, meta: CheckpointMeta, input_shape: Any, input_format: str) -> None:
+    """Refuses an ONNX model whose metadata's ``model.in_channels`` differs from its input's channels.
+
+    The companion of :func:`check_output_channels`: each metadata field the graph can
+    contradict is checked at load, so a wrong one is one line instead of an onnxruntime
+    ``InvalidArgument`` at the first run.
+
+    Args:
+        path: The model file (for messages).
+        meta: Its segflow metadata.
+        input_shape: The graph input's shape: ``(N, C, H, W)`` for ``float-nchw``,
+            ``(N, H, W, C)`` for ``uint8-nhwc``; a symbolic axis (a name) is not checked.
+        input_format: The export's ``input_format``.
+
+    Raises:
+        CheckpointError: The two counts differ.
+    """
+    axis = -1 if input_format == INPUT_UINT8_NHWC else CLASS_AXIS
+    shape = list(input_shape or [])
+    if len(shape) != len("NCHW"):  # only an image batch has a channel axis to check
+        return
+    channels = shape[axis]
+    if isinstance(channels, int) and channels != meta.in_channels:
+        raise CheckpointError(
+            f"{path}: segflow metadata has model.in_channels={meta.in_channels} but the graph "
+            f"input takes {channels} channels; the metadata belongs to another model: re-export it"
         )
 
 
@@ -349,10 +379,12 @@ class OnnxBackend(Backend):
         logits_shape = outputs.get(LOGITS_OUTPUT) or next(iter(outputs.values()), None) or []
         if len(logits_shape) > CLASS_AXIS:
             check_output_channels(path, meta, logits_shape[CLASS_AXIS])
+        input_format = str(export.get("input_format", INPUT_FLOAT_NCHW))
+        check_input_channels(path, meta, self.session.get_inputs()[0].shape, input_format)
         super().__init__(meta)
         self.path = path
         self.export = export
-        self.input_format = str(export.get("input_format", INPUT_FLOAT_NCHW))
+        self.input_format = input_format
         self.input_name = self.session.get_inputs()[0].name
 
     def run(self, x: np.ndarray, outputs: list[str]) -> list[np.ndarray]:

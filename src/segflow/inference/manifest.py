@@ -11,8 +11,10 @@ rule of :func:`segflow.io_utils.claim_output_dir`:
 - ``resume`` checks that the model and the options equal the manifest's, then the caller
   skips the inputs :meth:`PredictionManifest.is_finished` reports as done.
 
-The manifest lists the model (file, SHA-256, backend), the options
-(:meth:`segflow.inference.options.InferenceOptions.to_json`) and, for each finished input, its
+The manifest lists the model (file, SHA-256, backend), the options as resolved for that model
+(:meth:`segflow.inference.options.InferenceOptions.resolved`: ``tta`` is the views that ran,
+never ``"checkpoint"``, so ``resume`` compares what the runs did, not how they were spelled;
+:meth:`~segflow.inference.options.InferenceOptions.to_json`) and, for each finished input, its
 path, its SHA-256 and the outputs written for it (names relative to the folder). It is written
 atomically (:func:`segflow.io_utils.atomic_write`) after each finished input, at most once per
 :data:`FLUSH_INTERVAL_S` and always when the run ends or fails, so a run killed at any moment
@@ -32,13 +34,14 @@ from __future__ import annotations
 import hashlib
 import json
 import time
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import Any
 
 from segflow.errors import ConfigError, InferenceError
 from segflow.inference.options import InferenceOptions
 from segflow.io_utils import atomic_write, claim_output_dir
+from segflow.models.meta import TTA_FROM_CHECKPOINT
 
 MANIFEST_NAME = "predictions.json"
 FORMAT_VERSION = 1
@@ -102,7 +105,7 @@ class PredictionManifest:
     Args:
         folder: The output folder.
         model: :func:`model_record` of the run's model.
-        options: The run's inference options.
+        options: The run's inference options, resolved for its model (``tta`` not ``"checkpoint"``).
         inputs: Finished inputs by resolved path: ``{"path", "sha256", "outputs"}``.
         flush_interval_s: See :data:`FLUSH_INTERVAL_S` (0 writes after every input).
     """
@@ -115,6 +118,10 @@ class PredictionManifest:
         inputs: dict[str, dict[str, Any]] | None = None,
         flush_interval_s: float = FLUSH_INTERVAL_S,
     ) -> None:
+        if options.tta == TTA_FROM_CHECKPOINT:
+            raise InferenceError(
+                "internal: a predictions manifest records resolved options; call options.resolved(meta) first"
+            )
         self.folder = Path(folder)
         self.model = dict(model)
         self.options = options
@@ -243,11 +250,27 @@ class PredictionManifest:
         Raises:
             ConfigError: The model or an option differs from the manifest's.
         """
+        self.check_same_model(model)
+        self.check_same_options(options)
+
+    def check_same_model(self, model: dict[str, Any]) -> None:
+        """Refuses to resume with another model (by SHA-256 for a file).
+
+        Raises:
+            ConfigError: The model differs from the manifest's.
+        """
         if not _same_model(self.model, model):
             raise ConfigError(
                 f"--resume: {self.path} was written with model {_describe_model(self.model)}, not "
                 f"{_describe_model(model)}; resume with that model, or pass --overwrite to start again"
             )
+
+    def check_same_options(self, options: InferenceOptions) -> None:
+        """Refuses to resume with other resolved options (one line naming each difference).
+
+        Raises:
+            ConfigError: An option other than ``tile_batch``/``batch`` differs.
+        """
         differences = self.options.differences(options)
         if differences:
             raise ConfigError(
@@ -269,10 +292,11 @@ def open_prediction_dir(
     overwrite: bool = False,
     resume: bool = False,
     flush_interval_s: float = FLUSH_INTERVAL_S,
+    resolve: Callable[[InferenceOptions], InferenceOptions] | None = None,
 ) -> PredictionManifest:
     """Applies the output-folder rule for a prediction run and returns its manifest.
 
-    Call it before loading the model: every refusal comes before any work.
+    Call it before loading the model: every refusal about the folder comes before any work.
 
     Args:
         out: Output folder.
@@ -282,6 +306,11 @@ def open_prediction_dir(
         overwrite: Remove what segflow owns in ``out`` first (see the module docstring).
         resume: Continue the run recorded in ``out``.
         flush_interval_s: See :data:`FLUSH_INTERVAL_S`.
+        resolve: Resolves ``options`` for the run's model
+            (:meth:`~segflow.inference.options.InferenceOptions.resolved`, e.g. from its metadata),
+            called once the folder rule and, on ``resume``, the model identity have passed; the
+            manifest records, and ``resume`` compares, the resolved options. None: ``options``
+            are already resolved.
 
     Returns:
         The manifest to :meth:`~PredictionManifest.record` finished inputs in; on ``resume`` it
@@ -325,10 +354,13 @@ def open_prediction_dir(
                 f"--resume: --out folder {out} holds no {MANIFEST_NAME}, so there is no run to resume; "
                 "pass --overwrite instead, or choose another folder"
             )
-        previous.check_same_run(model, options)
+        previous.check_same_model(model)
+        options = resolve(options) if resolve is not None else options
+        previous.check_same_options(options)
         previous.model, previous.options = model, options  # performance fields as given now
         previous.flush_interval_s = flush_interval_s
         return previous
+    options = resolve(options) if resolve is not None else options
     return PredictionManifest(out, model, options, flush_interval_s=flush_interval_s)
 
 

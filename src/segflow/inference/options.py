@@ -35,8 +35,8 @@ from pydantic import BaseModel, ConfigDict, ValidationError, field_validator
 from segflow.errors import InferenceError
 from segflow.inference.preprocess import PAD_MODES
 from segflow.inference.tiling import BLEND_MODES, DEFAULT_TILE_BATCH, MAX_OVERLAP
-from segflow.inference.tta import TTAConfig, parse_tta
-from segflow.models.meta import TTA_FROM_CHECKPOINT
+from segflow.inference.tta import TTAConfig, TTAOption, parse_tta_option
+from segflow.models.meta import TTA_FROM_CHECKPOINT, CheckpointMeta
 
 MIN_TILE = 1
 MAX_TILE = 4096
@@ -151,9 +151,10 @@ class InferenceOptions(BaseModel):
 
     @field_validator("tta", mode="before")
     @classmethod
-    def _tta(cls, value: Any) -> TTAConfig | str | None:
-        # "checkpoint" stays as written: the Predictor resolves it from the model's metadata.
-        return value if value == TTA_FROM_CHECKPOINT else parse_tta(value)
+    def _tta(cls, value: Any) -> TTAOption:
+        # The one tta parser; "checkpoint" stays as written: it is resolved from the model's
+        # metadata by resolved() (the Predictor and the service call it).
+        return parse_tta_option(value)
 
     @field_validator("tile", mode="before")
     @classmethod
@@ -205,6 +206,17 @@ class InferenceOptions(BaseModel):
         """
         current = {name: getattr(self, name) for name in type(self).model_fields}
         return type(self)(**{**current, **changes})
+
+    def resolved(self, meta: CheckpointMeta | Mapping[str, Any]) -> InferenceOptions:
+        """These options for a given model: ``tta="checkpoint"`` replaced by the views stored in
+        its metadata (:meth:`CheckpointMeta.resolve_tta`); otherwise unchanged.
+
+        Raises:
+            CheckpointError: ``meta`` is not valid metadata.
+        """
+        if self.tta != TTA_FROM_CHECKPOINT:
+            return self
+        return self.replace(tta=CheckpointMeta.of(meta).resolve_tta(TTA_FROM_CHECKPOINT))
 
     def prediction_key(self) -> InferenceOptions:
         """These options with the output and performance fields at their defaults.

@@ -58,7 +58,7 @@ from segflow.inference.tiling import (
     make_tile_spec,
 )
 from segflow.inference.tta import TTAConfig, tta_probs
-from segflow.models.meta import TTA_FROM_CHECKPOINT, CheckpointMeta
+from segflow.models.meta import CheckpointMeta
 
 logger = logging.getLogger(__name__)
 
@@ -146,8 +146,7 @@ class Predictor:
         self.policy = InputPolicy.from_meta(self._meta)
         self.stride = self._meta.stride
         self.options = options if options is not None else InferenceOptions()
-        if self.options.tta == TTA_FROM_CHECKPOINT:  # the views the model was validated with
-            self.options = self.options.replace(tta=self._meta.resolve_tta(TTA_FROM_CHECKPOINT))
+        self.options = self.options.resolved(self._meta)  # "checkpoint": the views it was validated with
         check_threshold(self.options.threshold, self.num_classes)
         self._tile_spec = (
             None

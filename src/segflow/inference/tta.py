@@ -8,14 +8,16 @@ returned. ``"flip"`` means ``hflip`` and ``vflip`` at scale 1 (3 views).
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
+import math
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Literal
 
 import numpy as np
 
 from segflow.errors import ConfigError
 from segflow.inference.preprocess import resize
+from segflow.models.meta import TTA_FROM_CHECKPOINT
 
 ProbsForward = Callable[[np.ndarray], np.ndarray]
 """``forward(x (N, C, h, w)) -> probabilities (N, K, h, w)`` at the size it was given."""
@@ -55,43 +57,97 @@ TTA_PRESETS: dict[str, TTAConfig | None] = {
     "hflip": TTAConfig(hflip=True, vflip=False),
     "vflip": TTAConfig(hflip=False, vflip=True),
     "flip": TTAConfig(),
+    "true": TTAConfig(),
+    "false": None,
 }
-"""Named TTA settings (``--tta NAME``, ``evaluate: {tta: NAME}``)."""
+"""Named TTA settings (``--tta NAME``, ``?tta=NAME``, ``evaluate: {tta: NAME}``); ``true``/``false``
+are the boolean spellings (flips / off). Words are matched exactly, lower case."""
+TTA_WORDS = (TTA_FROM_CHECKPOINT, *TTA_PRESETS)
+"""Every word the ``tta`` option accepts where a model is given, in the order messages list them."""
+
+TTAOption = TTAConfig | Literal["checkpoint"] | None
+"""A parsed ``tta`` option: the views, None (off), or ``"checkpoint"`` (the model's stored views)."""
 
 
-def parse_tta(option: None | bool | str | Mapping[str, Any] | TTAConfig) -> TTAConfig | None:
-    """Turns the ``tta`` option into a :class:`TTAConfig` (or None for no TTA).
+def _invalid(option: Any, allow_checkpoint: bool) -> ConfigError:
+    words = TTA_WORDS if allow_checkpoint else tuple(TTA_PRESETS)
+    if isinstance(option, str):  # a word (CLI, HTTP): the words are all it could be
+        return ConfigError(f"tta={option!r} is invalid; use one of {', '.join(words)}")
+    shown = repr(option) if isinstance(option, int | float) else f"a {type(option).__name__}"
+    return ConfigError(
+        f"tta={shown} is invalid; use None, True, False, one of {', '.join(words)}, "
+        f"or a mapping with keys {', '.join(TTA_KEYS)}"
+    )
+
+
+def parse_tta_option(option: Any, allow_checkpoint: bool = True) -> TTAOption:
+    """The one parser of the ``tta`` option, for the CLI, HTTP requests, the Python API and
+    model metadata alike.
 
     Args:
-        option: None/False/``"none"`` (off), True or ``"flip"`` (h+v flips), ``"hflip"``,
-            ``"vflip"``, or a dict with keys ``hflip``, ``vflip`` (bools) and ``scales``
-            (list of positive floats).
+        option: None/False (off); True (h+v flips); one of :data:`TTA_WORDS` (``checkpoint``,
+            ``none``, ``hflip``, ``vflip``, ``flip``, ``true``, ``false``); a mapping with keys
+            ``hflip``, ``vflip`` (bools) and ``scales`` (non-empty list of finite factors > 0);
+            or a :class:`TTAConfig`.
+        allow_checkpoint: Whether ``"checkpoint"`` is meaningful here (a model is given);
+            stored metadata and training configs refuse it.
+
+    Returns:
+        The views, None for none, or ``"checkpoint"`` (resolve it with
+        :meth:`segflow.models.meta.CheckpointMeta.resolve_tta`).
 
     Raises:
-        ConfigError: Unknown string, unknown key or a bad scale (named in the message).
+        ConfigError: Any other value, an unknown key or a bad scale (one line listing what is allowed).
     """
     if option is None or option is False:
         return None
-    if isinstance(option, TTAConfig):
-        return option
     if option is True:
         return TTAConfig()
+    if isinstance(option, TTAConfig):
+        return option
     if isinstance(option, str):
+        if option == TTA_FROM_CHECKPOINT and allow_checkpoint:
+            return "checkpoint"
         if option not in TTA_PRESETS:
-            raise ConfigError(
-                f"tta={option!r} is invalid; use None, one of {', '.join(TTA_PRESETS)} "
-                f"or a dict with keys {TTA_KEYS}"
-            )
+            raise _invalid(option, allow_checkpoint)
         return TTA_PRESETS[option]
-    unknown = set(option) - set(TTA_KEYS)
+    if not isinstance(option, Mapping):
+        raise _invalid(option, allow_checkpoint)
+    unknown = sorted(str(key) for key in set(option) - set(TTA_KEYS))
     if unknown:
-        raise ConfigError(f"tta has unknown key(s) {sorted(unknown)}; allowed keys: {TTA_KEYS}")
-    scales = tuple(float(s) for s in option.get("scales", (1.0,)))
-    if not scales or min(scales) <= 0:
+        raise ConfigError(f"tta has unknown key(s) {unknown}; allowed keys: {', '.join(TTA_KEYS)}")
+    raw_scales = option.get("scales", (1.0,))
+    scales = _scales(raw_scales)
+    if scales is None:
         raise ConfigError(
-            f"tta.scales={list(scales)} must be a non-empty list of factors > 0, e.g. [0.75, 1, 1.25]"
+            f"tta.scales={raw_scales!r} must be a non-empty list of finite factors > 0, e.g. [0.75, 1, 1.25]"
         )
-    return TTAConfig(bool(option.get("hflip", False)), bool(option.get("vflip", False)), scales)
+    flags = {key: option.get(key, False) for key in ("hflip", "vflip")}
+    for key, value in flags.items():
+        if not isinstance(value, bool):
+            raise ConfigError(f"tta.{key}={value!r} must be true or false")
+    return TTAConfig(flags["hflip"], flags["vflip"], scales)
+
+
+def _scales(value: Any) -> tuple[float, ...] | None:
+    """``value`` as a non-empty tuple of finite factors > 0, or None."""
+    if isinstance(value, str | bytes) or not isinstance(value, Sequence) or not value:
+        return None
+    if any(isinstance(item, bool) or not isinstance(item, int | float) for item in value):
+        return None
+    scales = tuple(float(item) for item in value)
+    return scales if all(math.isfinite(s) and s > 0 for s in scales) else None
+
+
+def parse_tta(option: Any) -> TTAConfig | None:
+    """The views of a ``tta`` value where no model is given (stored metadata, training configs):
+    :func:`parse_tta_option` without ``"checkpoint"``.
+
+    Raises:
+        ConfigError: Not a valid ``tta`` value (``"checkpoint"`` included).
+    """
+    views = parse_tta_option(option, allow_checkpoint=False)
+    return None if isinstance(views, str) else views  # "checkpoint" was refused above
 
 
 def tta_probs(x: np.ndarray, forward: ProbsForward, config: TTAConfig) -> np.ndarray:

@@ -18,7 +18,7 @@ import cv2
 import numpy as np
 import torch
 
-from segflow.constants import DEFAULT_BOUNDARY_TOLERANCE, IGNORE_INDEX
+from segflow.constants import DEFAULT_BOUNDARY_TOLERANCE, IGNORE_INDEX, MAX_BOUNDARY_TOLERANCE
 from segflow.data.labels import LabelRules
 from segflow.errors import ConfigError, DataError
 from segflow.metrics.confusion import ArrayLike, check_labels
@@ -26,6 +26,9 @@ from segflow.metrics.confusion import ArrayLike, check_labels
 BOUNDARY_COLUMNS = ("matched_pred", "total_pred", "matched_gt", "total_gt")
 """Meaning of the 4 columns of a (K, 4) boundary count array."""
 
+# MAX_BOUNDARY_TOLERANCE (256: a (513, 513) disk, 0.26 MB): larger values match nearly every
+# edge pixel and only cost memory and time. Within an image the radius is also capped at the
+# image diagonal (no two pixels are farther apart: same counts, bounded cost).
 _CROSS = cv2.getStructuringElement(cv2.MORPH_CROSS, (3, 3))
 
 
@@ -93,7 +96,9 @@ def _counts_unchecked(pred: np.ndarray, target: np.ndarray, labels: LabelRules, 
     present = np.bincount(pred[valid], minlength=num_classes)[:num_classes] > 0
     present |= np.bincount(target[valid], minlength=num_classes)[:num_classes] > 0
     valid_u8 = valid.view(np.uint8)
-    kernel = disk_kernel(int(tolerance))
+    # No two pixels are farther apart than the diagonal: a larger disk matches nothing more.
+    diagonal = int(np.ceil(np.hypot(target.shape[0] - 1, target.shape[1] - 1)))
+    kernel = disk_kernel(min(int(tolerance), diagonal))
     counts = np.zeros((num_classes, len(BOUNDARY_COLUMNS)), dtype=np.int64)
     for c in np.flatnonzero(present & labels.scored):
         pred_edge = mask_boundary(np.equal(pred, c).view(np.uint8), valid_u8)
@@ -102,9 +107,17 @@ def _counts_unchecked(pred: np.ndarray, target: np.ndarray, labels: LabelRules, 
     return counts
 
 
-def _check_tolerance(tolerance: int) -> None:
-    if tolerance < 0:
-        raise ConfigError(f"boundary tolerance must be >= 0 pixels, got {tolerance}; use e.g. 2")
+def check_tolerance(tolerance: int) -> None:
+    """The one rule for a boundary F1 tolerance: an integer 0..``MAX_BOUNDARY_TOLERANCE`` pixels.
+
+    Raises:
+        ConfigError: ``tolerance`` is negative or above ``MAX_BOUNDARY_TOLERANCE``.
+    """
+    if not 0 <= tolerance <= MAX_BOUNDARY_TOLERANCE:
+        raise ConfigError(
+            f"boundary tolerance must be 0..{MAX_BOUNDARY_TOLERANCE} pixels, got {tolerance}; "
+            f"use e.g. {DEFAULT_BOUNDARY_TOLERANCE}"
+        )
 
 
 def boundary_counts(
@@ -129,7 +142,8 @@ def boundary_counts(
         target: (H, W) ground-truth class indices, ``ignore_index`` allowed.
         num_classes: Number of classes K.
         ignore_index: Ignored ground-truth value.
-        tolerance: Match distance in pixels, >= 0.
+        tolerance: Match distance in pixels, 0..``MAX_BOUNDARY_TOLERANCE``; capped at the
+            image diagonal (same counts, bounded cost).
 
     Returns:
         (K, 4) int64 array with columns ``BOUNDARY_COLUMNS``:
@@ -137,9 +151,9 @@ def boundary_counts(
 
     Raises:
         DataError: Inputs are not 2-D, differ in shape or hold values that are no class.
-        ConfigError: ``tolerance`` is negative.
+        ConfigError: ``tolerance`` is outside 0..``MAX_BOUNDARY_TOLERANCE``.
     """
-    _check_tolerance(tolerance)
+    check_tolerance(tolerance)
     pred_np, target_np = _as_int32(pred, "prediction"), _as_int32(target, "ground truth")
     if pred_np.ndim != 2:
         raise DataError(f"boundary_counts takes one (H, W) image, got shape {pred_np.shape}")
@@ -159,7 +173,7 @@ def boundary_counts_batch(
     Returns:
         (K, 4) int64 array.
     """
-    _check_tolerance(tolerance)
+    check_tolerance(tolerance)
     pred_np, target_np = _as_int32(pred, "prediction"), _as_int32(target, "ground truth")
     if pred_np.ndim != 3:
         raise DataError(f"expected a (N, H, W) batch of labels, got shape {pred_np.shape}")

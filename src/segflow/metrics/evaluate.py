@@ -19,6 +19,7 @@ from rich.progress import Progress
 
 from segflow.constants import DEFAULT_BOUNDARY_TOLERANCE
 from segflow.data import create_dataset
+from segflow.data.check import require_labelled_pixel
 from segflow.data.spec import DataSpec
 from segflow.errors import DataError
 from segflow.io_utils import atomic_write
@@ -149,13 +150,15 @@ def evaluate_model(
         The metrics dict (layout in docs/metrics.md).
 
     Raises:
-        DataError: The model predicts other classes than the data has (checked before
-            any image is scored, like the other differences, which are warnings).
+        DataError: The split has no labelled pixel (the ``data check`` rule; nothing is
+            scored or written), or the model predicts other classes than the data has
+            (checked before any image is scored, like the other differences, which are warnings).
     """
     from segflow.inference import InferenceOptions, Predictor
     from segflow.models.meta import DataSummary, check_data_match
 
     dataset = create_dataset(spec, split)
+    require_labelled_pixel(dataset.reader, split, dataset.samples)  # before any inference
     classes = list(dataset.classes)
     predictor = Predictor.from_path(model, InferenceOptions(tta=tta), backend=backend)
     summary = DataSummary.from_spec(spec, classes, dataset.in_channels)
@@ -191,13 +194,15 @@ def evaluate_predictions(
         boundary_tolerance: Boundary F1 match distance in pixels.
 
     Raises:
-        DataError: Missing folder or prediction, a size mismatch, a prediction value that
+        DataError: Missing folder or prediction, a split with no labelled pixel (the
+            ``data check`` rule; nothing is written), a size mismatch, a prediction value that
             is no class, or a ground-truth value that maps to no label.
     """
     folder = Path(predictions)
     if not folder.is_dir():
         raise DataError(f"--predictions {folder}: folder not found")
     dataset = create_dataset(spec, split)
+    require_labelled_pixel(dataset.reader, split, dataset.samples)
     classes = list(dataset.classes)
     metrics = score_pairs(
         _folder_pairs(folder, dataset), len(classes), dataset.labels.ignore_index, classes, boundary_tolerance

@@ -10,7 +10,7 @@ from torchmetrics import Metric
 from segflow.constants import DEFAULT_BOUNDARY_TOLERANCE, IGNORE_INDEX
 from segflow.data.labels import LabelRules
 from segflow.errors import ConfigError, DataError
-from segflow.metrics.boundary import BOUNDARY_COLUMNS, boundary_counts_batch
+from segflow.metrics.boundary import BOUNDARY_COLUMNS, boundary_counts_batch, check_tolerance
 from segflow.metrics.confusion import confusion_matrix_tensor
 from segflow.metrics.scores import default_class_names, metrics_from_counts
 
@@ -32,7 +32,7 @@ class SegmentationMetrics(Metric):
         num_classes: Number of classes K (>= 1).
         ignore_index: Ground-truth value excluded from all counts (may be a class index).
         class_names: K unique names for ``per_class``, default ``class_<i>``.
-        boundary_tolerance: Boundary F1 match distance in pixels (>= 0), written to
+        boundary_tolerance: Boundary F1 match distance in pixels (0..``MAX_BOUNDARY_TOLERANCE``), written to
             ``metrics.json`` as ``boundary_tolerance_px``.
         compute_boundary: False skips boundary F1 (reported as NaN), which is faster.
     """
@@ -57,8 +57,7 @@ class SegmentationMetrics(Metric):
         super().__init__(**kwargs)
         if num_classes < 1:
             raise ConfigError(f"num_classes must be >= 1, got {num_classes}")
-        if boundary_tolerance < 0:
-            raise ConfigError(f"boundary_tolerance must be >= 0 pixels, got {boundary_tolerance}")
+        check_tolerance(boundary_tolerance)
         names = list(class_names) if class_names is not None else default_class_names(num_classes)
         if len(names) != num_classes:
             raise ConfigError(f"class_names has {len(names)} names for num_classes={num_classes}")

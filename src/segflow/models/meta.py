@@ -37,7 +37,7 @@ from typing import TYPE_CHECKING, Any
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from segflow.constants import CHECKPOINT_FORMAT_VERSION, IGNORE_INDEX, default_palette
-from segflow.errors import CheckpointError, ConfigError, DataError
+from segflow.errors import CheckpointError, ConfigError, DataError, json_type_name
 
 if TYPE_CHECKING:
     from segflow.data.spec import DataSpec
@@ -226,6 +226,22 @@ class CheckpointMeta(_Meta):
     def _known_tta(cls, value: Any) -> Any:
         return tta_record(value)
 
+    @model_validator(mode="after")
+    def _one_name_per_class(self) -> CheckpointMeta:
+        """``classes`` (when given) names exactly the ``num_classes`` classes the model predicts.
+
+        A list of another length belongs to another model; it is refused rather than replaced
+        by ``class_<i>`` names. (The graph's output channels are checked against
+        ``model.num_classes`` where a graph is loaded, ``inference.backends.check_output_channels``.)
+        """
+        if self.classes and len(self.classes) != self.num_classes:
+            single = " (a single-logit binary model predicts 2)" if self.model.num_classes == 1 else ""
+            raise ValueError(
+                f"classes has {len(self.classes)} names {self.classes} but model.num_classes is "
+                f"{self.model.num_classes}{single}; the class names belong to another model: re-export it"
+            )
+        return self
+
     # --- construction -------------------------------------------------------------------
 
     @classmethod
@@ -266,7 +282,7 @@ class CheckpointMeta(_Meta):
             ) from None
         if not isinstance(raw, dict):
             raise CheckpointError(
-                f"{source}: segflow metadata is a JSON {type(raw).__name__}, not an object of "
+                f"{source}: segflow metadata is a JSON {json_type_name(raw)}, not an object of "
                 "metadata keys; re-export the model with segflow export"
             )
         return cls.of(raw, source)
@@ -329,8 +345,9 @@ class CheckpointMeta(_Meta):
 
     @property
     def class_names(self) -> list[str]:
-        """Class names (``class_<i>`` where the metadata has none or a wrong count)."""
-        if len(self.classes) == self.num_classes:
+        """Class names (``class_<i>`` where the metadata has none; a wrong count is refused
+        when the metadata is validated)."""
+        if self.classes:
             return list(self.classes)
         return [f"class_{i}" for i in range(self.num_classes)]
 
@@ -363,9 +380,10 @@ class CheckpointMeta(_Meta):
         Raises:
             ConfigError: An unknown option (the message lists the valid ones).
         """
-        from segflow.inference.tta import parse_tta
+        from segflow.inference.tta import parse_tta, parse_tta_option
 
-        return parse_tta(self.tta if option == TTA_FROM_CHECKPOINT else option)
+        chosen = parse_tta_option(option)
+        return parse_tta(self.tta) if chosen == TTA_FROM_CHECKPOINT else parse_tta(chosen)
 
     def data_differences(self, data: DataSummary) -> list[str]:
         """How ``data`` differs from what this model was trained on (one phrase each).
@@ -380,7 +398,11 @@ class CheckpointMeta(_Meta):
 
 
 def check_data_match(
-    meta: CheckpointMeta, data: DataSummary, source: str, warn: Callable[[str], None]
+    meta: CheckpointMeta,
+    data: DataSummary,
+    source: str,
+    warn: Callable[[str], None],
+    remedy: str = "evaluate with the data the model was trained on",
 ) -> list[str]:
     """Compares the data a model is scored on with what it was trained on.
 
@@ -393,6 +415,7 @@ def check_data_match(
         data: Summary of the data spec being scored.
         source: The model, for messages.
         warn: Receives one line per difference.
+        remedy: What the refusal tells the user to do (the command's own wording).
 
     Returns:
         The differences (one phrase each; empty when the data matches).
@@ -406,7 +429,7 @@ def check_data_match(
         also = f" (also: {'; '.join(others)})" if others else ""
         raise DataError(
             f"{source} predicts classes {meta.class_names} but the data has {data.classes}{also}; "
-            "evaluate with the data the model was trained on"
+            f"{remedy}"
         )
     for difference in differences:
         warn(f"{source} was trained on other data than this spec: {difference}")

@@ -26,9 +26,11 @@ and each request reserves its own, so any batch the runner forms fits the budget
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
 
 from segflow.errors import InferenceError
 from segflow.inference.options import MAX_TILE, MAX_TILE_BATCH, InferenceOptions
+from segflow.inference.tiling import DEFAULT_TILE_BATCH
 from segflow.inference.tta import TTAConfig
 from segflow.serving.errors import ServiceError
 
@@ -126,6 +128,41 @@ class Plan:
     tiled: bool
     cost: int
     what: str
+
+
+@dataclass(frozen=True)
+class OptionLimits:
+    """The ``tile`` and ``tile_batch`` ranges the memory budget allows, each at a stated value of
+    the other (the two trade off: more windows per forward leave room for smaller ones only).
+
+    ``/v1/model`` advertises the limits at the request defaults, and every request is checked
+    against the limits at its own values, both computed by :meth:`CostModel.limits`.
+
+    Attributes:
+        stride: ``s``: a tile is a multiple of it, at least ``s``.
+        max_tile: Largest tile at ``tile_batch`` (0: none fits).
+        tile_batch: The ``tile_batch`` that ``max_tile`` is for.
+        max_tile_batch: Most windows per forward at ``tile`` (0: none fits).
+        tile: The tile that ``max_tile_batch`` is for: the request's, or the automatic tile.
+    """
+
+    stride: int
+    max_tile: int
+    tile_batch: int
+    max_tile_batch: int
+    tile: int
+
+    def to_json(self) -> dict[str, Any]:
+        """The ``limits.tile`` and ``limits.tile_batch`` entries of ``GET /v1/model``."""
+        return {
+            "tile": {
+                "multiple_of": self.stride,
+                "min": self.stride,
+                "max": self.max_tile,
+                "at_tile_batch": self.tile_batch,
+            },
+            "tile_batch": {"min": 1, "max": self.max_tile_batch, "at_tile": self.tile},
+        }
 
 
 def views(tta: TTAConfig | str | None) -> TTAConfig | None:
@@ -238,28 +275,52 @@ class CostModel:
         fitting = self.max_tile(tile_batch, overlap, tta)
         return min(self.preferred_tile, fitting) if fitting else self.preferred_tile
 
+    def limits(
+        self, tile: int | None, tile_batch: int, overlap: float, tta: TTAConfig | None
+    ) -> OptionLimits:
+        """The ``tile``/``tile_batch`` ranges at these option values (the one source of both
+        what ``/v1/model`` advertises and what a request may ask for).
+
+        Args:
+            tile: The request's tile; None: the automatic tile at the default ``tile_batch``
+                (:data:`DEFAULT_TILE_BATCH`), which the ``tile_batch`` range is then for.
+            tile_batch: Windows per forward the ``tile`` range is for.
+            overlap: Fraction of a window shared with its neighbour.
+            tta: The TTA views (resolved; None: none).
+        """
+        window = tile if tile is not None else self.auto_tile(DEFAULT_TILE_BATCH, overlap, tta)
+        return OptionLimits(
+            stride=self.shape.stride,
+            max_tile=self.max_tile(tile_batch, overlap, tta),
+            tile_batch=tile_batch,
+            max_tile_batch=self.max_tile_batch(window, overlap, tta),
+            tile=window,
+        )
+
     def check_ranges(self, tile: int | None, tile_batch: int, overlap: float, tta: TTAConfig | None) -> None:
-        """Refuses a ``tile``/``tile_batch`` outside the range the budget allows (422 naming it).
+        """Refuses a ``tile``/``tile_batch`` outside :meth:`limits` at these values (422 naming the range).
 
         Raises:
             BadOption: ``tile`` is not a stride multiple in ``[s, max_tile]``, or ``tile_batch``
                 is outside ``[1, max_tile_batch]``.
         """
-        stride = self.shape.stride
-        if tile is not None:
-            top = self.max_tile(tile_batch, overlap, tta)
-            if tile < stride or tile > top or tile % stride:
-                allowed = f"a multiple of {stride} in [{stride}, {top}]" if top else "none (budget too small)"
-                raise BadOption(
-                    f"tile={tile} is outside the range the server allows at tile_batch={tile_batch}: "
-                    f"{allowed} (from the model's stride and the memory budget, --max-memory-mb)"
-                )
-        window = tile if tile is not None else self.preferred_tile
-        top_batch = self.max_tile_batch(window, overlap, tta)
-        if not 1 <= tile_batch <= max(top_batch, 1):
+        limits = self.limits(tile, tile_batch, overlap, tta)
+        stride = limits.stride
+        if tile is not None and (tile < stride or tile > limits.max_tile or tile % stride):
+            allowed = (
+                f"a multiple of {stride} in [{stride}, {limits.max_tile}]"
+                if limits.max_tile
+                else "none (budget too small)"
+            )
             raise BadOption(
-                f"tile_batch={tile_batch} is outside [1, {max(top_batch, 1)}], the range the server's "
-                f"memory budget (--max-memory-mb) allows for {window}-px tiles"
+                f"tile={tile} is outside the range the server allows at tile_batch={tile_batch}: "
+                f"{allowed} (from the model's stride and the memory budget, --max-memory-mb)"
+            )
+        if not 1 <= tile_batch <= limits.max_tile_batch:
+            allowed = f"[1, {limits.max_tile_batch}]" if limits.max_tile_batch else "[] (none fits)"
+            raise BadOption(
+                f"tile_batch={tile_batch} is outside {allowed}, the range the server's "
+                f"memory budget (--max-memory-mb) allows for {limits.tile}-px tiles"
             )
 
     # --- the decision --------------------------------------------------------------------------

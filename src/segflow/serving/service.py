@@ -16,7 +16,7 @@ from segflow.errors import ConfigError, InferenceError
 from segflow.inference.options import InferenceOptions
 from segflow.models.meta import TTA_FROM_CHECKPOINT, CheckpointMeta
 from segflow.serving.batcher import Batcher, Job, QueueFullError
-from segflow.serving.cost import BadOption, CostModel, ImageHeader, ModelShape, Plan, views
+from segflow.serving.cost import BadOption, CostModel, ImageHeader, ModelShape, OptionLimits, Plan, views
 from segflow.serving.errors import Unavailable
 from segflow.serving.memory import MemoryPool, Reservation, mib, process_rss
 from segflow.serving.monitoring import ServiceMetrics
@@ -101,6 +101,7 @@ class Service:
             tiled_capacity=self.pool.tiled_capacity,
             auto_tile_pixels=settings.auto_tile_pixels,
         )
+        self._check_budget_can_tile()
         self.variant = variant or OptionVariants(predictor, settings.variant_cache_size)
         self.batcher = Batcher(settings.max_batch, settings.max_wait_ms, settings.queue_size)
         self.tiled_batcher = Batcher(1, 0.0, TILED_QUEUE_SIZE)
@@ -170,8 +171,7 @@ class Service:
             options = InferenceOptions(**given)
         except InferenceError as err:
             raise BadOption(f"invalid option: {err}") from None
-        if options.tta == TTA_FROM_CHECKPOINT:  # resolved here: costs and variants see real views
-            options = options.replace(tta=self.meta.resolve_tta(TTA_FROM_CHECKPOINT))
+        options = options.resolved(self.meta)  # resolved here: costs and variants see real views
         # The server's tile range (stride, budget) is narrower than InferenceOptions' own, so it
         # is checked first and its message names the range that applies here.
         if tile is not None or "tile_batch" in given:  # defaults always run (auto tile fits the budget)
@@ -256,24 +256,43 @@ class Service:
             },
         }
 
+    def request_defaults(self) -> InferenceOptions:
+        """The options of a request that sets none (its ``tta`` is the checkpoint's views, as
+        :func:`segflow.serving.routes.segment.tta_value` reads an absent ``tta``)."""
+        return self.inference_options(tta=TTA_FROM_CHECKPOINT)
+
+    def option_limits(self) -> OptionLimits:
+        """The ``tile``/``tile_batch`` ranges at the request defaults (the checkpoint's TTA, the
+        default overlap and tile_batch), from the same :meth:`CostModel.limits` that checks requests."""
+        defaults = self.request_defaults()
+        return self.cost.limits(None, defaults.tile_batch, defaults.overlap, views(defaults.tta))
+
     def option_ranges(self) -> dict[str, Any]:
-        """Ranges of the numeric request options, as the budget allows them (default overlap, no TTA)."""
-        defaults = InferenceOptions()
-        stride = self.cost.shape.stride
-        max_tile = self.cost.max_tile(defaults.tile_batch, defaults.overlap)
-        return {
-            "tile": {
-                "multiple_of": stride,
-                "min": stride,
-                "max": max_tile,
-                "at_tile_batch": defaults.tile_batch,
-            },
-            "tile_batch": {
-                "min": 1,
-                "max": self.cost.max_tile_batch(self.cost.preferred_tile, defaults.overlap),
-            },
-            "auto_tile_pixels": self.settings.auto_tile_pixels,
-        }
+        """Ranges of the numeric request options, as the budget allows them (``GET /v1/model``)."""
+        return {**self.option_limits().to_json(), "auto_tile_pixels": self.settings.auto_tile_pixels}
+
+    def _check_budget_can_tile(self) -> None:
+        """Refuses a budget that cannot run one default batch of the smallest windows.
+
+        When the smallest tile fits at the default ``tile_batch``, so does the automatic tile,
+        and both advertised ranges are non-empty.
+
+        Raises:
+            ConfigError: The budget is too small for a tiled request with the default options.
+        """
+        limits = self.option_limits()
+        if limits.max_tile >= limits.stride:
+            return
+        defaults = self.request_defaults()
+        need = self.cost.engine_cost(
+            limits.stride, limits.stride, defaults.overlap, defaults.tile_batch, views(defaults.tta)
+        )
+        raise ConfigError(
+            f"serve option --max-memory-mb {self.settings.max_memory_mb:g} leaves "
+            f"{mib(self.pool.tiled_capacity)} for tiled requests, less than one batch of "
+            f"{defaults.tile_batch} {limits.stride}-px windows needs ({mib(need)} at "
+            f"model_bytes_per_px={self.settings.model_bytes_per_px:g}); raise it"
+        )
 
 
 def model_id(path: Path) -> str:

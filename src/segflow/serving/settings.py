@@ -43,8 +43,32 @@ DEFAULT_AUTO_TILE_PIXELS = 2048 * 2048
 """Images with more (padded) pixels than this go through the tiled path (4.2 Mpx)."""
 DEFAULT_MODEL_BYTES_PER_PX = 256.0
 """Assumed bytes of network activations per input pixel; see docs/serving.md, "Memory budget"."""
+MAX_MODEL_BYTES_PER_PX = 1_000_000.0
+"""Upper bound of ``model_bytes_per_px`` (1 MB of activations per pixel; real models use ~10^2-10^4)."""
 DEFAULT_VARIANT_CACHE_SIZE = 16
 """Predictor variants (one per distinct set of request options) kept, least recently used dropped."""
+
+CLI_OPTIONS: dict[str, str] = {
+    "model": "MODEL",
+    "host": "--host",
+    "port": "--port",
+    "backend": "--backend",
+    "workers": "--workers",
+    "max_batch": "--max-batch",
+    "max_wait_ms": "--max-wait-ms",
+    "api_key": "--api-key",
+    "max_upload_mb": "--max-upload-mb",
+    "max_pixels": "--max-pixels",
+    "timeout_s": "--timeout-s",
+    "queue_size": "--queue-size",
+    "max_memory_mb": "--max-memory-mb",
+    "cors_origins": "--cors-origin",
+    "forwarded_allow_ips": "--forwarded-allow-ips",
+    "log_level": "--log-level",
+}
+"""Setting -> the ``segflow serve`` argument or option that sets it. ``segflow serve`` declares its
+options with these names (:mod:`segflow.cli.serve`), and messages name them; a setting not
+listed here is set by ``SEGFLOW_*`` or ``--config`` only."""
 
 LogLevel = Literal["critical", "error", "warning", "info", "debug", "trace"]
 
@@ -91,6 +115,7 @@ class ServeSettings(BaseSettings):
         frozen=True,
         case_sensitive=False,
         env_ignore_empty=False,
+        allow_inf_nan=False,  # every float setting is finite: inf/nan are refused at start-up
     )
 
     model: Path
@@ -106,7 +131,7 @@ class ServeSettings(BaseSettings):
     max_pixels: int = Field(40_000_000, ge=1)
     timeout_s: float = Field(30.0, gt=0.0)
     max_memory_mb: float = Field(default_factory=default_memory_budget_mb, gt=0.0)
-    model_bytes_per_px: float = Field(DEFAULT_MODEL_BYTES_PER_PX, ge=0.0)
+    model_bytes_per_px: float = Field(DEFAULT_MODEL_BYTES_PER_PX, ge=0.0, le=MAX_MODEL_BYTES_PER_PX)
     auto_tile_pixels: int = Field(DEFAULT_AUTO_TILE_PIXELS, ge=1)
     variant_cache_size: int = Field(DEFAULT_VARIANT_CACHE_SIZE, ge=1, le=1024)
     cors_origins: Annotated[list[str], NoDecode] = Field(default_factory=list)
@@ -202,7 +227,7 @@ def _read_config(path: Path) -> dict[str, Any]:
     Raises:
         ConfigError: The file is missing, not YAML, or not a mapping.
     """
-    values = read_yaml(path, "serve config")
+    values = read_yaml(path, "serve config", allow_empty=True)
     model = values.get("model")
     if isinstance(model, str) and model and not Path(model).is_absolute():
         values["model"] = str(path.parent / model)
@@ -221,16 +246,20 @@ def _file_values(values: dict[str, Any]) -> Iterator[None]:
 def _value_source(
     field: str, cli: Mapping[str, Any], file_values: Mapping[str, Any], config: Path | None
 ) -> str:
-    """Where ``field``'s value came from, in the words of the user who set it."""
-    option = "--" + field.replace("_", "-")
+    """Where ``field``'s value came from, in the words of the user who set it (the real
+    ``segflow serve`` option, from :data:`CLI_OPTIONS`, or "env/config only")."""
+    flag = CLI_OPTIONS.get(field)
+    option = (
+        "env/config only" if flag is None else f"serve {'argument' if flag.isupper() else 'option'} {flag}"
+    )
     env_name = ENV_PREFIX + field.upper()
     if field in cli:
-        return f"serve option {option}"
+        return option
     if any(name.upper() == env_name for name in os.environ):
-        return f"env {env_name} (serve option {option})"
+        return f"env {env_name} ({option})"
     if field in file_values:
-        return f"key '{field}' of {config} (serve option {option})"
-    return f"serve option {option} (env {env_name})"
+        return f"key '{field}' of {config} ({option})"
+    return f"env {env_name} ({option})" if flag is None else f"{option} (env {env_name})"
 
 
 def _describe_validation_error(

@@ -4,6 +4,7 @@ curves, sample pictures and a model card."""
 from __future__ import annotations
 
 import logging
+import math
 import time
 from dataclasses import dataclass, field
 from datetime import timedelta
@@ -115,10 +116,45 @@ def class_weights_for(config: TrainConfig, datamodule: SegmentationDataModule) -
     return torch.tensor(choice, dtype=torch.float32)
 
 
-def validate_optimisation(config: TrainConfig) -> None:
-    """Builds the optimizer and scheduler on a dummy parameter so bad keys fail before training."""
+def training_steps(config: TrainConfig, train_images: int) -> tuple[int, int]:
+    """Optimiser steps of a run as Lightning counts them (``estimated_stepping_batches``).
+
+    Args:
+        config: The training config (batch size, devices, batch limit, accumulation, epochs).
+        train_images: Images in the train split.
+
+    Returns:
+        ``(total_steps, steps_per_epoch)``, each at least 1.
+    """
+    t = config.trainer
+    per_rank = math.ceil(train_images / t.devices)  # DistributedSampler pads to equal shares
+    drop_last = train_images > t.batch_size  # as SegmentationDataModule's train loader
+    batches = per_rank // t.batch_size if drop_last else math.ceil(per_rank / t.batch_size)
+    limit = t.limit_train_batches
+    if isinstance(limit, float):  # a share of the batches (Lightning: int(n * share))
+        batches = int(batches * limit)
+    elif limit is not None:
+        batches = min(batches, int(limit))
+    per_epoch = max(1, math.ceil(max(1, batches) / t.accumulate_grad_batches))
+    return per_epoch * t.max_epochs, per_epoch
+
+
+def validate_optimisation(config: TrainConfig, train_images: int | None = None) -> None:
+    """Builds the optimizer and scheduler on a dummy parameter so bad keys fail before training.
+
+    Args:
+        config: The training config.
+        train_images: Images in the train split: the scheduler is then built for the run's
+            real step count, so a warm-up not shorter than the run fails here, before anything
+            is written (None: a nominal 100-step run, which checks the keys only).
+
+    Raises:
+        ConfigError: An unknown optimizer or scheduler, a bad option, or a warm-up that is
+            not shorter than the run.
+    """
+    total, per_epoch = (100, 10) if train_images is None else training_steps(config, train_images)
     optimizer = create_optimizer(config.optimizer, torch.nn.Linear(1, 1))
-    create_scheduler(config.scheduler, optimizer, total_steps=100, steps_per_epoch=10)
+    create_scheduler(config.scheduler, optimizer, total_steps=total, steps_per_epoch=per_epoch)
 
 
 def build_loggers(config: TrainConfig, run_dir: Path) -> list[Logger]:
@@ -306,16 +342,22 @@ def train(
             f"--resume {resume} and --overwrite exclude each other: --resume continues the run in "
             f"{config.run_dir()}, --overwrite starts it afresh; pass one of them"
         )
-    claim_run_dir(config, overwrite=overwrite, resume=resume is not None, extra_outputs=extra_outputs)
+    # Checked first, cleared last: a run that fails validation writes nothing into (and
+    # clears nothing from) its folder, so neither a rerun nor the earlier run is harmed.
+    keep = resume is not None or overwrite
+    claim_run_dir(config, overwrite=False, resume=keep, extra_outputs=extra_outputs)
     pl.seed_everything(config.seed, workers=True, verbose=False)
     spec = load_spec(config)
     validate_optimisation(config)
     report = check_before_training(spec)
     run_dir = config.run_dir()
-    run_dir.mkdir(parents=True, exist_ok=True)
     module, datamodule = build_module(config, spec, list(report.class_share.get("val", [])))
+    validate_optimisation(config, len(datamodule.train_set))
     callbacks = build_callbacks(config, run_dir, module.meta.colors, module.meta.class_names)
     trainer = build_trainer(config, run_dir, callbacks)
+    if overwrite:
+        claim_run_dir(config, overwrite=True, extra_outputs=extra_outputs)
+    run_dir.mkdir(parents=True, exist_ok=True)
     if trainer.is_global_zero:
         with atomic_write(run_dir / "config.yaml") as tmp:
             tmp.write_text(dump_config(config))

@@ -279,3 +279,40 @@ def test_tta_defaults_to_the_checkpoint_views_like_segflow_predict():
     assert refused.status_code == 422
     assert refused.json()["detail"].startswith("invalid option: ")
     assert "sideways" in refused.json()["detail"]
+
+
+@pytest.mark.parametrize("word", ["NONE", "on", "0", "yes", "Flip", " flip", ""])
+def test_tta_accepts_exactly_the_words_of_segflow_predict(word):
+    """``tta=NONE``, ``on`` and ``0`` were accepted although ``predict --tta=NONE`` was refused,
+    and the 422 listed "None, one of none, hflip, vflip, flip or a dict" without checkpoint/true/false."""
+    with serving() as client:
+        refused = client.post("/v1/segment", params={"tta": word}, content=png_bytes(sample_image()))
+    assert refused.status_code == 422
+    assert refused.json()["detail"] == (
+        f"invalid option: tta={word!r} is invalid; "
+        "use one of checkpoint, none, hflip, vflip, flip, true, false"
+    )
+
+
+def test_one_tta_parser_for_cli_http_python_and_metadata():
+    from segflow.cli.tta_option import TTA_CHOICES, tta_choice
+    from segflow.errors import ConfigError, InferenceError
+    from segflow.inference.options import InferenceOptions
+    from segflow.inference.tta import TTA_WORDS, parse_tta_option
+    from segflow.models.meta import CheckpointMeta
+
+    assert TTA_WORDS == ("checkpoint", "none", "hflip", "vflip", "flip", "true", "false")
+    assert TTA_CHOICES == TTA_WORDS
+    model = {"arch": "a", "encoder": "e", "in_channels": 1, "num_classes": 2}
+    for word in TTA_WORDS:
+        assert tta_choice(word) == word
+        assert InferenceOptions(tta=word).tta == parse_tta_option(word)
+        if word != "checkpoint":
+            stored = CheckpointMeta.of({"format_version": 2, "model": model, "tta": word}).resolve_tta()
+            assert stored == parse_tta_option(word)
+    for word in ("NONE", "on", "0"):
+        with pytest.raises(ConfigError):
+            tta_choice(word)
+        with pytest.raises(InferenceError):
+            InferenceOptions(tta=word)
+    assert InferenceOptions(tta=True).tta == TTAConfig() and InferenceOptions(tta=False).tta is None

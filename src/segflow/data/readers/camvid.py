@@ -8,7 +8,13 @@ Layout::
 
 Masks hold class indices 0..10; 11 (void) maps to ``ignore_index``. ``splits`` may rename
 splits (``{train: train}``: split name -> image folder; masks are in ``<folder>annot``);
-by default every one of train/val/test that exists is a split. No options.
+by default every one of train/val/test that exists is a split.
+
+Options:
+    recursive: also read sub-folders of a split (default ``false``), as for ``folder``:
+        ``train/a/x.png`` pairs with ``trainannot/a/x.png`` and is named ``a/x``. Without
+        it, a sub-folder holding images or masks is reported (``data check`` advises this
+        option), never silently skipped.
 """
 
 from __future__ import annotations
@@ -56,7 +62,7 @@ class CamVidReader(FolderReader):
     format_name = "camvid"
     default_classes = CAMVID_CLASSES
     default_palette_colors = CAMVID_PALETTE
-    allowed_options: tuple[str, ...] = ()
+    allowed_options: tuple[str, ...] = ("recursive",)
 
     def default_mask_values(self) -> dict[int, int]:
         """Identity on 0..10, void (11) -> ignore_index."""

@@ -47,7 +47,7 @@ import numpy as np
 
 from segflow.data.io import read_text_file
 from segflow.data.readers.base import DATASETS, Reader, Sample, SplitListing, natural_key
-from segflow.errors import ConfigError, DataError
+from segflow.errors import ConfigError, DataError, json_type_name
 
 BACKGROUND = "background"
 ANNOTATIONS_DIR = "annotations"
@@ -294,7 +294,9 @@ def validate_coco(data: Any, path: Path) -> tuple[dict[str, Any], dict[int, str]
             without an integer id and a name, or a repeated category id.
     """
     if not isinstance(data, dict):
-        raise DataError(f"COCO annotation file {path} holds a JSON {type(data).__name__}; expected an object")
+        raise DataError(
+            f"COCO annotation file {path} holds a JSON {json_type_name(data)}; expected an object"
+        )
     for key in ("images", "categories"):
         if not isinstance(data.get(key), list):
             raise DataError(f"COCO annotation file {path} needs a '{key}' list; got {_kind(data.get(key))}")

@@ -24,7 +24,12 @@ Options:
     recursive: also read sub-folders of a split (default ``false``): ``images/train/a/x.png``
         pairs with ``masks/train/a/x.png`` and is named ``a/x``. Without it, a sub-folder
         holding images or masks is reported as unpaired (``data check`` and ``train`` refuse),
-        never silently skipped. Hidden folders (``.name``) are not read either way.
+        never silently skipped. Hidden folders and files (``.name``) are not read either way.
+
+Every other file in a split folder is read or reported: an image folder file whose suffix is
+not an image type (``.webp``, ``.gif``, ...) and a mask folder file that does not end with
+``mask_suffix`` (a ``.tif`` mask when masks are ``.png``) are unsupported files, problems that
+``data check`` and ``train`` refuse.
 
 ``classes`` is required. Example (ISBI membrane: ``image/N.png`` + ``label/N.png``)::
 
@@ -150,8 +155,17 @@ class FolderReader(Reader):
         for mask_path in _orphan_masks(mask_dir, suffix, images, recursive):
             stem = _name(mask_path, mask_dir, suffix)
             problems.append(f"missing image: mask {mask_path} has no image {image_dir}/{stem}.*")
+        problems += _unsupported_files(
+            image_dir, recursive, _is_image, f"an image type ({', '.join(IMAGE_EXTENSIONS)})"
+        )
+        problems += _unsupported_files(
+            mask_dir,
+            recursive,
+            lambda p: p.name.endswith(suffix),
+            f"a mask ending in {suffix!r} (options.mask_suffix)",
+        )
         if not recursive:
-            problems += _unread_subfolders(image_dir, "image", lambda p: p.suffix.lower() in IMAGE_EXTENSIONS)
+            problems += _unread_subfolders(image_dir, "image", _is_image)
             problems += _unread_subfolders(mask_dir, "mask", lambda p: p.name.endswith(suffix))
         return SplitListing(samples, problems, location=str(image_dir))
 
@@ -162,17 +176,34 @@ def _name(path: Path, folder: Path, suffix: str) -> str:
     return relative[: -len(suffix)] if suffix else relative
 
 
+def _is_image(path: Path) -> bool:
+    return path.suffix.lower() in IMAGE_EXTENSIONS
+
+
 def _files(folder: Path, recursive: bool) -> list[Path]:
-    """Files directly in ``folder`` (and in its non-hidden sub-folders when ``recursive``)."""
+    """Non-hidden files directly in ``folder`` (and in its non-hidden sub-folders when ``recursive``)."""
     if not folder.is_dir():
         return []
     if not recursive:
-        return [p for p in folder.iterdir() if p.is_file()]
+        return [p for p in folder.iterdir() if p.is_file() and not p.name.startswith(".")]
     found = []
     for current, dirs, names in os.walk(folder):
         dirs[:] = sorted(d for d in dirs if not d.startswith("."))
-        found += [Path(current) / n for n in names]
+        found += [Path(current) / n for n in names if not n.startswith(".")]
     return found
+
+
+def _unsupported_files(
+    folder: Path, recursive: bool, supported: Callable[[Path], bool], expected: str
+) -> list[str]:
+    """One problem per file of ``folder`` that is read as nothing (never skipped silently)."""
+    unsupported = sorted(
+        (p for p in _files(folder, recursive) if not supported(p)), key=lambda p: natural_key(str(p))
+    )
+    return [
+        f"unsupported file: {path} is not {expected}; convert it or move it out of {folder}"
+        for path in unsupported
+    ]
 
 
 def _unread_subfolders(folder: Path, kind: str, wanted: Callable[[Path], bool]) -> list[str]:
@@ -182,9 +213,8 @@ def _unread_subfolders(folder: Path, kind: str, wanted: Callable[[Path], bool]) 
     problems = []
     subfolders = [p for p in folder.iterdir() if p.is_dir() and not p.name.startswith(".")]
     for sub in sorted(subfolders, key=lambda p: natural_key(p.name)):
-        files = sorted(
-            (p for p in _files(sub, recursive=True) if wanted(p)), key=lambda p: natural_key(str(p))
-        )
+        files = sorted(_files(sub, recursive=True), key=lambda p: natural_key(str(p)))
+        files = [p for p in files if wanted(p)] or files  # unsupported files are not read either
         if files:
             problems.append(
                 f"unpaired sub-folder: {sub} holds {len(files)} {kind} file(s) (e.g. {files[0].name}) "

@@ -40,22 +40,12 @@ SUMMARY_FORMATS = ("rle", "json")
 """Formats that report per-class confidences, hence need the probabilities."""
 
 
-TRUE_WORDS = frozenset({"true", "1", "yes", "on"})
-FALSE_WORDS = frozenset({"false", "0", "no", "off"})
-
-
-def tta_value(given: str | None) -> str | bool:
+def tta_value(given: str | None) -> str:
     """The ``InferenceOptions.tta`` value of the request's ``tta``: absent means ``"checkpoint"``
-    (the default of ``segflow predict`` too), booleans keep their old meaning (flips / off), any
-    other word goes to ``InferenceOptions``, which checks it."""
-    if given is None:
-        return TTA_FROM_CHECKPOINT
-    word = given.strip().lower()
-    if word in TRUE_WORDS:
-        return True
-    if word in FALSE_WORDS:
-        return False
-    return word
+    (the default of ``segflow predict`` too); any word goes as written to ``InferenceOptions``,
+    whose one parser (:func:`segflow.inference.tta.parse_tta_option`) accepts the same words
+    as ``segflow predict --tta``."""
+    return TTA_FROM_CHECKPOINT if given is None else given
 
 
 class SegmentOptions(BaseModel):
@@ -77,7 +67,8 @@ class SegmentOptions(BaseModel):
     tta: str | None = Field(
         None,
         description="Test-time augmentation, as `segflow predict --tta`: checkpoint (the views the "
-        "model was validated with; the default), none, hflip, vflip, flip; true = flip, false = none.",
+        "model was validated with; the default), none, hflip, vflip, flip, true (= flip), "
+        "false (= none); exactly these lower-case words.",
     )
     tile: int | None = Field(
         None, description="Tile size in pixels (a multiple of the model's stride; see /v1/model limits)."
