@@ -398,6 +398,9 @@ def main() -> int:
             server.terminate()
             server.wait(timeout=60)
     rows = [alone.summary(), bad.summary(), mixed.summary()]
+    from segflow.inference.benchmarking import torch_matmul_peak  # torch only now, the server is gone
+
+    matmul_gflops = torch_matmul_peak()
     tail_ratio = mixed.percentile_ms(99) / max(alone.percentile_ms(99), 1e-9)
     bad_missed = bad.bad_sent - bad.bad_expected_status
     figures: dict[str, object] = {
@@ -407,6 +410,7 @@ def main() -> int:
         "bad requests without their 4xx (goal 0)": bad_missed,
         "server peak RSS MiB / budget MiB (goal <= 1)": f"{rss.peak / MIB:.0f} / {budget_mb:.0f}",
         "offline images/s": "skipped" if offline is None else round(offline, 2),
+        "fp32 matmul peak GFLOP/s (same run, after the server stopped)": round(matmul_gflops, 1),
     }
     ok = (
         mixed.small_5xx() == 0
@@ -431,6 +435,7 @@ def main() -> int:
             round(value / MIB, 1) for value in rss.samples[:: max(1, len(rss.samples) // 200)]
         ],
         "budget_mib": budget_mb,
+        "matmul_peak_gflops": matmul_gflops,
         "small_p99_ratio": tail_ratio,
         "server_alive_after": still_ok,
         "passed": ok,
