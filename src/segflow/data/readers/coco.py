@@ -538,18 +538,11 @@ def _is_number(value: Any) -> bool:
 
 
 def _kind(value: Any) -> str:
-    """``a string``, ``a list``, ``null``: how a JSON value is named in messages."""
-    if value is None:
-        return "null"
-    names = {
-        str: "a string",
-        list: "a list",
-        dict: "an object",
-        bool: "a boolean",
-        int: "a number",
-        float: "a number",
-    }
-    return names.get(type(value), type(value).__name__)
+    """``a string``, ``an array``, ``null``: :func:`json_type_name` with its article, for messages."""
+    name = json_type_name(value)
+    if name == "null":
+        return name
+    return f"{'an' if name[0] in 'aeiou' else 'a'} {name}"
 
 
 def _short(value: Any, limit: int = 60) -> str:
