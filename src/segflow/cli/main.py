@@ -9,7 +9,6 @@ from rich.console import Console
 from rich.text import Text
 
 from segflow.cli.app import app
-from segflow.cli.tta_option import expand_bare_flags
 from segflow.errors import SegflowError
 
 COMMAND_MODULES = ("demo", "train", "evaluate", "predict", "data", "export", "benchmark", "serve")
@@ -61,7 +60,11 @@ def main(argv: list[str] | None = None) -> int:
     click typer uses (typer >= 0.16 vendors its own copy, so ``click.ClickException`` misses
     them).
     """
-    args = expand_bare_flags(list(sys.argv[1:] if argv is None else argv))
+    args = list(sys.argv[1:] if argv is None else argv)
+    if "--tta" in args:  # the rewrite needs the TTA parser (and so the inference stack): only then
+        from segflow.cli.tta_option import expand_bare_flags
+
+        args = expand_bare_flags(args)
     _register_commands(args)
     try:
         app(args=args, prog_name="segflow", standalone_mode=True)
