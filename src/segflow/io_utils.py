@@ -95,7 +95,7 @@ def atomic_write(path: str | os.PathLike[str]) -> Iterator[Path]:
         raise
 
 
-def _is_owned(entry: Path, owned: OwnedOutputs) -> bool:
+def is_owned(entry: Path, owned: OwnedOutputs) -> bool:
     """Whether the top-level ``entry`` of an output folder is one segflow wrote."""
     if callable(owned):
         return bool(owned(entry))
@@ -167,7 +167,7 @@ def claim_output_dir(
         return folder
     if overwrite:
         for entry in entries:
-            if _is_owned(entry, owned):
+            if is_owned(entry, owned):
                 _remove(entry)
         return folder
     shown = ", ".join(entry.name for entry in entries[:3])

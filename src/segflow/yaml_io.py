@@ -47,3 +47,18 @@ def read_yaml(path: Path, kind: str = "config file", allow_empty: bool = False) 
         found = "an empty file" if content is None else YAML_KINDS.get(type(content), "not a mapping")
         raise ConfigError(f"{kind} {path} must be a YAML mapping of keys (key: value lines); it is {found}")
     return content
+
+
+def write_yaml(path: Path, content: dict[str, Any]) -> None:
+    """Writes ``content`` as block-style YAML in insertion order (UTF-8). Paths become strings."""
+    path.write_text(yaml.safe_dump(_plain(content), sort_keys=False, allow_unicode=True), encoding="utf-8")
+
+
+def _plain(value: Any) -> Any:
+    if isinstance(value, dict):
+        return {str(k) if isinstance(k, Path) else k: _plain(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_plain(v) for v in value]
+    if isinstance(value, Path):
+        return value.as_posix()
+    return value

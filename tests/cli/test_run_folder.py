@@ -101,7 +101,10 @@ def test_train_that_fails_validation_writes_nothing_and_can_be_rerun(
     for _ in range(2):
         assert main(["train", str(path)]) == 1
         assert capsys.readouterr().err.strip() == WARMUP_REFUSAL
-        assert list(run.iterdir()) == []
+        assert not run.exists()  # a refused run leaves no (empty) run folder behind
+    run.mkdir(parents=True)  # a folder the user made is kept
+    assert main(["train", str(path)]) == 1
+    assert run.is_dir() and list(run.iterdir()) == []
 
 
 def test_train_overwrite_that_fails_validation_keeps_the_earlier_run(

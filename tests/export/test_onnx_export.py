@@ -61,7 +61,14 @@ def test_backend_meta_round_trips_checkpoint_meta(onnx_model: Path, meta: dict) 
     assert isinstance(backend, OnnxBackend) and backend.name == "onnx"
     assert backend.meta == CheckpointMeta.of(meta)
     model = {**meta["model"], "arch_kwargs": {}}
-    assert backend.meta.to_dict() == {**meta, "model": model, "format_version": 2, "tta": None, "data": None}
+    assert backend.meta.to_dict() == {
+        **meta,
+        "model": model,
+        "format_version": 2,
+        "tta": None,
+        "data": None,
+        "data_fingerprint": None,
+    }
     assert backend.output_stride == backend.meta.stride == STRIDE
     props = {p.key: p.value for p in onnx.load(str(onnx_model)).metadata_props}
     assert json.loads(props["classes"]) == ["c0", "c1", "c2"]

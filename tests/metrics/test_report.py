@@ -43,3 +43,23 @@ def test_render_markdown_tables() -> None:
     assert "| fg | 0.8000 | 0.8889 | 0.8000 | 1.0000 | 1.0000 | n/a |" in text  # dice 8/9
     assert "| rare | n/a | n/a | n/a | n/a | n/a | n/a |" in text
     assert render_markdown(json.loads(json.dumps(to_json_safe(metrics)))) == text  # from metrics.json
+
+
+def test_render_markdown_train_overlap_line_and_escaping() -> None:
+    """The overlap sentence is the console's, image paths and class names escaped; no line
+    when ``train_overlap`` is null or absent."""
+    metrics = metrics_from_counts(CONFMAT, class_names=["bg", "road_*", "rare"], num_images=3)
+    assert "overlap" not in render_markdown(metrics).lower()
+    assert "overlap" not in render_markdown({**metrics, "train_overlap": None}).lower()
+    leak = {"count": 5, "total": 9, "examples": ["a_1.png", "b|2.png", "c.png"]}
+    lines = render_markdown({**metrics, "train_overlap": leak}).splitlines()
+    assert (
+        "Train overlap: 5 of 9 evaluated images were in the checkpoint's training data "
+        r"(byte-identical files): a\_1.png, b\|2.png, c.png and 2 more"
+    ) in lines
+    assert r"| road\_\* | 0.8000 | 0.8889 | 0.8000 | 1.0000 | 1.0000 | n/a |" in lines
+    clean = {"count": 0, "total": 9, "examples": []}
+    assert (
+        "Train overlap: 0 of 9 evaluated images were in the checkpoint's training data "
+        "(byte-identical files): none"
+    ) in render_markdown({**metrics, "train_overlap": clean}).splitlines()

@@ -184,11 +184,11 @@ def test_bad_uploads_map_to_their_status(tmp_path: Path) -> None:
         BadImage, match="cannot be decoded: image file uploaded image is unreadable or truncated"
     ):
         decode_image(data[: len(data) // 2], MAX_PIXELS, 3)
-    la = tmp_path / "la.tif"
+    la = tmp_path / "la.tif"  # gray + extra sample: Pillow 12 cannot open it, tifffile reads it
     import tifffile
 
     tifffile.imwrite(la, _ramp(2, 255, np.uint8), photometric="minisblack", planarconfig="contig")
-    with pytest.raises(UnsupportedImage):
+    with pytest.raises(UnsupportedImage, match=r"has 2 channel\(s\) but the model expects 4"):
         decode_image(la.read_bytes(), MAX_PIXELS, 4)
 
 

@@ -238,7 +238,8 @@ def _check_split(
     num_classes = len(report.classes)
     stats.class_pixels = np.zeros(num_classes, dtype=np.int64)
     if not listing.samples:
-        report.errors.append(f"split {split!r} is empty: no image/mask pairs in {listing.location}")
+        if not listing.problems:  # else the problems say why (one line each), not a second time
+            report.errors.append(f"split {split!r} is empty: no image/mask pairs in {listing.location}")
         report.class_share[split] = [0.0] * num_classes
         return
     with ThreadPoolExecutor(max_workers=MAX_READ_THREADS) as pool:

@@ -12,6 +12,7 @@ size mismatch that comes only from EXIF rotation.
 from __future__ import annotations
 
 import codecs
+import io
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -266,15 +267,18 @@ def read_text_file(path: str | Path, kind: str) -> str:
         ) from err
 
 
-def read_list_file(path: str | Path, kind: str) -> list[str]:
-    """The entries of a list file: the first word of each non-blank line, stripped.
+def read_list_file(path: str | Path, kind: str, whole_line: bool = False) -> list[str]:
+    """The entries of a list file: the first word of each non-blank line, stripped (or the
+    whole stripped line with ``whole_line``: paths may hold spaces).
 
     Byte-order marks (at the start, or left inside by concatenating files) and Windows line
     ends never end up in an entry.
 
     Args:
-        path: The list file (one id per line; further words on a line are ignored).
+        path: The list file (one id per line; further words on a line are ignored, unless
+            ``whole_line``).
         kind: What the file is, for messages.
+        whole_line: Each line (stripped of surrounding white space) is one entry.
 
     Raises:
         DataError: See :func:`read_text_file`; or an entry is listed twice (it would be
@@ -287,7 +291,7 @@ def read_list_file(path: str | Path, kind: str) -> list[str]:
         words = line.replace("\ufeff", " ").split()
         if not words:
             continue
-        entry = words[0]
+        entry = line.replace("\ufeff", "").strip() if whole_line else words[0]
         if entry in first_line:
             repeated.append((entry, first_line[entry], number))
         else:
@@ -343,6 +347,23 @@ def _exif_note(image_path: str | Path, mask_path: str | Path | None, mask_hw: tu
         f"orientation {orientation} turns it a quarter turn and the {other}'s does not; save both upright "
         "(apply the rotation to the pixels) or give them the same EXIF orientation"
     )
+
+
+def displayed_size(source: str | Path | bytes) -> tuple[int, int]:
+    """``(width, height)`` of an image as :func:`read_image` returns it
+    (EXIF orientation applied), read from the file header only.
+
+    Args:
+        source: The image file, or its encoded bytes.
+
+    Raises:
+        OSError, ValueError: Not a readable image (callers turn this into a problem line).
+    """
+    opened = Image.open(io.BytesIO(source) if isinstance(source, bytes) else Path(source))
+    with opened as img:
+        width, height = int(img.size[0]), int(img.size[1])
+        orientation = int(img.getexif().get(EXIF_ORIENTATION_TAG, 1) or 1)
+    return (height, width) if orientation in QUARTER_TURN_ORIENTATIONS else (width, height)
 
 
 def _stored_geometry(path: str | Path | None) -> tuple[int, int, int] | None:
@@ -405,7 +426,7 @@ def _read_mask_with_pil(path: Path, as_colours: bool) -> tuple[np.ndarray, str]:
             img = ImageOps.exif_transpose(opened)
             mode = img.mode
             if lossy:
-                array = np.zeros((0, 0), np.uint8)
+                array: np.ndarray = np.zeros((0, 0), np.uint8)
             elif mode == "1":
                 array = np.asarray(img.convert("L"))
             elif mode in _MASK_MODES and not (as_colours and mode == "P"):

@@ -25,7 +25,7 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
@@ -59,6 +59,11 @@ class DataSpec(BaseModel):
         skip_degenerate: Skip malformed annotations (COCO: polygons with fewer than 3
             points, bad RLE, bbox-only, unknown category, ...) with a warning instead of
             refusing the dataset.
+        unlabelled: Annotation formats (shapes drawn in a tool): what pixels no shape covers
+            read as, ``background`` (class 0) or ``ignore`` (``ignore_index``).
+        split_lists: Split name -> list file of image paths relative to ``root`` (one per
+            line, as ``segflow data split`` writes them). When given, these are the splits:
+            each takes its images from the format's own splits merged.
     """
 
     model_config = ConfigDict(extra="forbid", frozen=True)
@@ -72,6 +77,8 @@ class DataSpec(BaseModel):
     options: dict[str, Any] = Field(default_factory=dict)
     colors: dict[str, list[int] | list[list[int]]] | None = None
     skip_degenerate: bool = False
+    unlabelled: Literal["background", "ignore"] = "background"
+    split_lists: dict[str, Path] = Field(default_factory=dict)
 
     @field_validator("classes")
     @classmethod
@@ -174,6 +181,7 @@ def _resolve_paths(spec: DataSpec, base: Path) -> DataSpec:
     updates: dict[str, Any] = {}
     if spec.root is not None:
         updates["root"] = _absolute(spec.root, base)
+    updates["split_lists"] = {name: _absolute(path, base) for name, path in spec.split_lists.items()}
     options = dict(spec.options)
     for key in PATH_OPTIONS:
         if options.get(key) is not None:

@@ -164,9 +164,7 @@ def check_export_target(out: Path, fmt: str, int8: bool) -> None:
         raise ConfigError(f"--out {out}: torch.export programs must be saved as .pt2")
 
 
-def check_gate_data(
-    meta: CheckpointMeta, options: Int8Options, source: str, log: Log
-) -> None:
+def check_gate_data(meta: CheckpointMeta, options: Int8Options, source: str, log: Log) -> None:
     """Refuses INT8 gate data that cannot judge the model, before any export work.
 
     The data must have the model's class list (the rule ``evaluate`` applies, owned by
@@ -195,8 +193,7 @@ def check_gate_data(
         source,
         lambda line: log(f"warning: {line}"),
         remedy=(
-            f"calibrate with the data the model was trained on (--calib {options.calib}); "
-            "nothing was written"
+            f"calibrate with the data the model was trained on (--calib {options.calib}); nothing was written"
         ),
     )
     check_measurable(options.calib, EVAL_SPLIT, options.eval_images)

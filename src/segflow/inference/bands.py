@@ -253,7 +253,7 @@ def iter_label_tiles(
     Yields:
         ``(<=tile, <=tile)`` uint8 tiles in row-major tile order (edge tiles are partial).
     """
-    pending = np.empty((0, width), dtype=np.uint8)
+    pending: np.ndarray = np.empty((0, width), dtype=np.uint8)
     for band in bands:
         pending = np.concatenate([pending, band]) if pending.size else np.asarray(band, dtype=np.uint8)
         while pending.shape[0] >= tile:

@@ -82,9 +82,7 @@ def _warn(message: str) -> None:
     warnings.warn(message, UserWarning, stacklevel=3)
 
 
-def _model_pairs(
-    model: Path, predictor: Any, dataset: Any
-) -> Iterator[tuple[np.ndarray, np.ndarray]]:
+def _model_pairs(model: Path, predictor: Any, dataset: Any) -> Iterator[tuple[np.ndarray, np.ndarray]]:
     with _progress(len(dataset), f"evaluating {model.name}") as progress:
         for index in range(len(dataset)):
             item = dataset[index]
@@ -141,13 +139,16 @@ def evaluate_model(
         tta: Test-time augmentation (see ``segflow.inference.tta``): None (off), an explicit
             value, or ``"checkpoint"`` (the views stored in the model, see
             :meth:`segflow.models.meta.CheckpointMeta.resolve_tta`); recorded as ``metrics["tta"]``.
-        warn: Receives one line per way the data differs from what the model was trained on
-            (None: ``warnings.warn``).
+        warn: Receives one line per way the data differs from what the model was trained on,
+            and one line when evaluated images were among its training images (None:
+            ``warnings.warn``).
         boundary_tolerance: Boundary F1 match distance in pixels, recorded as
             ``metrics["boundary_tolerance_px"]``.
 
     Returns:
-        The metrics dict (layout in docs/metrics.md).
+        The metrics dict (layout in docs/metrics.md), with ``train_overlap``: ``{count,
+        total, examples}`` for a model whose checkpoint stores its train images' content
+        hashes (``segflow.data.fingerprint``), None for one that does not.
 
     Raises:
         DataError: The split has no labelled pixel (the ``data check`` rule; nothing is
@@ -163,6 +164,7 @@ def evaluate_model(
     predictor = Predictor.from_path(model, InferenceOptions(tta=tta), backend=backend)
     summary = DataSummary.from_spec(spec, classes, dataset.in_channels)
     check_data_match(predictor.meta, summary, str(model), warn or _warn)
+    overlap = _train_overlap(predictor.meta, dataset, warn or _warn)
     views = predictor.tta  # resolved by the Predictor ("checkpoint" -> the stored views)
     metrics = score_pairs(
         _model_pairs(Path(model), predictor, dataset),
@@ -172,9 +174,23 @@ def evaluate_model(
         boundary_tolerance,
     )
     metrics["tta"] = None if views is None else {**asdict(views), "scales": list(views.scales)}
+    metrics["train_overlap"] = overlap
     if out_dir is not None:
         write_report(metrics, Path(out_dir))
     return metrics
+
+
+def _train_overlap(meta: Any, dataset: Any, warn: Callable[[str], None]) -> dict[str, Any] | None:
+    """Evaluated images whose content the model was trained on (None when it does not know)."""
+    from segflow.data.fingerprint import train_overlap
+
+    stored = meta.data_fingerprint
+    if stored is None or stored.train_images is None:
+        return None
+    overlap = train_overlap(stored.train_images, dataset.reader, dataset.samples)
+    if overlap.count:
+        warn(overlap.message())
+    return overlap.to_dict()
 
 
 def evaluate_predictions(

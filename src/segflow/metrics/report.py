@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import math
 import os
+import re
 from typing import Any
 
 import numpy as np
@@ -47,6 +48,32 @@ def save_metrics_json(path: str | os.PathLike[str], metrics: dict[str, Any]) -> 
         tmp.write_text(text + "\n", encoding="utf-8")
 
 
+_MARKDOWN_SPECIAL = re.compile(r"([\\`*_{}\[\]()<>#+!|~-])")
+
+
+def markdown_escape(text: str) -> str:
+    """``text`` shown literally in Markdown (table cells too): special characters escaped,
+    line breaks turned into spaces. The one rule for data text (class names, file paths) in
+    every ``metrics.md``."""
+    return _MARKDOWN_SPECIAL.sub(r"\\\1", " ".join(str(text).split()))
+
+
+def train_overlap_line(metrics: dict[str, Any]) -> str | None:
+    """``metrics.md``'s train-overlap sentence (image paths escaped); None when ``train_overlap`` is absent
+    or null (predictions scored without a model, or a checkpoint without train image hashes).
+
+    The sentence is :meth:`segflow.data.fingerprint.TrainOverlap.message`'s, the console's.
+    """
+    overlap = metrics.get("train_overlap")
+    if overlap is None:
+        return None
+    from segflow.data.fingerprint import TrainOverlap
+
+    found = TrainOverlap.from_dict(overlap)
+    shown = TrainOverlap(found.count, found.total, [markdown_escape(path) for path in found.examples])
+    return "Train overlap: " + shown.message()
+
+
 def _fmt(value: Any) -> str:
     if value is None or (isinstance(value, float) and math.isnan(value)):
         return MISSING
@@ -54,7 +81,8 @@ def _fmt(value: Any) -> str:
 
 
 def render_markdown(metrics: dict[str, Any]) -> str:
-    """Summary table and per-class table of a metrics dict (NaN or null shown as ``n/a``).
+    """Summary table, train overlap line and per-class table of a metrics dict (NaN or null
+    shown as ``n/a``; class names and paths escaped by :func:`markdown_escape`).
 
     Args:
         metrics: Dict from :func:`segflow.metrics.metrics_from_counts`, or loaded from
@@ -68,11 +96,14 @@ def render_markdown(metrics: dict[str, Any]) -> str:
     for key in ("num_images", "boundary_tolerance_px", "ignore_index"):
         if metrics.get(key) is not None:
             lines.append(f"| {key} | {metrics[key]} |")
+    overlap = train_overlap_line(metrics)
+    if overlap is not None:
+        lines += ["", overlap]
     lines += ["", "## Per class", "", "| class | " + " | ".join(PER_CLASS_KEYS) + " |"]
     lines.append("|---" * (len(PER_CLASS_KEYS) + 1) + "|")
     for name, scores in metrics.get("per_class", {}).items():
         cells = " | ".join(_fmt(scores.get(key)) for key in PER_CLASS_KEYS)
-        lines.append(f"| {name} | {cells} |")
+        lines.append(f"| {markdown_escape(name)} | {cells} |")
     lines += [
         "",
         f"`{MISSING}`: undefined (class absent from ground truth and prediction, or the class whose "

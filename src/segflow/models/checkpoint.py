@@ -27,7 +27,7 @@ from segflow.constants import CHECKPOINT_FORMAT_VERSION, CHECKPOINT_KEY
 from segflow.errors import CheckpointError, ConfigError
 from segflow.io_utils import atomic_write
 from segflow.models.factory import create_model
-from segflow.models.meta import CheckpointMeta, DataSummary, tta_record
+from segflow.models.meta import CheckpointMeta, DataSummary, FingerprintSummary, tta_record
 from segflow.models.net import SegmentationNet
 
 STATE_DICT_KEY = "state_dict"
@@ -117,6 +117,7 @@ def build_meta(
     config: Mapping[str, Any] | None,
     tta: Any = None,
     data: DataSummary | None = None,
+    data_fingerprint: FingerprintSummary | None = None,
 ) -> CheckpointMeta:
     """Builds the ``ckpt["segflow"]`` metadata of a trained network.
 
@@ -133,6 +134,7 @@ def build_meta(
         tta: The test-time augmentation the model is validated with (the training
             config's ``evaluate.tta``): the default of ``evaluate``/``predict --tta``.
         data: Summary of the data it was trained on (compared by ``segflow evaluate``).
+        data_fingerprint: Fingerprint of that data (``segflow.data.fingerprint``), or None.
 
     Returns:
         The metadata (layout in :mod:`segflow.models.meta`).
@@ -164,6 +166,7 @@ def build_meta(
         "class_distribution": None if class_distribution is None else [float(v) for v in class_distribution],
         "tta": tta_record(tta),
         "data": None if data is None else data.model_dump(mode="json"),
+        "data_fingerprint": None if data_fingerprint is None else data_fingerprint.model_dump(mode="json"),
         "config": dict(config or {}),
     }
     return CheckpointMeta.of(to_primitive(meta, "meta"), "new checkpoint")

@@ -18,11 +18,15 @@ Layout (format 2)::
     class_distribution: [float] | null,   # val-split pixel share per class (drift reference)
     tta: {hflip, vflip, scales} | null,    # the views metrics.json was scored with
     data: {format, classes, ignore_index, in_channels, options} | null,  # what it was trained on
+    data_fingerprint: {method, combined, splits: {name: sha256}, files: int,
+                       train_images: [16 hex] | null} | null,  # segflow.data.fingerprint
     config: {...}                          # the resolved training config
 
 ``input_policy.multiple`` is the model's output stride: H and W of the network input must be
 multiples of it. Format 1 (segflow 0.1) had no ``tta`` and no ``data``; :func:`migrate_meta`
-derives both from the stored training config where it can.
+derives both from the stored training config where it can. ``data_fingerprint`` is an
+optional key added within format 2 (absent -> None; older readers ignore it), so it needs no
+format bump.
 
 This module imports neither torch nor onnx, so ONNX inference stays torch-free.
 """
@@ -195,6 +199,28 @@ class DataSummary(_Meta):
         return found
 
 
+class FingerprintSummary(_Meta):
+    """The dataset fingerprint a checkpoint stores (built by
+    ``segflow.data.fingerprint.DatasetFingerprint.summary``; the full one is the run's
+    ``fingerprint.json``).
+
+    Attributes:
+        method: ``content`` (file bytes) or ``generator`` (generator parameters).
+        combined: SHA-256 (hex) of the whole dataset.
+        splits: Split name -> SHA-256 (hex) of that split.
+        files: Number of files hashed (0 for generated data).
+        train_images: The train split's image content hashes, truncated to 16 hex
+            characters and sorted (None without a train split); ``segflow evaluate`` looks
+            the evaluated images up in it.
+    """
+
+    method: str
+    combined: str
+    splits: dict[str, str] = Field(default_factory=dict)
+    files: int = Field(default=0, ge=0)
+    train_images: list[str] | None = None
+
+
 def _shown(value: Any) -> str:
     return "(default)" if value is None else repr(value)
 
@@ -219,6 +245,7 @@ class CheckpointMeta(_Meta):
     class_distribution: list[float] | None = None
     tta: dict[str, Any] | None = None
     data: DataSummary | None = None
+    data_fingerprint: FingerprintSummary | None = None
     config: dict[str, Any] = Field(default_factory=dict)
 
     @field_validator("tta", mode="before")
@@ -428,8 +455,7 @@ def check_data_match(
         others = [d for d in differences if not d.startswith("classes:")]
         also = f" (also: {'; '.join(others)})" if others else ""
         raise DataError(
-            f"{source} predicts classes {meta.class_names} but the data has {data.classes}{also}; "
-            f"{remedy}"
+            f"{source} predicts classes {meta.class_names} but the data has {data.classes}{also}; {remedy}"
         )
     for difference in differences:
         warn(f"{source} was trained on other data than this spec: {difference}")

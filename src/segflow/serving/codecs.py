@@ -15,6 +15,7 @@ from __future__ import annotations
 import io
 import logging
 from collections.abc import Sequence
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
@@ -56,6 +57,9 @@ def open_lazily(data: bytes) -> Image.Image:
     except Image.DecompressionBombError as err:
         raise PayloadTooLarge(f"image refused as a decompression bomb: {err}") from None
     except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as err:
+        tiff = _tiff_header(data)
+        if tiff is not None:
+            return tiff  # type: ignore[return-value]
         raise BadImage(
             f"the body ({len(data)} bytes) is not a decodable image ({type(err).__name__}: {err}); "
             f"send a PNG, JPEG, TIFF, BMP, WebP or GIF file"
@@ -65,6 +69,41 @@ def open_lazily(data: bytes) -> Image.Image:
             f"image format {image.format} is not accepted; send one of {', '.join(sorted(ACCEPTED_FORMATS))}"
         )
     return image
+
+
+@dataclass(frozen=True)
+class TiffHeader:
+    """The header fields of a TIFF that Pillow cannot open (extra samples, e.g. gray + alpha),
+    read by tifffile: what :func:`open_lazily` callers use of a Pillow image."""
+
+    size: tuple[int, int]
+    mode: str
+    format: str = "TIFF"
+    tile: tuple[()] = ()
+
+    def __enter__(self) -> TiffHeader:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        return None
+
+
+def _tiff_header(data: bytes) -> TiffHeader | None:
+    """Width, height and a Pillow-like mode of a TIFF by tifffile (header only), else None."""
+    if data[:4] not in (b"II*\x00", b"MM\x00*", b"II+\x00", b"MM\x00+"):
+        return None
+    import tifffile
+
+    try:
+        with tifffile.TiffFile(io.BytesIO(data)) as tif:
+            page = tif.pages.first
+            height, width = int(page.imagelength), int(page.imagewidth)
+            dtype = np.dtype(page.dtype) if page.dtype is not None else np.dtype(np.uint8)
+    except Exception:  # noqa: BLE001 - not a TIFF tifffile reads either: the caller's BadImage
+        return None
+    # the modes the callers test: "F" refuses floats, "I;16" counts 2 bytes per sample in the cost model
+    mode = "F" if dtype.kind == "f" else ("I;16" if dtype.itemsize == 2 else "L")
+    return TiffHeader((width, height), mode)
 
 
 def decode_image(data: bytes, max_pixels: int, channels: int) -> np.ndarray:

@@ -3,6 +3,7 @@ curves, sample pictures and a model card."""
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import math
 import time
@@ -20,12 +21,13 @@ from lightning.pytorch.utilities import rank_zero_only
 from segflow.config import TrainConfig, dump_config
 from segflow.constants import default_palette
 from segflow.data import check_dataset, class_pixel_stats, load_data_spec
+from segflow.data.fingerprint import DatasetFingerprint, fingerprint, tracking_params, write_fingerprint
 from segflow.data.spec import DataSpec
 from segflow.errors import ConfigError, DataError
 from segflow.io_utils import atomic_write, claim_output_dir
 from segflow.models import create_model
-from segflow.models.checkpoint import build_meta
-from segflow.models.meta import DataSummary
+from segflow.models.checkpoint import build_meta, read_meta
+from segflow.models.meta import DataSummary, FingerprintSummary
 from segflow.training.callbacks import AtomicCheckpointIO, SampleGridCallback, ThroughputCallback
 from segflow.training.datamodule import SegmentationDataModule
 from segflow.training.losses import create_loss, median_frequency_weights
@@ -36,11 +38,25 @@ logger = logging.getLogger(__name__)
 
 MONITOR = "val/miou"
 RUN_OUTPUTS = (
-    "checkpoints", "samples", "tensorboard", "mlruns", "config.yaml", "hparams.yaml", "metrics.csv",
-    "metrics.json", "metrics.md", "confusion.png", "per_class_iou.png", "curves.png", "model_card.md",
+    "checkpoints",
+    "samples",
+    "tensorboard",
+    "mlruns",
+    "config.yaml",
+    "hparams.yaml",
+    "metrics.csv",
+    "metrics.json",
+    "metrics.md",
+    "confusion.png",
+    "per_class_iou.png",
+    "curves.png",
+    "model_card.md",
+    "fingerprint.json",
     ".*.partial-*",
 )
 """What a run writes into its run folder; ``--overwrite`` clears these and nothing else."""
+TRAINING_SPLITS = ("train", "val")
+"""The splits a run reads: checked before training and fingerprinted (the data the model saw)."""
 
 
 @dataclass
@@ -53,6 +69,7 @@ class TrainResult:
     metrics: dict[str, Any] = field(default_factory=dict)
     train_seconds: float = 0.0
     images_per_second: float = 0.0
+    data_fingerprint: FingerprintSummary | None = None
 
 
 def cpu_supports_bf16() -> bool:
@@ -85,7 +102,7 @@ def load_spec(config: TrainConfig) -> DataSpec:
 def check_before_training(spec: DataSpec) -> Any:
     """Runs ``data check`` on train and val; refuses to train on errors, logs its warnings
     (e.g. annotations skipped by ``skip_degenerate``)."""
-    report = check_dataset(spec, splits=["train", "val"])
+    report = check_dataset(spec, splits=list(TRAINING_SPLITS))
     for warning in report.warnings:
         logger.warning("warning: %s", warning)
     if not report.ok:
@@ -281,6 +298,7 @@ def build_module(
         config=config.model_dump(mode="json"),
         tta=config.evaluate.tta,
         data=DataSummary.from_spec(spec, classes, probe.in_channels),
+        data_fingerprint=fingerprint(probe.reader, TRAINING_SPLITS).summary(),
     )
     module = SegmentationModule(
         net,
@@ -345,28 +363,72 @@ def train(
     # Checked first, cleared last: a run that fails validation writes nothing into (and
     # clears nothing from) its folder, so neither a rerun nor the earlier run is harmed.
     keep = resume is not None or overwrite
-    claim_run_dir(config, overwrite=False, resume=keep, extra_outputs=extra_outputs)
-    pl.seed_everything(config.seed, workers=True, verbose=False)
-    spec = load_spec(config)
-    validate_optimisation(config)
-    report = check_before_training(spec)
     run_dir = config.run_dir()
-    module, datamodule = build_module(config, spec, list(report.class_share.get("val", [])))
-    validate_optimisation(config, len(datamodule.train_set))
-    callbacks = build_callbacks(config, run_dir, module.meta.colors, module.meta.class_names)
-    trainer = build_trainer(config, run_dir, callbacks)
+    created = not run_dir.exists()
+    claim_run_dir(config, overwrite=False, resume=keep, extra_outputs=extra_outputs)
+    try:
+        pl.seed_everything(config.seed, workers=True, verbose=False)
+        spec = load_spec(config)
+        validate_optimisation(config)
+        report = check_before_training(spec)
+        module, datamodule = build_module(config, spec, list(report.class_share.get("val", [])))
+        validate_optimisation(config, len(datamodule.train_set))
+        callbacks = build_callbacks(config, run_dir, module.meta.colors, module.meta.class_names)
+        trainer = build_trainer(config, run_dir, callbacks)
+    except BaseException:
+        if created:  # a refused run leaves no empty run folder behind
+            _remove_empty_folders(run_dir)
+        raise
     if overwrite:
         claim_run_dir(config, overwrite=True, extra_outputs=extra_outputs)
     run_dir.mkdir(parents=True, exist_ok=True)
     if trainer.is_global_zero:
         with atomic_write(run_dir / "config.yaml") as tmp:
             tmp.write_text(dump_config(config))
+        record_fingerprint(spec, module, trainer, run_dir)
     start = time.perf_counter()
     trainer.fit(module, datamodule=datamodule, ckpt_path=str(resume) if resume else None, weights_only=True)
     seconds = time.perf_counter() - start
     if not trainer.is_global_zero:
         return None
     return finish_run(config, spec, run_dir, seconds, callbacks)
+
+
+def _remove_empty_folders(folder: Path) -> None:
+    """Removes ``folder`` and its sub-folders when no file is in them (never a file)."""
+    for path in sorted((p for p in folder.rglob("*") if p.is_dir()), key=lambda p: -len(p.parts)):
+        with contextlib.suppress(OSError):
+            path.rmdir()
+    with contextlib.suppress(OSError):
+        folder.rmdir()
+
+
+def record_fingerprint(
+    spec: DataSpec, module: SegmentationModule, trainer: pl.Trainer, run_dir: Path
+) -> None:
+    """Writes the full fingerprint of the training data (:data:`TRAINING_SPLITS`) to
+    ``run_dir/fingerprint.json`` and logs it to the experiment loggers (``data.fingerprint``,
+    ``data.fingerprint.<split>``, ``data.files``).
+
+    The checkpoint's summary was computed when the module was built; this pass only stats the
+    files (digests are cached per process) and must give the same hash.
+
+    Raises:
+        DataError: The dataset changed between the two passes.
+    """
+    from segflow.data.readers import create_reader
+
+    stored = module.meta.data_fingerprint
+    full: DatasetFingerprint = fingerprint(create_reader(spec), TRAINING_SPLITS)
+    if stored is not None and stored.combined != full.combined:
+        raise DataError(
+            f"the dataset changed while the run started (fingerprint {stored.combined[:16]} then "
+            f"{full.combined[:16]}); train again once the data is no longer being written"
+        )
+    write_fingerprint(run_dir / "fingerprint.json", full)
+    params = tracking_params(full.summary())
+    for tracker in trainer.loggers:
+        tracker.log_hyperparams(params)
 
 
 def final_metrics(best: Path, spec: DataSpec, tta: Any, run_dir: Path) -> dict[str, Any]:
@@ -396,6 +458,7 @@ def finish_run(
     plot_curves(run_dir / "metrics.csv", run_dir / "curves.png")
     throughput = next((c.history for c in callbacks if isinstance(c, ThroughputCallback)), [])
     rate = float(sorted(throughput)[len(throughput) // 2]) if throughput else 0.0
-    result = TrainResult(run_dir, best, ckpt_dir / "last.ckpt", metrics, seconds, rate)
+    stored = read_meta(best).data_fingerprint
+    result = TrainResult(run_dir, best, ckpt_dir / "last.ckpt", metrics, seconds, rate, stored)
     write_model_card(result, config, spec)
     return result

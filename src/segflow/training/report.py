@@ -14,6 +14,7 @@ from segflow.io_utils import atomic_write
 from segflow.metrics import render_markdown
 
 if TYPE_CHECKING:
+    from segflow.models.meta import FingerprintSummary
     from segflow.training.engine import TrainResult
 
 
@@ -33,6 +34,7 @@ def model_card_text(result: TrainResult, config: TrainConfig, spec: DataSpec) ->
         "## Data",
         f"- Format: {spec.format}; root: {spec.root}; ignore_index: {spec.ignore_index}",
         f"- Classes: {classes}",
+        *fingerprint_lines(result.data_fingerprint),
         "",
         "## Training",
         f"- Epochs: {config.trainer.max_epochs} (max), batch size {config.trainer.batch_size}, "
@@ -54,6 +56,23 @@ def model_card_text(result: TrainResult, config: TrainConfig, spec: DataSpec) ->
         "- The model only knows the classes above and the imaging conditions of the training data.",
     ]
     return "\n".join(lines) + "\n"
+
+
+def fingerprint_lines(summary: FingerprintSummary | None) -> list[str]:
+    """The data's fingerprint: combined and per-split SHA-256, and what ``fingerprint.json``
+    holds (every file's hash for the content method; the generator parameters and seed for
+    generated data, which has no file to list)."""
+    from segflow.data.fingerprint import GENERATOR
+
+    if summary is None:
+        return []
+    if summary.method == GENERATOR:
+        what = "SHA-256 of the generator parameters and seed, in `fingerprint.json`"
+    else:
+        what = f"SHA-256 over {summary.files} files; every file's hash in `fingerprint.json`"
+    lines = [f"- Fingerprint: `{summary.combined}` ({what})"]
+    lines += [f"  - {name}: `{value}`" for name, value in summary.splits.items()]
+    return lines
 
 
 def tta_line(metrics: dict[str, Any]) -> str:

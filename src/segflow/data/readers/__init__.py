@@ -18,3 +18,6 @@ __all__ = [
     "shapes_spec",
     "voc",
 ]
+
+# the annotation-tool formats register their readers here (they import the modules above)
+from segflow.annotation import formats as _formats  # noqa: E402, F401

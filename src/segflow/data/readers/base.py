@@ -92,14 +92,86 @@ class Reader:
                 f"options: {', '.join(self.allowed_options) or '(none)'}"
             )
 
-    # -- layout hooks ---------------------------------------------------------------------
+    # -- splits -----------------------------------------------------------------------------
     def split_names(self) -> list[str]:
-        """Names of the splits this dataset has (``spec.splits`` keys or the format default)."""
-        return list(self.spec.splits)
+        """Split names: the keys of ``split_lists`` when the spec has them, else the native ones."""
+        if self.spec.split_lists:
+            return list(self.spec.split_lists)
+        return self.native_split_names()
 
     def list_split(self, split: str) -> SplitListing:
-        """Scans one split. Subclasses implement the layout."""
+        """Scans one split (a list-file split of ``split_lists``, else a native split).
+
+        Raises:
+            ConfigError: ``split`` is not a split of this dataset.
+            DataError: The list file cannot be read.
+        """
+        if not self.spec.split_lists:
+            return self.list_native_split(split)
+        if split not in self.spec.split_lists:
+            raise ConfigError(
+                f"unknown split {split!r}; the data spec's split_lists name: "
+                f"{', '.join(self.spec.split_lists)}"
+            )
+        return self._list_from_file(split, self.spec.split_lists[split])
+
+    def _list_from_file(self, split: str, list_file: Path) -> SplitListing:
+        from segflow.data.io import read_list_file
+
+        wanted = read_list_file(list_file, f"split list of {split!r}", whole_line=True)
+        everything = self.list_all_native()
+        by_path = {self.relative_path(s.image_path): s for s in everything.samples}
+        samples, problems = [], list(everything.problems)
+        for line in dict.fromkeys(wanted):
+            sample = by_path.get(line.replace("\\", "/"))
+            if sample is None:
+                problems.append(f"{list_file}: listed image {line!r} is not an image of this dataset")
+            else:
+                samples.append(sample)
+        return SplitListing(samples, problems, location=str(list_file), warnings=list(everything.warnings))
+
+    def list_all_native(self) -> SplitListing:
+        """Every native split merged (each image once, in split then name order)."""
+        merged = SplitListing([], location=str(self.spec.root or ""))
+        seen: set[Path] = set()
+        for name in self.native_split_names():
+            listing = self.list_native_split(name)
+            merged.problems += [p for p in listing.problems if p not in merged.problems]
+            merged.warnings += [w for w in listing.warnings if w not in merged.warnings]
+            for sample in listing.samples:
+                if sample.image_path not in seen:
+                    seen.add(sample.image_path)
+                    merged.samples.append(sample)
+        return merged
+
+    def relative_path(self, path: Path) -> str:
+        """``path`` relative to the dataset root, with ``/`` separators (the key of split
+        lists and of the dataset fingerprint); absolute when outside the root."""
+        root = self.spec.root
+        if root is not None:
+            try:
+                return path.resolve().relative_to(root.resolve()).as_posix()
+            except ValueError:
+                pass
+        return path.resolve().as_posix()
+
+    # -- layout hooks ---------------------------------------------------------------------
+    def native_split_names(self) -> list[str]:
+        """Names of the format's own splits (``spec.splits`` keys or the format default)."""
+        return list(self.spec.splits)
+
+    def list_native_split(self, split: str) -> SplitListing:
+        """Scans one of the format's own splits. Subclasses implement the layout."""
         raise NotImplementedError
+
+    def data_files(self, sample: Sample) -> list[Path]:
+        """Files whose content defines ``sample`` (image, mask), for the dataset fingerprint.
+        Formats with annotation files add them through :meth:`annotation_files`."""
+        return [p for p in (sample.image_path, sample.mask_path) if p is not None]
+
+    def annotation_files(self) -> list[Path]:
+        """Annotation files shared by many samples (COCO/CVAT/Label Studio JSON or XML)."""
+        return []
 
     def read_raw_mask(self, sample: Sample) -> np.ndarray:
         """Stored mask values ``(H, W)`` of one sample (before the value map)."""
@@ -169,11 +241,22 @@ class Reader:
 
     def require_split(self, split: str) -> None:
         """Raises a ConfigError listing the valid splits if ``split`` is not one."""
-        names = self.split_names()
+        self._require_in(split, self.split_names())
+
+    def require_native_split(self, split: str) -> None:
+        """Raises a ConfigError listing the format's own splits if ``split`` is not one."""
+        self._require_in(split, self.native_split_names())
+
+    def _require_in(self, split: str, names: list[str]) -> None:
         if split not in names:
+            hint = (
+                ""
+                if len(names) > 1
+                else "; make train/val/test splits with 'segflow data split DATA.yaml --out DIR'"
+            )
             raise ConfigError(
                 f"unknown split {split!r} for {self.format_name} dataset"
-                f"{f' at {self.spec.root}' if self.spec.root else ''}; valid splits: {', '.join(names)}"
+                f"{f' at {self.spec.root}' if self.spec.root else ''}; valid splits: {', '.join(names)}{hint}"
             )
 
 

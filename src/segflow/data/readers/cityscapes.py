@@ -9,12 +9,24 @@ Masks store the 34 Cityscapes label ids; they map to the 19 train ids of the off
 table (cityscapesScripts ``labels.py``); every other label id maps to ``ignore_index``.
 Sample names are ``<city>/<city>_<seq>_<frame>``. ``splits`` maps split names to the
 folder names (default: each of train/val/test that exists). Option ``annotations``: the
-ground-truth folder (``gtFine`` default, ``gtCoarse`` for the coarse set).
+ground-truth folder (``gtFine`` default, ``gtCoarse`` for the coarse set). Images are
+``<name>_leftImg8bit.png`` or the same with another image suffix (``.jpg``, ...), as Datumaro
+and ``segflow data convert`` write non-PNG sources.
+
+Other classes: ``root/label_colors.txt`` (Datumaro's Cityscapes label file: one ``r g b name``
+line per class in index order, read by :func:`segflow.data.readers.camvid.read_label_colors`)
+makes its names the classes; ``*_labelIds.png`` then hold class indices ``0..K-1`` and 255
+(void) reads as ``ignore_index``.
 """
 
 from __future__ import annotations
 
-from segflow.data.readers.base import DATASETS, Reader, Sample, SplitListing, natural_key
+from collections.abc import Iterable
+from pathlib import Path
+
+from segflow.data.io import IMAGE_EXTENSIONS
+from segflow.data.readers.base import DATASETS, Sample, SplitListing, natural_key
+from segflow.data.readers.camvid import LabelColorsReader, label_file_values
 
 CITYSCAPES_CLASSES = [
     "road",
@@ -69,12 +81,20 @@ NUM_LABEL_IDS = 34
 
 IMAGES_DIR = "leftImg8bit"
 DEFAULT_ANNOTATIONS = "gtFine"
-IMAGE_SUFFIX = "_leftImg8bit.png"
+IMAGE_MARK = "_leftImg8bit"
+"""End of an image file's stem; the suffix is any image suffix."""
+IMAGE_SUFFIX = f"{IMAGE_MARK}.png"
+LABEL_IDS_SUFFIX = "_labelIds.png"
+"""Mask file = ``<name>_<annotations folder>`` + this."""
+UNLABELED_ID = 0
+"""Label id 'unlabeled' (read as ignore)."""
+TRAIN_ID_TO_LABEL_ID = {train_id: label_id for label_id, train_id in LABEL_TO_TRAIN_ID.items()}
+"""trainId -> labelId (the inverse of LABEL_TO_TRAIN_ID)."""
 CITYSCAPES_SPLITS = ("train", "val", "test")
 
 
 @DATASETS.register("cityscapes")
-class CityscapesReader(Reader):
+class CityscapesReader(LabelColorsReader):
     """Reads ``leftImg8bit/`` + ``gtFine/`` and maps label ids to train ids."""
 
     format_name = "cityscapes"
@@ -83,34 +103,54 @@ class CityscapesReader(Reader):
     allowed_options: tuple[str, ...] = ("annotations",)
 
     def default_mask_values(self) -> dict[int, int]:
-        """Official labelId -> trainId table, other label ids -> ignore_index."""
+        """Official labelId -> trainId table, other label ids -> ignore_index; with
+        ``label_colors.txt``, identity on its classes and 255 -> ignore_index."""
         ignore = self.spec.ignore_index
+        if self.label_file is not None:
+            return label_file_values(len(self.classes), ignore)
         return {label: LABEL_TO_TRAIN_ID.get(label, ignore) for label in range(NUM_LABEL_IDS)}
 
-    def split_names(self) -> list[str]:
+    def native_split_names(self) -> list[str]:
         if self.spec.splits:
             return list(self.spec.splits)
         return [name for name in CITYSCAPES_SPLITS if (self.root / IMAGES_DIR / name).is_dir()]
 
-    def list_split(self, split: str) -> SplitListing:
-        self.require_split(split)
+    def list_native_split(self, split: str) -> SplitListing:
+        self.require_native_split(split)
         folder = self.spec.splits.get(split, split)
         gt_name = str(self.options.get("annotations", DEFAULT_ANNOTATIONS))
         image_root = self.root / IMAGES_DIR / folder
         samples, problems = [], []
-        images = sorted(image_root.glob(f"*/*{IMAGE_SUFFIX}"), key=lambda p: natural_key(str(p)))
+        images = _images(image_root.glob(f"*/*{IMAGE_MARK}.*"))
         listed = set(images)
-        for stray in sorted(image_root.rglob(f"*{IMAGE_SUFFIX}"), key=lambda p: natural_key(str(p))):
+        for stray in _images(image_root.rglob(f"*{IMAGE_MARK}.*")):
             if stray not in listed:  # never skipped silently: the layout is exactly one city folder deep
                 problems.append(
                     f"unpaired image: {stray} is not read; cityscapes images must be "
                     f"{image_root}/<city>/<name>{IMAGE_SUFFIX}, one folder deep: move it"
                 )
+        by_name: dict[str, Path] = {}
         for image in images:
-            prefix = image.name[: -len(IMAGE_SUFFIX)]
-            mask = self.root / gt_name / folder / image.parent.name / f"{prefix}_{gt_name}_labelIds.png"
+            prefix = image.name[: -len(IMAGE_MARK + image.suffix)]
+            name = f"{image.parent.name}/{prefix}"
+            if name in by_name:
+                problems.append(
+                    f"ambiguous image: {by_name[name].name} and {image.name} in {image.parent} are both "
+                    f"images of {prefix}; keep one"
+                )
+                continue
+            by_name[name] = image
+            mask = self.root / gt_name / folder / image.parent.name / f"{prefix}_{gt_name}{LABEL_IDS_SUFFIX}"
             if mask.is_file():
-                samples.append(Sample(f"{image.parent.name}/{prefix}", image, mask))
+                samples.append(Sample(name, image, mask))
             else:
                 problems.append(f"missing mask: image {image} has no mask {mask}")
         return SplitListing(samples, problems, location=str(image_root))
+
+
+def _images(paths: Iterable[Path]) -> list[Path]:
+    """The Cityscapes image files among ``paths`` (stem ends with ``_leftImg8bit``, image
+    suffix in any case), in natural order."""
+    found = [p for p in paths if p.suffix.lower() in IMAGE_EXTENSIONS and p.stem.endswith(IMAGE_MARK)]
+    found = [p for p in found if p.is_file()]
+    return sorted(found, key=lambda p: natural_key(str(p)))

@@ -19,7 +19,9 @@ from the first split's annotation file (every split's file must define the same
 categories); ``classes:`` in the spec may rename them (same count). Masks are rasterised on
 the fly with pycocotools (polygons and RLE): objects are painted largest first so smaller
 objects stay on top (ties: lower annotation id first), ``iscrowd`` regions are painted last
-with ``ignore_index``. Images without annotations are all background.
+with ``ignore_index``, and so are regions of a category named ``ignore`` (how segflow's COCO
+writer stores ignore pixels; such a category is not a class). Images without annotations are
+all background.
 
 Every entry of the JSON is validated before pycocotools sees it (:func:`validate_coco`), so
 a malformed file never ends in a pycocotools traceback (or, for a bad RLE, a buffer
@@ -50,6 +52,8 @@ from segflow.data.readers.base import DATASETS, Reader, Sample, SplitListing, na
 from segflow.errors import ConfigError, DataError, json_type_name
 
 BACKGROUND = "background"
+IGNORE_CATEGORY = "ignore"
+"""Category name read as ``ignore_index`` (not a class): segflow's label for ignore regions."""
 ANNOTATIONS_DIR = "annotations"
 MAX_UINT8_LABEL = 255
 MIN_POLYGON_POINTS = 3
@@ -110,7 +114,7 @@ class CocoReader(Reader):
         self._category_index: dict[int, int] | None = None
         self._category_names: list[str] | None = None
 
-    def split_names(self) -> list[str]:
+    def native_split_names(self) -> list[str]:
         if not self.spec.splits:
             raise ConfigError(
                 "coco data spec needs 'splits:' mapping split names to image folders, e.g. "
@@ -126,6 +130,10 @@ class CocoReader(Reader):
         folder = self.spec.splits[split]
         relative = overrides.get(split, f"{ANNOTATIONS_DIR}/instances_{folder}.json")
         return self.root / str(relative)
+
+    def annotation_files(self) -> list[Path]:
+        """Each split's annotation JSON (fingerprinted with the images)."""
+        return [self.annotation_file(split) for split in self.native_split_names()]
 
     def annotations(self, split: str) -> CocoAnnotations:
         """The validated annotation file of ``split`` (loaded once).
@@ -155,13 +163,13 @@ class CocoReader(Reader):
 
     def _categories(self) -> tuple[dict[int, int], list[str]]:
         if self._category_index is None or self._category_names is None:
-            categories = self.annotations(self.split_names()[0]).categories
-            ordered = sorted(categories)
+            categories = self.annotations(self.native_split_names()[0]).categories
+            ordered = sorted(cat_id for cat_id, name in categories.items() if name != IGNORE_CATEGORY)
             self._category_index = {cat_id: rank + 1 for rank, cat_id in enumerate(ordered)}
             self._category_names = [BACKGROUND] + [categories[cat_id] for cat_id in ordered]
         return self._category_index, self._category_names
 
-    def list_split(self, split: str) -> SplitListing:
+    def list_native_split(self, split: str) -> SplitListing:
         """Images of ``split`` that exist; missing images and malformed annotations are problems.
 
         With ``skip_degenerate`` malformed entries are left out and reported as warnings
@@ -171,7 +179,7 @@ class CocoReader(Reader):
             DataError: The annotation file cannot be read, or its categories differ from the
                 first split's.
         """
-        self.require_split(split)
+        self.require_native_split(split)
         loaded = self.annotations(split)
         self._require_same_categories(split, loaded)
         coco = loaded.coco
@@ -181,7 +189,8 @@ class CocoReader(Reader):
         for info in infos:
             path = image_dir / info["file_name"]
             if path.is_file():
-                samples.append(Sample(Path(info["file_name"]).stem, path, None, key=int(info["id"])))
+                name = Path(info["file_name"]).with_suffix("").as_posix()
+                samples.append(Sample(name, path, None, key=int(info["id"])))
             else:
                 problems.append(f"missing image: {path} (image id {info['id']} in {loaded.path})")
         warnings: list[str] = []
@@ -192,7 +201,7 @@ class CocoReader(Reader):
         return SplitListing(samples, problems, location=str(image_dir), warnings=warnings)
 
     def _require_same_categories(self, split: str, loaded: CocoAnnotations) -> None:
-        first = self.split_names()[0]
+        first = self.native_split_names()[0]
         if split == first:
             return
         reference = self.annotations(first)
@@ -211,9 +220,9 @@ class CocoReader(Reader):
         )
 
     def _split_of(self, sample: Sample) -> str:
-        for split in self.split_names():
+        for split in self.native_split_names():
             if (
-                sample.image_path.parent == self.root / self.spec.splits[split]
+                self.root / self.spec.splits[split] in sample.image_path.parents
                 and sample.key in self.coco(split).imgs
             ):
                 return split
@@ -239,7 +248,8 @@ def rasterize(coco: Any, image_id: int, category_index: dict[int, int], ignore_i
     painted = []
     for ann in annotations:
         binary = coco.annToMask(ann).astype(bool)
-        painted.append((bool(ann.get("iscrowd", 0)), -int(binary.sum()), int(ann["id"]), ann, binary))
+        ignored = bool(ann.get("iscrowd", 0)) or int(ann["category_id"]) not in category_index  # 'ignore'
+        painted.append((ignored, -int(binary.sum()), int(ann["id"]), ann, binary))
     for is_crowd, _area, _ann_id, ann, binary in sorted(painted, key=lambda item: item[:3]):
         value = ignore_index if is_crowd else category_index.get(int(ann["category_id"]), ignore_index)
         mask[binary] = value
@@ -474,7 +484,7 @@ def _rle_problem(rle: dict[str, Any], height: int, width: int) -> str | None:
             return "RLE 'counts' must be non-negative integers"
         runs = counts
     elif isinstance(counts, str):
-        decoded = _compressed_rle_counts(counts)
+        decoded = compressed_rle_counts(counts)
         if decoded is None:
             return "RLE 'counts' is not a valid compressed COCO RLE string"
         runs = decoded
@@ -485,7 +495,7 @@ def _rle_problem(rle: dict[str, Any], height: int, width: int) -> str | None:
     return None
 
 
-def _compressed_rle_counts(text: str) -> list[int] | None:
+def compressed_rle_counts(text: str) -> list[int] | None:
     """Run lengths of a compressed COCO RLE string (pycocotools' ``rleFrString``), or None
     when the string is malformed (bad character, truncated value, negative run)."""
     counts: list[int] = []

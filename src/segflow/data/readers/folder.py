@@ -101,7 +101,7 @@ class FolderReader(Reader):
             )
         return float(value)
 
-    def split_names(self) -> list[str]:
+    def native_split_names(self) -> list[str]:
         if self.val_fraction is not None:
             return list(FLAT_SPLITS)
         if self.spec.splits:
@@ -113,8 +113,8 @@ class FolderReader(Reader):
             )
         return sorted(p.name for p in self.images_dir.iterdir() if p.is_dir())
 
-    def list_split(self, split: str) -> SplitListing:
-        self.require_split(split)
+    def list_native_split(self, split: str) -> SplitListing:
+        self.require_native_split(split)
         if self.val_fraction is not None:
             return self._list_flat(split)
         folder = self.spec.splits.get(split, split)

@@ -101,11 +101,11 @@ class ShapesReader(FolderReader):
         base = os.environ.get(CACHE_ENV)
         return (Path(base) if base else DEFAULT_CACHE.expanduser()) / "shapes"
 
-    def split_names(self) -> list[str]:
+    def native_split_names(self) -> list[str]:
         return [name for name, count in self.settings["num_images"].items() if count > 0]
 
-    def list_split(self, split: str) -> SplitListing:
-        self.require_split(split)
+    def list_native_split(self, split: str) -> SplitListing:
+        self.require_native_split(split)
         return self.pair_folders(self.images_dir / split, self.masks_dir / split)
 
 
