@@ -25,8 +25,6 @@ from segflow.registry import Registry
 from segflow.yaml_io import write_yaml
 
 DATA_YAML = "data.yaml"
-SHAPE_FORMATS = frozenset({"cvat", "labelme", "label-studio", "via", "datumaro"})
-"""Formats that store shapes (masks, polygons) rather than label images."""
 MAX_8BIT_CLASSES = 255
 """Classes 0..254 fit an 8-bit mask beside a void value of 255."""
 
@@ -46,6 +44,8 @@ class DatasetWriter:
     format_name = "base"
     owned: OwnedOutputs = (DATA_YAML,)
     """Top-level names this format writes (what ``--overwrite`` may replace)."""
+    draws_shapes = False
+    """The format stores shapes (masks, polygons) of each class rather than label images."""
 
     def __init__(
         self, out: Path, classes: list[str], ignore_index: int, palette: list[tuple[int, int, int]]
@@ -90,7 +90,7 @@ class DatasetWriter:
         the YAML says ``unlabelled: ignore``: the same labels, and class 0 is never confused
         with uncovered pixels."""
         spec = {"root": ".", **entries, "classes": self.classes, "ignore_index": self.ignore_index}
-        if self.format_name in SHAPE_FORMATS and self.classes and self.classes[0] != BACKGROUND_LABEL:
+        if self.draws_shapes and self.classes and self.classes[0] != BACKGROUND_LABEL:
             spec["unlabelled"] = "ignore"
         path = self.out / DATA_YAML
         with atomic_write(path) as tmp:

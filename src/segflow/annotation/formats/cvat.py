@@ -447,6 +447,7 @@ class CvatWriter(DatasetWriter):
     """Writes a CVAT for images 1.1 export (see the module docstring)."""
 
     format_name = "cvat"
+    draws_shapes = True
     owned = (ANNOTATIONS_FILE, IMAGES_DIR, DATA_YAML)
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:

@@ -367,6 +367,7 @@ class DatumaroWriter(DatasetWriter):
     """Writes a Datumaro export through Datumaro (see the module docstring)."""
 
     format_name = "datumaro"
+    draws_shapes = True
     owned = (ANNOTATIONS_DIR, IMAGES_DIR, DATA_YAML)
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:

@@ -945,6 +945,7 @@ class LabelStudioWriter(DatasetWriter):
     """
 
     format_name = "label-studio"
+    draws_shapes = True
     owned = staticmethod(label_studio_owned)  # split folders are named by the splits
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:

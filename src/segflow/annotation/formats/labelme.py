@@ -481,6 +481,7 @@ class LabelMeWriter(DatasetWriter):
     """Writes LabelMe JSON beside each image, one ``mask`` shape per class (module docstring)."""
 
     format_name = "labelme"
+    draws_shapes = True
     owned = (IMAGES_DIR, DATA_YAML)
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:

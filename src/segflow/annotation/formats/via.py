@@ -630,6 +630,7 @@ class ViaWriter(DatasetWriter):
     """Writes one VIA 2.0.10 project file per split, traced polygons (module docstring)."""
 
     format_name = "via"
+    draws_shapes = True
     owned = (IMAGES_DIR, f"{PROJECT_PREFIX}*{JSON_SUFFIX}", DATA_YAML)
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:

@@ -21,7 +21,7 @@ from typing import Any
 import numpy as np
 
 from segflow.annotation.rasterize import label_index, rasterize, shape_problem
-from segflow.annotation.shapes import BACKGROUND_LABEL, IGNORE_LABEL, AnnotatedImage
+from segflow.annotation.shapes import BACKGROUND_LABEL, IGNORE_LABEL, AnnotatedImage, Shape
 from segflow.data.readers.base import Reader, Sample, SplitListing, natural_key
 from segflow.errors import ConfigError, DataError
 
@@ -78,6 +78,9 @@ class ShapeReader(Reader):
         self._parsed: ParsedExport | None = None
         self._flat: list[AnnotatedImage] = []
         self._key: dict[int, int] = {}
+        self._paintable: dict[int, list[Shape]] = {}
+        """``id(image)`` -> its shapes that passed :func:`shape_problem` (checked once, when
+        listed; every mask read paints only these)."""
         self._warned = False
 
     # -- the format's hook ----------------------------------------------------------------
@@ -120,9 +123,9 @@ class ShapeReader(Reader):
         self._warned = True
         images = sorted(self.parsed.images.get(split, []), key=lambda im: natural_key(im.name))
         for image in images:
-            found = image.problems + [
-                p for p in (shape_problem(image, shape, labels) for shape in image.shapes) if p
-            ]
+            checked = [(shape, shape_problem(image, shape, labels)) for shape in image.shapes]
+            self._paintable[id(image)] = [shape for shape, problem in checked if problem is None]
+            found = image.problems + [problem for _, problem in checked if problem]
             if self.spec.skip_degenerate:
                 warnings += [f"skipped (skip_degenerate: true): {p}" for p in found]
             else:
@@ -168,7 +171,10 @@ class ShapeReader(Reader):
             raise DataError(f"sample {sample.name} is not an image of this {self.format_name} export")
         image = self._flat[sample.key]
         labels = label_index(self.classes, self.spec.ignore_index)
-        shapes = [s for s in image.shapes if shape_problem(image, s, labels) is None]
+        shapes = self._paintable.get(id(image))
+        if shapes is None:  # a sample listed elsewhere: check its shapes once now
+            shapes = [s for s in image.shapes if shape_problem(image, s, labels) is None]
+            self._paintable[id(image)] = shapes
         if len(shapes) < len(image.shapes):
             image = AnnotatedImage(
                 image.name, image.width, image.height, shapes, image.source, image.image_path
