@@ -78,7 +78,6 @@ def save_checkpoint(path: Path, arch: str, encoder: str, classes: int) -> None:
         None,
         {},
     )
-    meta["torch_version"] = str(meta["torch_version"])
     save_model_checkpoint(path, net, meta)
 
 

@@ -46,8 +46,10 @@ def describe_validation_error(err: Any, model: Any = None) -> str:
             problems.append(f"unknown key '{key}' (check the spelling{hint})")
         elif item["type"] == "missing":
             problems.append(f"missing required key '{key}'")
-        else:
-            problems.append(f"'{key}': {item['msg']} (got {item.get('input')!r})")
+        else:  # our validators' own messages, without pydantic's prefix; the value once
+            message = str(item["msg"]).removeprefix("Value error, ")
+            own_value = item["type"] == "value_error" and "got " in message
+            problems.append(f"'{key}': {message}" + ("" if own_value else f" (got {item.get('input')!r})"))
     return "; ".join(problems)
 
 

@@ -25,6 +25,11 @@ def test_defaults() -> None:
         "batch": 8,
         "probs": False,
         "overlay": False,
+        "input_kind": None,
+        "mpp": None,
+        "vectorize": None,
+        "min_area": 0.0,
+        "volume_output": "nifti",
     }
 
 
@@ -38,6 +43,12 @@ def test_defaults() -> None:
         ({"tile": True}, "tile=True is invalid: use an integer in [1, 4096]"),
         ({"tile": 12.5}, "tile=12.5 is invalid: use an integer in [1, 4096]"),
         ({"overlap": 0.9}, "overlap=0.9 is outside [0, 0.9): use a number in that range"),
+        ({"mpp": 0}, "mpp=0 is outside (0, 1000]: use a number in that range"),
+        ({"mpp": "fine"}, "mpp='fine' is invalid: use a number in (0, 1000]"),
+        ({"input_kind": "slides"}, "input_kind='slides' is invalid: choose one of image, slide, geo, volume"),
+        ({"vectorize": "shp"}, "vectorize='shp' is invalid: choose one of geojson, gpkg"),
+        ({"volume_output": "dicom"}, "volume_output='dicom' is invalid: choose one of nifti, seg"),
+        ({"min_area": -1}, "min_area=-1 is outside"),
         ({"overlap": -0.1}, "overlap=-0.1 is outside [0, 0.9): use a number in that range"),
         ({"overlap": float("nan")}, "overlap=nan is invalid: use a number in [0, 0.9)"),
         ({"overlap": float("inf")}, "overlap=inf is outside [0, 0.9): use a number in that range"),

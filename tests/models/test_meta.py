@@ -260,3 +260,18 @@ def test_class_names_that_match_or_are_absent_are_kept() -> None:
     assert CheckpointMeta.of(binary).class_names == ["bg", "fg"]
     assert CheckpointMeta.of(v1_meta()).class_names == CLASSES
     assert CheckpointMeta.of(v1_meta(classes=[])).class_names == ["class_0", "class_1", "class_2"]
+
+
+def test_window_and_tile_sampling_options_are_not_data_differences() -> None:
+    from segflow.models.meta import DataSummary
+
+    bands = [4, 3, 2, 8]
+    sampled = {"window": 256, "seed": 3, "windows_per_raster": 8, "bands": bands}
+    trained = DataSummary.describe("geotiff", ["a", "b"], 255, 4, sampled)
+    assert trained.options == {"bands": bands}
+    other_windows = DataSummary.describe("geotiff", ["a", "b"], 255, 4, {"window": 512, "bands": bands})
+    assert trained.differences(other_windows) == []
+    other_bands = DataSummary.describe("geotiff", ["a", "b"], 255, 4, {"bands": [1, 2, 3, 4]})
+    assert trained.differences(other_bands) == ["options.bands: model [4, 3, 2, 8], data [1, 2, 3, 4]"]
+    slides = DataSummary.describe("wsi", ["a", "b"], 255, 3, {"mpp": 0.5, "tile": 256, "tiles_per_slide": 9})
+    assert slides.options == {"mpp": 0.5}

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import copy
+import csv
 import json
 import os
 import signal
@@ -81,6 +82,7 @@ def test_run_folder_has_every_artefact(tiny_config: dict[str, Any]) -> None:
         "in_channels": 3,
         "mask_values": None,
         "options": {"size": 64, "seed": 1},  # what shapes the images; not the cache or split sizes
+        "intensity": None,  # no intensity policy: pixels are read as stored
     }
     assert meta["input_policy"]["multiple"] == 32
     assert not list(run.rglob("*.partial*"))
@@ -146,9 +148,19 @@ def test_resume_is_exact(
         torch.testing.assert_close(wa[key], wb[key], rtol=0, atol=1e-6, msg=key)
     ca, cb = (torch.load(r.last_checkpoint, weights_only=True) for r in (a, b2))
     assert ca["epoch"] == cb["epoch"] == 1
+    # the resumed run's metrics.csv keeps the first epoch's rows (Lightning would delete them)
+    epochs = {run: _val_epochs(Path(r.last_checkpoint).parents[1]) for run, r in (("a", a), ("b", b2))}
+    assert epochs["a"] == epochs["b"] == [0, 1]
     assert ("current_model_state" in ca) is (ema_decay is not None)
     for key, value in ca.get("current_model_state", {}).items():
         torch.testing.assert_close(value, cb["current_model_state"][key], rtol=0, atol=1e-6, msg=key)
+
+
+def _val_epochs(run_dir: Path) -> list[int]:
+    """Epochs with a validation row in ``run_dir/metrics.csv``."""
+    with (run_dir / "metrics.csv").open(newline="") as handle:
+        rows = [row for row in csv.DictReader(handle) if row.get("val/miou")]
+    return [int(float(row["epoch"])) for row in rows]
 
 
 def test_last_checkpoint_follows_every_epoch(

@@ -11,6 +11,7 @@ from rich.console import Console
 from segflow.cli.app import data_app
 from segflow.constants import DEFAULT_BOUNDARY_TOLERANCE, MAX_BOUNDARY_TOLERANCE
 from segflow.data.check import DEFAULT_MAX_UNLABELLED_SHARE, check_dataset
+from segflow.errors import ConfigError
 
 
 @data_app.command("check")
@@ -53,8 +54,22 @@ def convert_command(
     overwrite: Annotated[
         bool, typer.Option("--overwrite", help="Replace an earlier conversion in DST.")
     ] = False,
+    anonymise: Annotated[
+        bool,
+        typer.Option(
+            "--anonymise",
+            help="With --from dicom --to dicom: copy every DICOM file with patient-identifying tags removed.",
+        ),
+    ] = False,
 ) -> None:
-    """Converts a dataset between formats: `segflow data convert --from cvat SRC --to coco DST`."""
+    """Converts a dataset between formats: `segflow data convert --from cvat SRC --to coco DST`.
+
+    `segflow data convert --from dicom SRC --to dicom DST --anonymise` de-identifies a tree of
+    DICOM files (docs/medical.md lists the tags).
+    """
+    if anonymise or "dicom" in (from_format, to_format):
+        _anonymise(source, destination, from_format, to_format, anonymise, overwrite)
+        return
     from segflow.annotation.convert import convert, source_spec
 
     names = [name.strip() for name in classes.split(",") if name.strip()] if classes else None
@@ -70,6 +85,39 @@ def convert_command(
         warn=lambda line: errors.print(f"warning: {line}", markup=False),
     )
     console.print(f"wrote {destination} ({to_format}); read it with: {written}", markup=False)
+
+
+def _anonymise(
+    source: Path, destination: Path, from_format: str | None, to_format: str, anonymise: bool, overwrite: bool
+) -> None:
+    """``--from dicom --to dicom --anonymise``: the one DICOM conversion (de-identification)."""
+    if not (anonymise and from_format == "dicom" and to_format == "dicom"):
+        raise ConfigError(
+            "DICOM is converted only to de-identify it: segflow data convert --from dicom SRC --to dicom DST "
+            "--anonymise (volumes are read as they are by 'format: dicom')"
+        )
+    import shutil
+    import tempfile
+
+    from segflow.domains.medical.deid import anonymise_tree
+    from segflow.io_utils import claim_output_dir
+
+    if not source.is_dir():
+        raise ConfigError(f"DICOM source {source} is not a folder; give the folder that holds the series")
+    src, dst = source.resolve(), destination.resolve()
+    if dst == src or src in dst.parents or dst in src.parents:
+        raise ConfigError(f"{destination} overlaps the source {source}; write the anonymised copy elsewhere")
+    names = {entry.name for entry in source.iterdir()}
+    claim_output_dir(destination, overwrite=overwrite, owned=lambda entry: entry.name in names)
+    staging = Path(tempfile.mkdtemp(prefix=f".{dst.name}.partial-", dir=dst.parent))
+    try:
+        written = anonymise_tree(source, staging)
+        for entry in sorted(staging.iterdir()):
+            shutil.move(str(entry), str(dst / entry.name))
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
+    message = f"wrote {written} de-identified DICOM file(s) to {destination}"
+    Console(highlight=False).print(message, markup=False)
 
 
 @data_app.command("agree")

@@ -71,6 +71,20 @@ def evaluate(
     console.print(
         f"mIoU {metrics['miou']:.4f}  pixel acc {metrics['pixel_accuracy']:.4f}  "
         f"mean Dice {metrics['mean_dice']:.4f}  boundary F1 {metrics['boundary_f1']:.4f}  "
-        f"({metrics['num_images']} images)"
+        f"({metrics['num_images']} {'slices' if metrics.get('per_volume_mean') else 'images'})"
     )
+    volumes = metrics.get("per_volume_mean")
+    if volumes:
+        console.print(
+            f"per volume: Dice {_shown(volumes['dice'])}  hd95 {_shown(volumes['hd95_mm'], ' mm')}  "
+            f"assd {_shown(volumes['assd_mm'], ' mm')}  ({volumes['volumes']} volumes; "
+            "means over foreground classes)"
+        )
     console.print(escape(f"report: {out_dir}/metrics.json, metrics.md, confusion.png, per_class_iou.png"))
+
+
+def _shown(value: float | None, unit: str = "") -> str:
+    """A per-volume mean for the summary line (n/a when no volume gave one)."""
+    if value is None or value != value:
+        return "n/a"
+    return f"{value:.2f}{unit}" if unit else f"{value:.4f}"

@@ -14,10 +14,17 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TaskID, TextC
 from segflow.cli.app import app
 from segflow.cli.tta_option import TTA_HELP, tta_choice
 from segflow.data.io import IMAGE_EXTENSIONS
+from segflow.domains.route import SLIDE_SUFFIXES, input_kind, is_volume
 from segflow.errors import ConfigError, DataError
 from segflow.inference.backends import read_model_meta
-from segflow.inference.manifest import PredictionManifest, file_sha256, model_record, open_prediction_dir
-from segflow.inference.options import DEFAULT_FRAME_BATCH, DEFAULT_OVERLAP, InferenceOptions
+from segflow.inference.manifest import (
+    PredictionManifest,
+    input_sha256,
+    input_stem,
+    model_record,
+    open_prediction_dir,
+)
+from segflow.inference.options import DEFAULT_FRAME_BATCH, DEFAULT_OVERLAP, INPUT_KINDS, InferenceOptions
 from segflow.inference.predictor import Predictor
 from segflow.inference.streaming import RichTileProgress, predict_file
 from segflow.inference.video import VIDEO_SUFFIXES, is_video, predict_video
@@ -30,13 +37,25 @@ CLI_TILE_BATCH = 1
 3.40 windows/s, ONNX Unet-MobileNetV3 on a 20000x1024 strip) with 0.32 GB less peak RSS."""
 
 
+INPUT_SUFFIXES = (*IMAGE_EXTENSIONS, *VIDEO_SUFFIXES, *SLIDE_SUFFIXES, ".nii", ".nii.gz", ".dcm")
+
+
+def _is_input_file(path: Path) -> bool:
+    return path.is_file() and path.name.lower().endswith(INPUT_SUFFIXES)
+
+
 def _folder_files(folder: Path) -> list[Path]:
-    suffixes = IMAGE_EXTENSIONS + VIDEO_SUFFIXES
-    return sorted(p for p in folder.iterdir() if p.is_file() and p.suffix.lower() in suffixes)
+    """A folder's inputs: its image, video, slide and volume files, and its sub-folders that
+    hold a DICOM series; a folder that is itself a DICOM series is one input."""
+    if is_volume(folder):
+        return [folder]
+    children = sorted(folder.iterdir())
+    return [p for p in children if _is_input_file(p) or (p.is_dir() and is_volume(p))]
 
 
 def expand_inputs(inputs: list[str]) -> list[Path]:
-    """Files, folders (their images and videos, sorted) and globs -> unique files, in order.
+    """Files, folders (their images, videos, slides and volumes, sorted) and globs -> unique
+    inputs, in order. A DICOM series folder (given, in a folder, or matched by a glob) is one input.
 
     Raises:
         DataError: An input does not exist or a glob/folder matches nothing.
@@ -44,7 +63,8 @@ def expand_inputs(inputs: list[str]) -> list[Path]:
     found: list[Path] = []
     for item in inputs:
         if any(char in item for char in GLOB_CHARS):
-            matches = [Path(p) for p in sorted(glob.glob(item, recursive=True)) if Path(p).is_file()]
+            globbed = [Path(p) for p in sorted(glob.glob(item, recursive=True))]
+            matches = [p for p in globbed if p.is_file() or (p.is_dir() and is_volume(p))]
         elif Path(item).is_dir():
             matches = _folder_files(Path(item))
         elif Path(item).is_file():
@@ -52,7 +72,10 @@ def expand_inputs(inputs: list[str]) -> list[Path]:
         else:
             raise DataError(f"input {item} does not exist; give image files, folders or globs")
         if not matches:
-            raise DataError(f"input {item} matches no image or video file ({', '.join(IMAGE_EXTENSIONS)})")
+            raise DataError(
+                f"input {item} matches no image, video, slide or volume file ({', '.join(INPUT_SUFFIXES)}); "
+                "a folder is searched one level deep: for sub-folders give a glob such as 'DIR/*/*.nii.gz'"
+            )
         found.extend(p for p in matches if p not in found)
     return found
 
@@ -60,12 +83,13 @@ def expand_inputs(inputs: list[str]) -> list[Path]:
 def _check_stems(images: list[Path]) -> None:
     seen: dict[str, Path] = {}
     for path in images:
-        if path.stem in seen:
+        stem = input_stem(path)
+        if stem in seen:
             raise ConfigError(
-                f"inputs {seen[path.stem]} and {path} would both write {path.stem}.png; "
+                f"inputs {seen[stem]} and {path} would both write outputs named {stem}.*; "
                 "predict them into different --out folders"
             )
-        seen[path.stem] = path
+        seen[stem] = path
 
 
 def _video_target(video: Path, out: Path) -> Path:
@@ -110,13 +134,32 @@ def predict(
     min_object_size: Annotated[int, typer.Option(help="Relabel objects smaller than this (pixels).")] = 0,
     fill_holes: Annotated[int, typer.Option(help="Fill enclosed holes smaller than this (pixels).")] = 0,
     threshold: Annotated[float | None, typer.Option(help="Binary models: class 1 where p1 >= this.")] = None,
-    batch: Annotated[int, typer.Option(help="Video frames per forward pass.")] = DEFAULT_FRAME_BATCH,
+    batch: Annotated[
+        int, typer.Option(help="Video frames or volume slices per forward pass.")
+    ] = DEFAULT_FRAME_BATCH,
     server: Annotated[
         str | None, typer.Option(help="Send images to a running `segflow serve` at this URL instead.")
     ] = None,
     api_key: Annotated[
         str | None, typer.Option(envvar="SEGFLOW_API_KEY", help="API key for --server.")
     ] = None,
+    as_kind: Annotated[
+        str | None,
+        typer.Option("--as", help="Force the input path: image, slide, geo or volume (default: per file)."),
+    ] = None,
+    mpp: Annotated[
+        float | None, typer.Option(help="Whole slides: target microns per pixel (picks the pyramid level).")
+    ] = None,
+    vectorize: Annotated[
+        str | None,
+        typer.Option(help="GeoTIFFs: also write polygons, geojson or gpkg (slides always get GeoJSON)."),
+    ] = None,
+    min_area: Annotated[
+        float, typer.Option(help="Drop polygons smaller than this (map units^2; slides: um^2).")
+    ] = 0.0,
+    volume_output: Annotated[
+        str, typer.Option(help="Volumes: nifti, or seg (also a DICOM SEG for DICOM input).")
+    ] = "nifti",
     overwrite: Annotated[
         bool,
         typer.Option(
@@ -131,11 +174,16 @@ def predict(
         ),
     ] = False,
 ) -> None:
-    """Segment images (any size: large TIFFs are streamed) or videos with a trained model.
+    """Segment images (any size: large TIFFs are streamed), videos, volumes, slides or rasters.
 
     Each image gives <stem>.png, an 8-bit palette PNG of class indices with the model's
     colours and the input's size (<stem>.tif, a tiled BigTIFF, above 8192x8192 pixels).
     A video gives <stem>.mp4 (or the --out .mp4 file) at the source frame rate and size.
+    A volume (NIfTI, DICOM file or series folder) gives <case>.nii.gz with the source's
+    affine; a whole slide (.svs, .ndpi, .mrxs, or a pyramidal TIFF with --mpp) gives
+    <stem>.ome.tif and <stem>.geojson; a GeoTIFF gives <stem>.tif with its CRS and transform.
+    docs/medical.md, docs/pathology.md and docs/geospatial.md describe each; --as overrides
+    the choice (segflow.domains.route).
     --out also gets predictions.json, listing the model, the options and each finished input
     with its SHA-256 and outputs. A non-empty --out is refused unless --overwrite or --resume.
     """
@@ -144,6 +192,8 @@ def predict(
         return
     if not inputs:
         raise ConfigError("give at least one INPUT after the model: segflow predict MODEL INPUT... --out DIR")
+    if as_kind is not None and as_kind not in INPUT_KINDS:
+        raise ConfigError(f"--as {as_kind!r} is not an input kind; choose one of {', '.join(INPUT_KINDS)}")
     source = parse_model_source(model, accept=("file",), command="predict", check_exists=False)
     model_path = source.path or Path(model)
     options = InferenceOptions(
@@ -157,6 +207,11 @@ def predict(
         batch=batch,
         probs=probs,
         overlay=overlay,
+        input_kind=as_kind,
+        mpp=mpp,
+        vectorize=vectorize,
+        min_area=min_area,
+        volume_output=volume_output,
     )
     files = expand_inputs(inputs)
     videos = [p for p in files if is_video(p)]
@@ -217,7 +272,7 @@ def _run(
         files_task = progress.add_task("files", total=len(images) + len(videos))
         tiles = RichTileProgress(progress)
         for path in [*images, *videos]:
-            digest = file_sha256(path) if manifest is not None else ""
+            digest = input_sha256(path) if manifest is not None else ""
             if manifest is not None and manifest.is_finished(path, digest):
                 progress.advance(files_task)
                 continue
@@ -232,7 +287,7 @@ def _run(
                 )
                 written, frames, done_videos = [result.path], frames + result.frames, done_videos + 1
             else:
-                written = predict_file(predictor, path, out, options.overlay, options.probs, tiles)
+                written = _predict_input(predictor, path, out, tiles)
                 done_images += 1
             if manifest is not None:
                 manifest.record(path, digest, written)
@@ -241,6 +296,56 @@ def _run(
     if skipped:
         console.print(f"--resume: skipped {skipped} input(s) already finished in {out}", highlight=False)
     return console, done_images, done_videos, frames, time.perf_counter() - started
+
+
+def _predict_input(predictor: Predictor, path: Path, out: Path, tiles: RichTileProgress) -> list[Path]:
+    """One non-video input through the path :func:`segflow.domains.route.input_kind` chooses."""
+    options = predictor.options
+    data = predictor.meta.data
+    slide_model = data is not None and data.format == "wsi"
+    kind = input_kind(path, as_kind=options.input_kind, mpp=options.mpp, slide_model=slide_model)
+    if kind == "volume":
+        from segflow.domains.medical.predict import predict_volume
+
+        return predict_volume(predictor, path, out, output=options.volume_output, progress=tiles)
+    if kind == "slide":
+        from segflow.domains.wsi.predict import predict_slide
+
+        if options.vectorize == "gpkg":
+            raise ConfigError(
+                f"{path}: slides get GeoJSON contours (<stem>.geojson, QuPath's format); --vectorize gpkg "
+                "is for GeoTIFFs: leave it out"
+            )
+        return predict_slide(predictor, path, out, mpp=options.mpp, min_area=options.min_area, progress=tiles)
+    if kind == "geo":
+        from segflow.domains.geo.predict import predict_raster
+
+        return predict_raster(
+            predictor, path, out, vectorize=options.vectorize, min_area=options.min_area, progress=tiles
+        )
+    _refuse_domain_model(predictor, path)
+    return predict_file(predictor, path, out, options.overlay, options.probs, tiles)
+
+
+def _refuse_domain_model(predictor: Predictor, path: Path) -> None:
+    """A model that reads raw values through an intensity policy (HU, reflectance) or stacks
+    neighbouring slices (2.5-D) cannot take a plain image: its pixels would mean something else."""
+    from segflow.domains.medical.predict import model_context
+
+    meta = predictor.meta
+    context = model_context(meta)
+    if meta.intensity is None and not context:
+        return
+    trained = meta.data.format if meta.data is not None else None
+    if trained == "geotiff":
+        what, kind = "a GeoTIFF (its bands in raw units, through the model's band stretch)", "geo"
+    else:
+        reads = f"{2 * context + 1} neighbouring slices" if context else "values in HU through its window"
+        what, kind = f"a NIfTI or DICOM volume (it reads {reads})", "volume"
+    raise ConfigError(
+        f"{path}: this model was trained on {trained or 'volume or raster'} data; give it {what}, "
+        f"or force that path for this file with --as {kind}"
+    )
 
 
 def _check_video_file_target(
@@ -278,7 +383,7 @@ def _predict_via_server(
     started = time.perf_counter()
     try:
         for path in files:
-            digest = file_sha256(path)
+            digest = input_sha256(path)
             if not manifest.is_finished(path, digest):
                 written = predict_via_server(url, [path], out, overlay=overlay, api_key=api_key)
                 manifest.record(path, digest, written)

@@ -24,7 +24,7 @@ from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
-from segflow.data.io import read_image, size_mismatch_message
+from segflow.data.io import size_mismatch_message
 from segflow.data.labels import LabelRules, lossy_mask_message
 from segflow.data.readers import Reader, Sample, create_reader
 from segflow.data.spec import DataSpec, load_data_spec
@@ -246,7 +246,12 @@ def _check_split(
         results = list(pool.map(lambda s: _inspect_sample(reader, s, rules), listing.samples))
     unmapped: dict[int, tuple[int, list[Path]]] = {}
     for sample, result in zip(listing.samples, results, strict=True):
-        report.errors.extend(f"split {split!r}: {message}" for message in result.errors)
+        # one line per message: the slices, tiles or windows of one broken file share theirs
+        report.errors.extend(
+            line
+            for line in dict.fromkeys(f"split {split!r}: {message}" for message in result.errors)
+            if line not in report.errors
+        )
         _add_sample(stats, sample, result, unmapped)
     _report_unmapped(split, unmapped, rules, report)
     _report_mixed(split, listing.samples, results, report)
@@ -263,7 +268,7 @@ def _check_split(
 def _inspect_sample(reader: Reader, sample: Sample, rules: LabelRules) -> SampleResult:
     result = SampleResult()
     try:
-        image = read_image(sample.image_path)
+        image = reader.read_image(sample)
         result.image_shape, result.dtype = image.shape, str(image.dtype)
     except DataError as err:
         result.errors.append(str(err))

@@ -9,7 +9,7 @@ from typing import Any
 import numpy as np
 from torch.utils.data import Dataset
 
-from segflow.data.io import max_value_for, read_image, size_mismatch_message
+from segflow.data.io import max_value_for, size_mismatch_message
 from segflow.data.labels import LabelRules
 from segflow.data.readers import DATASETS, Reader, Sample, create_reader
 from segflow.data.spec import DataSpec, load_data_spec
@@ -85,7 +85,7 @@ class SegmentationDataset(Dataset):  # type: ignore[type-arg]
 
     def load_image(self, index: int) -> np.ndarray:
         """Image ``(H, W, C)`` uint8/uint16 of sample ``index``."""
-        return read_image(self.samples[index].image_path)
+        return self.reader.read_image(self.samples[index])
 
     def load_mask(self, index: int) -> np.ndarray:
         """Label mask ``(H, W)`` int64 of sample ``index``: class indices and ``ignore_index``.

@@ -30,6 +30,7 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from segflow.constants import IGNORE_INDEX
+from segflow.domains.intensity import IntensityPolicy
 from segflow.errors import ConfigError, describe_validation_error
 from segflow.yaml_io import read_yaml
 
@@ -64,6 +65,9 @@ class DataSpec(BaseModel):
         split_lists: Split name -> list file of image paths relative to ``root`` (one per
             line, as ``segflow data split`` writes them). When given, these are the splits:
             each takes its images from the format's own splits merged.
+        intensity: How raw values (HU, reflectance) become model pixels, for the volume and
+            raster formats (:class:`segflow.domains.intensity.IntensityPolicy`); stored in
+            the checkpoint and applied by ``predict`` and ``serve``.
     """
 
     model_config = ConfigDict(extra="forbid", frozen=True)
@@ -79,6 +83,7 @@ class DataSpec(BaseModel):
     skip_degenerate: bool = False
     unlabelled: Literal["background", "ignore"] = "background"
     split_lists: dict[str, Path] = Field(default_factory=dict)
+    intensity: IntensityPolicy | None = None
 
     @field_validator("classes")
     @classmethod

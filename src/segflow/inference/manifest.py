@@ -48,7 +48,20 @@ FORMAT_VERSION = 1
 FLUSH_INTERVAL_S = 1.0
 """Longest time a finished input waits before the manifest on disk lists it."""
 HASH_CHUNK_BYTES = 1 << 20
-OUTPUT_SUFFIXES = (".png", ".tif", "_overlay.png", "_probs.npy", ".mp4")
+OUTPUT_SUFFIXES = (
+    ".png",
+    ".tif",
+    "_overlay.png",
+    "_probs.npy",
+    ".mp4",
+    # domain inputs (segflow.domains): volumes, whole slides, rasters
+    ".nii.gz",
+    "_seg.dcm",
+    "_summary.json",
+    ".ome.tif",
+    ".geojson",
+    ".gpkg",
+)
 """Names ``<stem><suffix>`` segflow predict writes for an input (see segflow.inference.streaming)."""
 PARTIAL_MARK = ".partial-"
 """Part of the temporary names of :func:`segflow.io_utils.atomic_write` (left by a killed run)."""
@@ -61,6 +74,29 @@ def file_sha256(path: str | Path) -> str:
         while chunk := handle.read(HASH_CHUNK_BYTES):
             digest.update(chunk)
     return digest.hexdigest()
+
+
+def input_sha256(path: str | Path) -> str:
+    """Hex SHA-256 of an input: a file's bytes, or for a folder (a DICOM series) the hash of
+    its files' relative names and hashes, in name order."""
+    path = Path(path)
+    if not path.is_dir():
+        return file_sha256(path)
+    digest = hashlib.sha256()
+    for child in sorted(p for p in path.rglob("*") if p.is_file()):
+        digest.update(f"{child.relative_to(path).as_posix()}\0{file_sha256(child)}\n".encode())
+    return digest.hexdigest()
+
+
+def input_stem(path: str | Path) -> str:
+    """The name outputs of ``path`` start with: the file name without its suffix (both suffixes
+    of ``.nii.gz``; a folder's whole name)."""
+    path = Path(path)
+    if path.name.lower().endswith(".nii.gz"):
+        return path.name[: -len(".nii.gz")]
+    if path.name.lower().endswith(".ome.tif"):
+        return path.name[: -len(".ome.tif")]
+    return path.name if path.is_dir() else path.stem
 
 
 def model_record(model: str | Path, backend: str | None = None) -> dict[str, Any]:
@@ -281,7 +317,7 @@ class PredictionManifest:
 
 def planned_outputs(inputs: Iterable[Path]) -> set[str]:
     """Names segflow predict may write in its folder for ``inputs`` (``<stem><suffix>``)."""
-    return {f"{Path(path).stem}{suffix}" for path in inputs for suffix in OUTPUT_SUFFIXES}
+    return {f"{input_stem(path)}{suffix}" for path in inputs for suffix in OUTPUT_SUFFIXES}
 
 
 def open_prediction_dir(

@@ -51,9 +51,15 @@ DEFAULT_OVERLAP = 0.25
 DEFAULT_FRAME_BATCH = 8
 """Video frames per forward pass."""
 MAX_FRAME_BATCH = 256
+INPUT_KINDS = ("image", "slide", "geo", "volume")
+"""Input paths (``segflow.domains.route``): ``input_kind`` overrides the route's choice."""
+MAX_MPP = 1000.0
+"""Largest target resolution in microns per pixel (a 1 mm pixel is coarser than any slide level)."""
+VECTOR_FORMATS = ("geojson", "gpkg")
+VOLUME_OUTPUTS = ("nifti", "seg")
 PERFORMANCE_FIELDS = frozenset({"tile_batch", "batch"})
 """Fields that change speed and memory but not the predicted labels or probabilities."""
-OUTPUT_FIELDS = frozenset({"probs", "overlay"})
+OUTPUT_FIELDS = frozenset({"probs", "overlay", "vectorize", "min_area", "volume_output"})
 """Fields that choose which files/fields are produced, not how pixels are predicted."""
 
 
@@ -125,6 +131,17 @@ class InferenceOptions(BaseModel):
         probs: Also produce the ``(K, H, W)`` probabilities (``<stem>_probs.npy`` files,
             per-class confidences in the service).
         overlay: Also produce the colour overlay (``<stem>_overlay.png``, overlaid video).
+        input_kind: ``image``, ``slide``, ``geo`` or ``volume`` forces the path every input
+            takes (``--as``); None lets :func:`segflow.domains.route.input_kind` choose.
+        mpp: Whole slides: target resolution in microns per pixel, in ``(0, 1000]``; the
+            nearest pyramid level at least that fine is read and resampled to it. None
+            reads level 0 as it is. With it, a pyramidal TIFF takes the slide path.
+        vectorize: Rasters and slides: also write class polygons, ``geojson`` or ``gpkg``
+            (GeoPackage; rasters only).
+        min_area: Polygons smaller than this are dropped (map units squared for rasters,
+            square microns for slides); ``>= 0``.
+        volume_output: Volumes: ``nifti`` (``<case>.nii.gz``) or ``seg`` (also a DICOM SEG
+            for a DICOM source).
     """
 
     model_config = ConfigDict(frozen=True, extra="forbid", arbitrary_types_allowed=True)
@@ -141,6 +158,11 @@ class InferenceOptions(BaseModel):
     batch: int = DEFAULT_FRAME_BATCH
     probs: bool = False
     overlay: bool = False
+    input_kind: Literal["image", "slide", "geo", "volume"] | None = None
+    mpp: float | None = None
+    vectorize: Literal["geojson", "gpkg"] | None = None
+    min_area: float = 0.0
+    volume_output: Literal["nifti", "seg"] = "nifti"
 
     def __init__(self, **fields: Any) -> None:
         """Validates ``fields``; raises :class:`InferenceError` (one line) on a bad value."""
@@ -195,6 +217,31 @@ class InferenceOptions(BaseModel):
     @classmethod
     def _batch(cls, value: Any) -> int:
         return _integer("batch", value, 1, MAX_FRAME_BATCH)
+
+    @field_validator("input_kind", mode="before")
+    @classmethod
+    def _input_kind(cls, value: Any) -> str | None:
+        return None if value is None else _choice("input_kind", value, INPUT_KINDS)
+
+    @field_validator("mpp", mode="before")
+    @classmethod
+    def _mpp(cls, value: Any) -> float | None:
+        return None if value is None else _number("mpp", value, 0.0, MAX_MPP, "(]")
+
+    @field_validator("vectorize", mode="before")
+    @classmethod
+    def _vectorize(cls, value: Any) -> str | None:
+        return None if value is None else _choice("vectorize", value, VECTOR_FORMATS)
+
+    @field_validator("min_area", mode="before")
+    @classmethod
+    def _min_area(cls, value: Any) -> float:
+        return _number("min_area", value, 0.0, float(MAX_AREA_PX) ** 2, "[]")
+
+    @field_validator("volume_output", mode="before")
+    @classmethod
+    def _volume_output(cls, value: Any) -> str:
+        return _choice("volume_output", value, VOLUME_OUTPUTS)
 
     # --- derived views ----------------------------------------------------------------
 

@@ -72,7 +72,7 @@ def write_report(metrics: dict[str, Any], out_dir: Path) -> None:
     out_dir.mkdir(parents=True, exist_ok=True)
     save_metrics_json(out_dir / "metrics.json", metrics)
     with atomic_write(out_dir / "metrics.md") as tmp:
-        tmp.write_text(render_markdown(metrics))
+        tmp.write_text(render_markdown(metrics) + volume_markdown(metrics))
     names = list(metrics["per_class"])
     plot_confusion(np.asarray(metrics["confusion_matrix"]), names, out_dir / "confusion.png")
     plot_per_class_iou(metrics["per_class"], out_dir / "per_class_iou.png")
@@ -166,13 +166,17 @@ def evaluate_model(
     check_data_match(predictor.meta, summary, str(model), warn or _warn)
     overlap = _train_overlap(predictor.meta, dataset, warn or _warn)
     views = predictor.tta  # resolved by the Predictor ("checkpoint" -> the stored views)
+    volumes = VolumeScores.of(dataset)
+    pairs = _model_pairs(Path(model), predictor, dataset)
     metrics = score_pairs(
-        _model_pairs(Path(model), predictor, dataset),
+        pairs if volumes is None else volumes.collect(zip(dataset.samples, pairs, strict=True)),
         len(classes),
         dataset.labels.ignore_index,
         classes,
         boundary_tolerance,
     )
+    if volumes is not None:
+        metrics.update(volumes.results())
     metrics["tta"] = None if views is None else {**asdict(views), "scales": list(views.scales)}
     metrics["train_overlap"] = overlap
     if out_dir is not None:
@@ -202,8 +206,12 @@ def evaluate_predictions(
 ) -> dict[str, Any]:
     """Scores existing index-PNG masks (same stems as the split's images) with no model.
 
+    For a volume dataset (``format: nifti`` / ``dicom``) the predictions are label volumes
+    ``<case>.nii.gz`` (or ``.nii``), matched by case name, scored per slice and per volume
+    (``per_volume`` and ``per_volume_mean`` in the metrics; see :class:`VolumeScores`).
+
     Args:
-        predictions: Folder of ``<sample name>.png`` class-index masks.
+        predictions: Folder of ``<sample name>.png`` class-index masks (volumes: ``<case>.nii.gz``).
         spec: The dataset (ground truth and label rules).
         split: Split name.
         out_dir: Where to write the report; None writes nothing.
@@ -220,9 +228,225 @@ def evaluate_predictions(
     dataset = create_dataset(spec, split)
     require_labelled_pixel(dataset.reader, split, dataset.samples)
     classes = list(dataset.classes)
-    metrics = score_pairs(
-        _folder_pairs(folder, dataset), len(classes), dataset.labels.ignore_index, classes, boundary_tolerance
-    )
+    volumes = VolumeScores.of(dataset)
+    if volumes is None:
+        pairs = _folder_pairs(folder, dataset)
+    else:
+        pairs = volumes.collect(_volume_pairs(folder, dataset))
+    metrics = score_pairs(pairs, len(classes), dataset.labels.ignore_index, classes, boundary_tolerance)
+    if volumes is not None:
+        metrics.update(volumes.results())
     if out_dir is not None:
         write_report(metrics, Path(out_dir))
     return metrics
+
+
+# --- volumes (format: nifti / dicom) ---------------------------------------------------------
+
+VOLUME_FORMATS = ("nifti", "dicom")
+"""Dataset formats whose samples are slices of volumes (scored per volume as well)."""
+VOLUME_KEYS = ("dice", "iou", "hd95_mm", "assd_mm")
+"""Per-volume metrics of each foreground class."""
+
+
+def _nanmean(values: list[float]) -> float:
+    finite = [v for v in values if not np.isnan(v)]
+    return float(np.mean(finite)) if finite else float("nan")
+
+
+def volume_class_scores(pred: np.ndarray, gt: np.ndarray, spacing: Any) -> dict[str, float | int]:
+    """Dice, IoU, ``hd95_mm`` and ``assd_mm`` of one class in one volume.
+
+    Args:
+        pred: ``(X, Y, Z)`` bool, voxels predicted as the class (ignored voxels already False).
+        gt: ``(X, Y, Z)`` bool, ground-truth voxels of the class (ignored voxels False).
+        spacing: Voxel size in mm per axis.
+
+    Returns:
+        ``dice`` = 2|P&G| / (|P| + |G|) and ``iou`` = |P&G| / |P|G| (NaN when both are empty;
+        0 when only one is), ``hd95_mm`` / ``assd_mm`` from
+        :func:`segflow.domains.medical.surface.surface_metrics` (NaN when either is empty),
+        and the voxel counts ``pred_voxels`` / ``gt_voxels``.
+    """
+    from segflow.domains.medical.surface import surface_metrics
+
+    inter = int(np.count_nonzero(pred & gt))
+    n_pred, n_gt = int(np.count_nonzero(pred)), int(np.count_nonzero(gt))
+    union = n_pred + n_gt - inter
+    nan = float("nan")
+    return {
+        "dice": 2 * inter / (n_pred + n_gt) if n_pred + n_gt else nan,
+        "iou": inter / union if union else nan,
+        **surface_metrics(pred, gt, spacing),
+        "pred_voxels": n_pred,
+        "gt_voxels": n_gt,
+    }
+
+
+class VolumeScores:
+    """Per-volume metrics of a volume dataset, collected while its slices are scored.
+
+    Each case's slices (samples ``<case>/z<k>``, in order) are stacked back into the RAS label
+    volume and scored per foreground class (classes ``1..K-1`` that are scored; class 0 is the
+    background, left out as MONAI's ``include_background=False`` does) with
+    :func:`volume_class_scores`, in mm through the mask volume's spacing. Voxels labelled
+    ``ignore_index`` count for neither prediction nor ground truth.
+
+    ``results()`` gives ``per_volume`` (one entry per case: ``case``, ``spacing_mm``,
+    ``per_class`` {name: scores}, and the mean over classes of each of :data:`VOLUME_KEYS`)
+    and ``per_volume_mean`` (per class: the mean over volumes, NaN skipped, with
+    ``volumes`` = how many volumes gave a surface distance; overall: the mean of the class
+    means).
+    """
+
+    def __init__(self, dataset: Any) -> None:
+        self.reader = dataset.reader
+        self.ignore_index = int(dataset.labels.ignore_index)
+        scored = dataset.labels.scored
+        self.classes = [(i, name) for i, name in enumerate(dataset.classes) if i > 0 and scored[i]]
+        self.per_volume: list[dict[str, Any]] = []
+        self._case: Any = None
+        self._sample: Any = None
+        self._slices: dict[int, tuple[np.ndarray, np.ndarray]] = {}
+
+    @classmethod
+    def of(cls, dataset: Any) -> VolumeScores | None:
+        """A collector for a volume dataset, ``None`` for any other."""
+        return cls(dataset) if dataset.reader.format_name in VOLUME_FORMATS else None
+
+    def collect(
+        self, items: Iterator[tuple[Any, tuple[np.ndarray, np.ndarray]]]
+    ) -> Iterator[tuple[np.ndarray, np.ndarray]]:
+        """Passes ``(sample, (pred, gt))`` items on as ``(pred, gt)`` pairs, scoring each case
+        once its slices are through."""
+        for sample, (pred, gt) in items:
+            case = self.reader.case(sample).name
+            if self._case is not None and case != self._case:
+                self._finish()
+            self._case, self._sample = case, sample
+            self._slices[int(sample.key)] = (np.asarray(pred), np.asarray(gt))
+            yield pred, gt
+        if self._case is not None:
+            self._finish()
+
+    def _finish(self) -> None:
+        sample, slices = self._sample, self._slices
+        self._case, self._sample, self._slices = None, None, {}
+        from segflow.domains.medical.volume import stack_slices
+
+        volume = self.reader.mask_volume(sample.mask_path)
+        depth = volume.shape[2]
+        name = self.reader.case(sample).name
+        if sorted(slices) != list(range(depth)):
+            skipped = f"only {len(slices)} of {depth} slices in the split"
+            self.per_volume.append({"case": name, "skipped": skipped})
+            return
+        pred = stack_slices([slices[z][0] for z in range(depth)])
+        gt = stack_slices([slices[z][1] for z in range(depth)])
+        valid = gt != self.ignore_index
+        spacing = [float(v) for v in volume.spacing]
+        per_class = {
+            label: volume_class_scores((pred == index) & valid, (gt == index) & valid, spacing)
+            for index, label in self.classes
+        }
+        entry: dict[str, Any] = {"case": name, "spacing_mm": spacing, "per_class": per_class}
+        entry.update({key: _nanmean([float(s[key]) for s in per_class.values()]) for key in VOLUME_KEYS})
+        self.per_volume.append(entry)
+
+    def results(self) -> dict[str, Any]:
+        """``{"per_volume": [...], "per_volume_mean": {...}}`` (see the class docstring)."""
+        scored = [v for v in self.per_volume if "per_class" in v]
+        per_class: dict[str, dict[str, Any]] = {}
+        for _, label in self.classes:
+            values = {key: [float(v["per_class"][label][key]) for v in scored] for key in VOLUME_KEYS}
+            per_class[label] = {key: _nanmean(vals) for key, vals in values.items()}
+            per_class[label]["volumes"] = int(sum(not np.isnan(x) for x in values["hd95_mm"]))
+        mean: dict[str, Any] = {key: _nanmean([c[key] for c in per_class.values()]) for key in VOLUME_KEYS}
+        mean.update({"volumes": len(scored), "per_class": per_class})
+        return {"per_volume": self.per_volume, "per_volume_mean": mean}
+
+
+def _volume_pairs(folder: Path, dataset: Any) -> Iterator[tuple[Any, tuple[np.ndarray, np.ndarray]]]:
+    """``(sample, (pred slice, gt slice))`` from prediction volumes ``<case>.nii[.gz]`` in ``folder``.
+
+    Raises:
+        DataError: A case without prediction, a prediction on another voxel grid than its
+            ground truth, or a value that is no class (each names the file).
+    """
+    from segflow.domains.medical.volume import slice_stack
+
+    reader = dataset.reader
+    cases = list(dict.fromkeys(reader.case(s).name for s in dataset.samples))
+    found = {case: _prediction_volume(folder, case) for case in cases}
+    missing = [case for case, path in found.items() if path is None]
+    if missing:
+        raise DataError(
+            f"{folder}: no prediction for {len(missing)} volume(s) of the split, e.g. "
+            f"{missing[0]}.nii.gz; predictions must be label volumes named like the cases (<case>.nii.gz)"
+        )
+    current: tuple[str, np.ndarray] | None = None
+    for index, sample in enumerate(dataset.samples):
+        case = reader.case(sample).name
+        if current is None or current[0] != case:
+            current = (case, _read_prediction(found[case], sample, reader, len(dataset.classes)))
+        pred = slice_stack(current[1], int(sample.key), 0)[..., 0]
+        yield sample, (pred, dataset.load_mask(index))
+
+
+def _prediction_volume(folder: Path, case: str) -> Path | None:
+    for suffix in (".nii.gz", ".nii"):
+        if (folder / f"{case}{suffix}").is_file():
+            return folder / f"{case}{suffix}"
+    return None
+
+
+def _read_prediction(path: Any, sample: Any, reader: Any, num_classes: int) -> np.ndarray:
+    """The prediction volume in RAS order (uint16 class indices), checked against the mask's grid."""
+    from segflow.domains.medical.nifti import read_nifti
+    from segflow.domains.medical.reader import AFFINE_ATOL_MM, mask_values
+    from segflow.domains.medical.volume import to_ras
+
+    truth = reader.mask_volume(sample.mask_path)
+    pred = to_ras(read_nifti(path))
+    if pred.shape != truth.shape or not np.allclose(pred.affine, truth.affine, rtol=0, atol=AFFINE_ATOL_MM):
+        raise DataError(
+            f"{path}: prediction grid {pred.shape} (spacing {np.round(pred.spacing, 4).tolist()} mm) "
+            f"differs from the ground truth {sample.mask_path} {truth.shape} (spacing "
+            f"{np.round(truth.spacing, 4).tolist()} mm) or its affine; predictions must keep the "
+            "image's shape and affine"
+        )
+    labels = mask_values(pred.data, path)
+    if labels.size and int(labels.max()) >= num_classes:
+        value = int(labels.max())
+        raise DataError(
+            f"{path}: prediction value {value} ({int((labels == value).sum())} voxels) is not a class "
+            f"0..{num_classes - 1}; predictions must hold this dataset's class indices"
+        )
+    return labels
+
+
+def volume_markdown(metrics: dict[str, Any]) -> str:
+    """``metrics.md``'s per-volume section (empty without ``per_volume``)."""
+    from segflow.metrics.report import markdown_escape
+
+    volumes = metrics.get("per_volume")
+    if not volumes:
+        return ""
+
+    def cell(value: Any) -> str:
+        missing = value is None or (isinstance(value, float) and np.isnan(value))
+        return "n/a" if missing else f"{value:.4f}"
+
+    lines = ["", "## Per volume", "", "| volume | Dice | IoU | HD95 (mm) | ASSD (mm) |"]
+    lines.append("|---|---|---|---|---|")
+    for entry in volumes:
+        name = markdown_escape(entry["case"])
+        if "skipped" in entry:
+            lines.append(f"| {name} | {markdown_escape(entry['skipped'])} | | | |")
+        else:
+            lines.append(f"| {name} | " + " | ".join(cell(entry[k]) for k in VOLUME_KEYS) + " |")
+    mean = metrics.get("per_volume_mean") or {}
+    lines.append("| **mean of class means** | " + " | ".join(cell(mean.get(k)) for k in VOLUME_KEYS) + " |")
+    note = "Foreground classes only; HD95 and ASSD are n/a where a prediction or ground truth is empty."
+    lines += ["", note, ""]
+    return "\n".join(lines)

@@ -60,6 +60,16 @@ UNPAIRED_DATA_OPTIONS = ("cache_dir", "num_images")
 """Data options that do not change what an image looks like (where files are cached, how many
 are drawn per split; the shapes generator seeds each image by split and index), so they are
 not compared when a model is scored on a data spec."""
+SAMPLING_OPTIONS: dict[str, tuple[str, ...]] = {
+    "geotiff": ("window", "windows_per_raster", "sampling", "seed"),
+    "wsi": ("tile", "tiles_per_slide", "sampling", "seed", "balance"),
+    "nifti": ("cache_volumes",),
+    "dicom": ("cache_volumes",),
+}
+"""Per format, options that choose which windows, tiles or slices are drawn (or how many
+volumes stay in memory), not what a pixel looks like: like :data:`UNPAIRED_DATA_OPTIONS`, not
+stored or compared. What shapes the pixels stays (``bands``, ``reproject``, ``mpp``,
+``context``, ``annotations``)."""
 
 
 class _Meta(BaseModel):
@@ -128,6 +138,8 @@ class DataSummary(_Meta):
         mask_values: The spec's stored-value -> class mapping (JSON keys), or None.
         options: Format options that shape the images (for ``shapes``, the generator's
             ``size``, ``seed``, ``radius``); paths and split sizes are left out.
+        intensity: The spec's intensity policy (raw values -> model pixels) as JSON, or None;
+            ``segflow.domains.intensity.IntensityPolicy.from_meta`` reads it back.
     """
 
     format: str | None = None
@@ -136,18 +148,20 @@ class DataSummary(_Meta):
     in_channels: int | None = None
     mask_values: dict[str, int] | None = None
     options: dict[str, Any] = Field(default_factory=dict)
+    intensity: dict[str, Any] | None = None
 
     @staticmethod
     def effective_options(fmt: str | None, options: Mapping[str, Any]) -> dict[str, Any]:
         """The options with the format's defaults filled in (so ``seed`` absent equals ``seed: 0``),
-        minus those that do not shape the images (:data:`UNPAIRED_DATA_OPTIONS`)."""
+        minus those that do not shape the images (:data:`UNPAIRED_DATA_OPTIONS`, :data:`SAMPLING_OPTIONS`)."""
         resolved = dict(options)
         if fmt == "shapes":  # the generator's defaults live with the generator
             from segflow.data.readers.shapes import shapes_settings
 
             with contextlib.suppress(ConfigError):  # else compared as written; data check reports it
                 resolved = {**resolved, **shapes_settings(resolved)}
-        return {str(k): v for k, v in resolved.items() if k not in UNPAIRED_DATA_OPTIONS}
+        unpaired = (*UNPAIRED_DATA_OPTIONS, *SAMPLING_OPTIONS.get(fmt or "", ()))
+        return {str(k): v for k, v in resolved.items() if k not in unpaired}
 
     @classmethod
     def describe(
@@ -158,9 +172,11 @@ class DataSummary(_Meta):
         in_channels: int | None,
         options: Mapping[str, Any],
         mask_values: Mapping[Any, int] | None = None,
+        intensity: Mapping[str, Any] | None = None,
     ) -> DataSummary:
         """The summary of a dataset (options that do not shape the images are dropped)."""
         return cls(
+            intensity=None if intensity is None else dict(intensity),
             format=fmt,
             classes=list(classes),
             ignore_index=ignore_index,
@@ -172,8 +188,9 @@ class DataSummary(_Meta):
     @classmethod
     def from_spec(cls, spec: DataSpec, classes: list[str], in_channels: int | None) -> DataSummary:
         """The summary of a loaded data spec and its dataset's classes and channels."""
+        intensity = None if spec.intensity is None else spec.intensity.to_dict()
         return cls.describe(
-            spec.format, classes, spec.ignore_index, in_channels, spec.options, spec.mask_values
+            spec.format, classes, spec.ignore_index, in_channels, spec.options, spec.mask_values, intensity
         )
 
     def differences(self, data: DataSummary) -> list[str]:
@@ -191,6 +208,8 @@ class DataSummary(_Meta):
                 found.append(f"{label}: model {mine!r}, data {theirs!r}")
         if self.format is not None and self.mask_values != data.mask_values:
             found.append(f"mask_values: model {_shown(self.mask_values)}, data {_shown(data.mask_values)}")
+        if self.format is not None and self.intensity != data.intensity:
+            found.append(f"intensity: model {_shown(self.intensity)}, data {_shown(data.intensity)}")
         if self.format == data.format:
             for key in sorted(set(self.options) | set(data.options)):
                 mine, theirs = self.options.get(key), data.options.get(key)
@@ -385,6 +404,11 @@ class CheckpointMeta(_Meta):
         if len(stored) >= self.num_classes:
             return [(int(r), int(g), int(b)) for r, g, b in stored[: self.num_classes]]
         return default_palette(self.num_classes)
+
+    @property
+    def intensity(self) -> dict[str, Any] | None:
+        """The intensity policy the model was trained with (``data.intensity``), or None."""
+        return None if self.data is None else self.data.intensity
 
     @property
     def max_value(self) -> float:

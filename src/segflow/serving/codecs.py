@@ -8,6 +8,13 @@ every inference input (:func:`segflow.inference.preprocess.model_channels`), so 
 server equals a mask from ``segflow predict`` for every image: 16-bit images are accepted and
 scaled as the model's ``normalization.max_value`` says, RGB(A) becomes grayscale by luminance
 for a 1-channel model (logged as a warning).
+
+A DICOM file (one slice, uncompressed or in a transfer syntax pydicom decodes) is read by
+pydicom with its rescale slope and intercept applied (HU for CT). A model trained with an
+intensity policy (``meta.data.intensity``: CT window, percentiles, z-score, band stretch) gets
+its upload's raw values through that same policy (:mod:`segflow.domains.intensity`), as
+``segflow predict`` applies it; percentile and z-score statistics are then those of the
+uploaded slice alone, since the service sees no volume.
 """
 
 from __future__ import annotations
@@ -16,13 +23,15 @@ import io
 import logging
 from collections.abc import Sequence
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import numpy as np
 from PIL import Image, UnidentifiedImageError
 from pycocotools import mask as coco_mask
 
-from segflow.errors import DataError, InferenceError
+from segflow.domains.intensity import IntensityPolicy
+from segflow.errors import ConfigError, DataError, InferenceError
 from segflow.inference.bands import read_encoded_image
 from segflow.inference.preprocess import model_channels
 from segflow.serving.errors import BadImage, PayloadTooLarge, UnsupportedImage
@@ -52,6 +61,8 @@ def open_lazily(data: bytes) -> Image.Image:
     """
     if not data:
         raise BadImage("the request carries no image: send the file as the body or as multipart field 'file'")
+    if is_dicom_bytes(data):
+        return _dicom_header(data)  # type: ignore[return-value]
     try:
         image = Image.open(io.BytesIO(data))
     except Image.DecompressionBombError as err:
@@ -62,7 +73,7 @@ def open_lazily(data: bytes) -> Image.Image:
             return tiff  # type: ignore[return-value]
         raise BadImage(
             f"the body ({len(data)} bytes) is not a decodable image ({type(err).__name__}: {err}); "
-            f"send a PNG, JPEG, TIFF, BMP, WebP or GIF file"
+            f"send a PNG, JPEG, TIFF, BMP, WebP or GIF file, or a DICOM slice"
         ) from None
     if image.format not in ACCEPTED_FORMATS:
         raise UnsupportedImage(
@@ -88,6 +99,106 @@ class TiffHeader:
         return None
 
 
+DICOM_PREAMBLE = 128
+DICOM_MAGIC = b"DICM"
+
+
+def is_dicom_bytes(data: bytes) -> bool:
+    """Whether ``data`` is a DICOM Part 10 file (``DICM`` after the 128-byte preamble)."""
+    return data[DICOM_PREAMBLE : DICOM_PREAMBLE + len(DICOM_MAGIC)] == DICOM_MAGIC
+
+
+def _dicom_dataset(data: bytes, pixels: bool) -> Any:
+    import pydicom
+    from pydicom.errors import InvalidDicomError
+
+    try:
+        return pydicom.dcmread(io.BytesIO(data), stop_before_pixels=not pixels)
+    except (InvalidDicomError, OSError, ValueError, EOFError, AttributeError) as err:
+        raise BadImage(f"the DICOM file ({len(data)} bytes) cannot be read: {err}") from None
+
+
+def _dicom_header(data: bytes) -> TiffHeader:
+    """Rows and columns of a DICOM slice from its header (no pixel data read)."""
+    dataset = _dicom_dataset(data, pixels=False)
+    rows, columns = dataset.get("Rows"), dataset.get("Columns")
+    if rows is None or columns is None:
+        raise UnsupportedImage(
+            "the DICOM file has no image (no Rows/Columns: truncated, or not an image object); "
+            "send an image slice"
+        )
+    if int(dataset.get("NumberOfFrames", 1) or 1) > 1:
+        raise UnsupportedImage(
+            "the DICOM file holds several frames (a volume); send one slice, or predict the volume "
+            "with `segflow predict MODEL FILE.dcm --out DIR`"
+        )
+    return TiffHeader((int(columns), int(rows)), "I;16", format="DICOM")
+
+
+@dataclass(frozen=True)
+class PixelOrder:
+    """How an upload's stored pixel grid maps to the layout the model reads (DICOM slices are
+    turned to the RAS slice layout of training, :func:`segflow.domains.medical.volume.ras_pixel_order`).
+
+    Attributes:
+        order: ``(H, W)`` int64: ``model_view.ravel() = stored.ravel()[order.ravel()]``.
+        stored_shape: ``(rows, columns)`` of the upload.
+    """
+
+    order: np.ndarray
+    stored_shape: tuple[int, int]
+
+    def to_stored(self, array: np.ndarray) -> np.ndarray:
+        """``(..., H, W)`` in the model's layout -> ``(..., rows, columns)`` on the upload's grid."""
+        flat = np.empty((*array.shape[:-2], self.order.size), dtype=array.dtype)
+        flat[..., self.order.ravel()] = array.reshape(*array.shape[:-2], -1)
+        return flat.reshape(*array.shape[:-2], *self.stored_shape)
+
+
+@dataclass(frozen=True)
+class Decoded:
+    """An upload ready for the model: ``image`` ``(H, W, C)`` and, where the model reads it in
+    another layout than it was stored (DICOM), the :class:`PixelOrder` that puts answers back."""
+
+    image: np.ndarray
+    pixel_order: PixelOrder | None = None
+
+
+def decode_dicom(data: bytes) -> tuple[np.ndarray, PixelOrder]:
+    """A single-slice DICOM file in its rescaled units (HU for CT), in the model's slice layout.
+
+    The slice is read as ``segflow predict`` reads a DICOM file
+    (:func:`segflow.domains.medical.dicom.read_dicom_file`: rescale slope and intercept, the
+    geometry of ImagePositionPatient / ImageOrientationPatient) and turned to the RAS layout
+    models are trained on, so the mask equals the one ``segflow predict`` writes for the file.
+
+    Returns:
+        ``(H, W, 1)`` float32 values and the :class:`PixelOrder` back to the stored grid.
+
+    Raises:
+        BadImage: Not readable, or its pixel data cannot be decoded.
+        UnsupportedImage: No geometry, colour, or not an axial slice.
+    """
+    import tempfile
+
+    from segflow.domains.medical.dicom import read_dicom_file
+    from segflow.domains.medical.volume import ras_pixel_order, slice_stack, to_ras
+
+    with tempfile.TemporaryDirectory(prefix="segflow-upload-") as folder:
+        path = Path(folder) / "upload.dcm"
+        path.write_bytes(data)
+        try:
+            volume = read_dicom_file(path)
+            order = ras_pixel_order(volume)
+        except DataError as err:
+            detail = str(err).replace(f"{path}: ", "")
+            if any(word in detail for word in CORRUPT_WORDS + ("cannot decode", "not a readable")):
+                raise BadImage(f"the DICOM file cannot be decoded: {detail}") from None
+            raise UnsupportedImage(f"the DICOM file is not accepted: {detail}") from None
+    columns, rows, _ = volume.shape
+    return slice_stack(to_ras(volume).data, 0), PixelOrder(order, (rows, columns))
+
+
 def _tiff_header(data: bytes) -> TiffHeader | None:
     """Width, height and a Pillow-like mode of a TIFF by tifffile (header only), else None."""
     if data[:4] not in (b"II*\x00", b"MM\x00*", b"II+\x00", b"MM\x00+"):
@@ -106,7 +217,24 @@ def _tiff_header(data: bytes) -> TiffHeader | None:
     return TiffHeader((width, height), mode)
 
 
-def decode_image(data: bytes, max_pixels: int, channels: int) -> np.ndarray:
+def decode_image(
+    data: bytes,
+    max_pixels: int,
+    channels: int,
+    intensity: IntensityPolicy | None = None,
+    slice_context: int = 0,
+) -> np.ndarray:
+    """The image of :func:`decode_upload` (a DICOM slice in the model's layout)."""
+    return decode_upload(data, max_pixels, channels, intensity, slice_context).image
+
+
+def decode_upload(
+    data: bytes,
+    max_pixels: int,
+    channels: int,
+    intensity: IntensityPolicy | None = None,
+    slice_context: int = 0,
+) -> Decoded:
     """Checks the header, then decodes ``data`` into the model's channel layout.
 
     The pixels are those ``segflow predict`` reads from the same file (EXIF orientation
@@ -117,9 +245,13 @@ def decode_image(data: bytes, max_pixels: int, channels: int) -> np.ndarray:
         data: Encoded image file.
         max_pixels: Largest accepted ``width * height``, checked before decoding.
         channels: Model input channels, one of 1, 3, 4.
+        intensity: The model's intensity policy; the decoded raw values go through it.
+        slice_context: The model's 2.5-D context K (it reads 2K + 1 neighbouring slices as
+            channels): an upload must then carry exactly ``channels`` channels, never adapted.
 
     Returns:
-        ``(H, W, channels)`` uint8 or uint16 array.
+        :class:`Decoded`: ``(H, W, channels)`` uint8 or uint16 image (a DICOM slice turned to
+        the model's slice layout, with the :class:`PixelOrder` that puts answers back).
 
     Raises:
         BadImage: Not an image, or truncated/corrupt pixel data.
@@ -131,6 +263,9 @@ def decode_image(data: bytes, max_pixels: int, channels: int) -> np.ndarray:
         width, height = header.size
         image_format, mode = str(header.format), str(header.mode)
     check_pixel_count(width, height, max_pixels)
+    if image_format == "DICOM":
+        values, order = decode_dicom(data)
+        return Decoded(_adapt(_intensity(values, intensity, "DICOM"), channels, slice_context), order)
     if mode in FLOAT_MODES:
         raise UnsupportedImage(
             f"image mode {mode} ({image_format}, floating point) is not accepted; segflow takes 8- or "
@@ -143,6 +278,32 @@ def decode_image(data: bytes, max_pixels: int, channels: int) -> np.ndarray:
         if any(word in str(err) for word in CORRUPT_WORDS):
             raise BadImage(f"{what} cannot be decoded: {err}") from None
         raise UnsupportedImage(f"{what} is not accepted: {err}") from None
+    return Decoded(_adapt(_intensity(pixels, intensity, image_format), channels, slice_context))
+
+
+def _intensity(pixels: np.ndarray, policy: IntensityPolicy | None, image_format: str) -> np.ndarray:
+    """Raw values through the model's intensity policy (unchanged without one)."""
+    if policy is None:
+        if image_format == "DICOM" and pixels.dtype != np.uint8:
+            raise UnsupportedImage(
+                "this model was trained without an intensity policy, so it cannot read DICOM values "
+                "(HU); send the image as PNG/TIFF, or train with 'intensity:' in the data YAML"
+            )
+        return pixels
+    try:
+        return policy.apply(pixels)
+    except ConfigError as err:
+        what = f"the {image_format} image does not fit the model's intensity policy"
+        raise UnsupportedImage(f"{what}: {err}") from None
+
+
+def _adapt(pixels: np.ndarray, channels: int, slice_context: int = 0) -> np.ndarray:
+    if slice_context and pixels.shape[2] != channels:
+        raise UnsupportedImage(
+            f"this model reads {channels} neighbouring slices as channels (2.5-D, context {slice_context}); "
+            f"send a {channels}-channel image of consecutive slices, or segment the whole volume with "
+            "`segflow predict MODEL VOLUME --out DIR`"
+        )
     try:
         adapted, note = model_channels(pixels, channels, UPLOAD_NAME)
     except InferenceError as err:

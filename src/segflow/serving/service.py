@@ -12,6 +12,8 @@ from typing import Any
 import numpy as np
 from prometheus_client import Gauge
 
+from segflow.domains.intensity import IntensityPolicy
+from segflow.domains.medical.predict import model_context
 from segflow.errors import ConfigError, InferenceError
 from segflow.inference.options import InferenceOptions
 from segflow.models.meta import TTA_FROM_CHECKPOINT, CheckpointMeta
@@ -88,6 +90,8 @@ class Service:
         self.classes = list(predictor.classes)
         self.palette: list[Color] = [(int(r), int(g), int(b)) for r, g, b in predictor.palette]
         self.channels = self.meta.in_channels
+        self.intensity = IntensityPolicy.from_meta(self.meta)
+        self.slice_context = model_context(self.meta)
         self.model_id = model_id(settings.model)
         self.pool = memory_pool(settings, process_rss() if baseline_rss is None else baseline_rss)
         self.cost = CostModel(
@@ -244,6 +248,8 @@ class Service:
             "palette": [list(colour) for colour in self.palette],
             "ignore_index": self.meta.ignore_index,
             "input_policy": self.meta.input_policy.model_dump(mode="json"),
+            "intensity": self.meta.intensity,
+            "slice_context": self.slice_context,
             "class_distribution": self.meta.class_distribution,
             "limits": {
                 "max_upload_mb": self.settings.max_upload_mb,

@@ -4,6 +4,7 @@ curves, sample pictures and a model card."""
 from __future__ import annotations
 
 import contextlib
+import csv
 import logging
 import math
 import time
@@ -382,6 +383,8 @@ def train(
     if overwrite:
         claim_run_dir(config, overwrite=True, extra_outputs=extra_outputs)
     run_dir.mkdir(parents=True, exist_ok=True)
+    if resume is not None and trainer.is_global_zero:
+        carry_metrics_history(trainer, run_dir / "metrics.csv", Path(resume))
     if trainer.is_global_zero:
         with atomic_write(run_dir / "config.yaml") as tmp:
             tmp.write_text(dump_config(config))
@@ -392,6 +395,28 @@ def train(
     if not trainer.is_global_zero:
         return None
     return finish_run(config, spec, run_dir, seconds, callbacks)
+
+
+def carry_metrics_history(trainer: pl.Trainer, path: Path, resume: Path) -> None:
+    """``--resume``: keeps the earlier run's ``metrics.csv`` rows up to the checkpoint's epoch.
+
+    Lightning's CSV logger deletes the file when it opens the run folder; the rows of the
+    epochs the checkpoint holds are read first and written back through the logger, so the
+    history (and ``curves.png``) spans the whole run. Rows of the epoch a crash interrupted are
+    dropped: that epoch runs again.
+    """
+    if not path.is_file():
+        return
+    with path.open(newline="", encoding="utf-8") as handle:
+        rows = list(csv.DictReader(handle))
+    epoch = int(torch.load(resume, map_location="cpu", weights_only=True, mmap=True).get("epoch", -1))
+    kept = [row for row in rows if row.get("epoch", "") != "" and float(row["epoch"]) <= epoch]
+    logger = next((lg for lg in trainer.loggers if isinstance(lg, CSVLogger)), None)
+    if logger is None or not kept:
+        return
+    writer = logger.experiment  # opening it deletes the old file
+    writer.metrics = [{key: value for key, value in row.items() if value != ""} for row in kept]
+    writer.save()
 
 
 def _remove_empty_folders(folder: Path) -> None:

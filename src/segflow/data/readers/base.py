@@ -15,7 +15,7 @@ from typing import Any
 import numpy as np
 
 from segflow.constants import default_palette
-from segflow.data.io import color_table, read_mask
+from segflow.data.io import color_table, read_image, read_mask
 from segflow.data.labels import UNMAPPED, LabelRules
 from segflow.data.spec import MAX_MASK_VALUE, DataSpec
 from segflow.errors import ConfigError, DataError
@@ -120,27 +120,29 @@ class Reader:
 
         wanted = read_list_file(list_file, f"split list of {split!r}", whole_line=True)
         everything = self.list_all_native()
-        by_path = {self.relative_path(s.image_path): s for s in everything.samples}
+        by_path: dict[str, list[Sample]] = {}
+        for sample in everything.samples:  # a volume, slide or raster file has many samples
+            by_path.setdefault(self.relative_path(sample.image_path), []).append(sample)
         samples, problems = [], list(everything.problems)
         for line in dict.fromkeys(wanted):
-            sample = by_path.get(line.replace("\\", "/"))
-            if sample is None:
+            found = by_path.get(line.replace("\\", "/"))
+            if found is None:
                 problems.append(f"{list_file}: listed image {line!r} is not an image of this dataset")
             else:
-                samples.append(sample)
+                samples.extend(found)
         return SplitListing(samples, problems, location=str(list_file), warnings=list(everything.warnings))
 
     def list_all_native(self) -> SplitListing:
         """Every native split merged (each image once, in split then name order)."""
         merged = SplitListing([], location=str(self.spec.root or ""))
-        seen: set[Path] = set()
+        seen: set[tuple[Path, int | None]] = set()
         for name in self.native_split_names():
             listing = self.list_native_split(name)
             merged.problems += [p for p in listing.problems if p not in merged.problems]
             merged.warnings += [w for w in listing.warnings if w not in merged.warnings]
-            for sample in listing.samples:
-                if sample.image_path not in seen:
-                    seen.add(sample.image_path)
+            for sample in listing.samples:  # a slice, tile or window is (file, key)
+                if (sample.image_path, sample.key) not in seen:
+                    seen.add((sample.image_path, sample.key))
                     merged.samples.append(sample)
         return merged
 
@@ -164,6 +166,28 @@ class Reader:
         """Scans one of the format's own splits. Subclasses implement the layout."""
         raise NotImplementedError
 
+    def option_folder(self, option: str, default: str) -> Path:
+        """``root / options[option]`` (``default`` when the option is not set): where one kind of
+        file lives in layouts of ``root/<kind>/<split>/`` (images, masks, labels, slides)."""
+        return self.root / str(self.options.get(option, default))
+
+    def folder_split_names(self, folder: Path, option: str | None = None) -> list[str]:
+        """Split names of a ``root/<kind>/<split>/`` layout: the ``splits:`` keys, else the
+        sub-folders of ``folder`` (hidden ones skipped), sorted.
+
+        Raises:
+            DataError: ``folder`` does not exist (names it, and ``options.<option>`` when the
+                format lets the folder be renamed).
+        """
+        if self.spec.splits:
+            return list(self.spec.splits)
+        if not folder.is_dir():
+            rename = f" (set options.{option} if it has another name)" if option else ""
+            raise DataError(
+                f"{folder.name} folder {folder} does not exist; expected root/{folder.name}/<split>/{rename}"
+            )
+        return sorted(p.name for p in folder.iterdir() if p.is_dir() and not p.name.startswith("."))
+
     def data_files(self, sample: Sample) -> list[Path]:
         """Files whose content defines ``sample`` (image, mask), for the dataset fingerprint.
         Formats with annotation files add them through :meth:`annotation_files`."""
@@ -172,6 +196,11 @@ class Reader:
     def annotation_files(self) -> list[Path]:
         """Annotation files shared by many samples (COCO/CVAT/Label Studio JSON or XML)."""
         return []
+
+    def read_image(self, sample: Sample) -> np.ndarray:
+        """Image ``(H, W, C)`` uint8/uint16 of one sample. Formats whose samples are parts of a
+        file (a slice of a volume, a tile of a slide, a window of a raster) override it."""
+        return read_image(sample.image_path)
 
     def read_raw_mask(self, sample: Sample) -> np.ndarray:
         """Stored mask values ``(H, W)`` of one sample (before the value map)."""

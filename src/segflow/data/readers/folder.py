@@ -67,12 +67,12 @@ class FolderReader(Reader):
     @property
     def images_dir(self) -> Path:
         """Root of the image files."""
-        return self.root / str(self.options.get("images", DEFAULT_IMAGES_DIR))
+        return self.option_folder("images", DEFAULT_IMAGES_DIR)
 
     @property
     def masks_dir(self) -> Path:
         """Root of the mask files."""
-        return self.root / str(self.options.get("masks", DEFAULT_MASKS_DIR))
+        return self.option_folder("masks", DEFAULT_MASKS_DIR)
 
     @property
     def mask_suffix(self) -> str:
@@ -104,14 +104,7 @@ class FolderReader(Reader):
     def native_split_names(self) -> list[str]:
         if self.val_fraction is not None:
             return list(FLAT_SPLITS)
-        if self.spec.splits:
-            return list(self.spec.splits)
-        if not self.images_dir.is_dir():
-            raise DataError(
-                f"images folder {self.images_dir} does not exist; expected root/images/<split>/ "
-                "(set options.images if it has another name)"
-            )
-        return sorted(p.name for p in self.images_dir.iterdir() if p.is_dir())
+        return self.folder_split_names(self.images_dir, "images")
 
     def list_native_split(self, split: str) -> SplitListing:
         self.require_native_split(split)

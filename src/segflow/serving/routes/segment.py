@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import json
 import time
 from collections.abc import AsyncGenerator, Coroutine, Sequence
@@ -17,8 +18,9 @@ from starlette.concurrency import run_in_threadpool
 from starlette.datastructures import UploadFile
 from starlette.formparsers import MultiPartException, MultiPartParser
 
+from segflow.inference.predictor import Prediction
 from segflow.models.meta import TTA_FROM_CHECKPOINT
-from segflow.serving.codecs import class_summary, decode_image, encode_png, open_lazily
+from segflow.serving.codecs import Decoded, class_summary, decode_upload, encode_png, open_lazily
 from segflow.serving.cost import BadOption, ImageHeader
 from segflow.serving.deps import ApiKeyDep, ServiceDep
 from segflow.serving.errors import BadImage, ClientGone, RequestTimeout
@@ -145,11 +147,18 @@ async def segment(
             header = await run_in_threadpool(read_header, upload.data, service.settings.max_pixels)
             plan = service.plan(header, inference)
             with service.reserve(plan) as reservation:  # released once the answer is encoded
-                image = await run_in_threadpool(
-                    decode_image, upload.data, service.settings.max_pixels, service.channels
+                decoded = await run_in_threadpool(
+                    decode_upload,
+                    upload.data,
+                    service.settings.max_pixels,
+                    service.channels,
+                    service.intensity,
+                    service.slice_context,
                 )
                 del upload
-                timed = await until_disconnected(request, service.predict(image, plan, reservation))
+                timed = await until_disconnected(request, service.predict(decoded.image, plan, reservation))
+                image, timed = on_stored_grid(decoded, timed)
+                del decoded
                 body, media_type = await run_in_threadpool(encode_answer, service, image, timed, options)
                 del image
     except TimeoutError:
@@ -163,6 +172,20 @@ async def segment(
 
 
 Result = TypeVar("Result")
+
+
+def on_stored_grid(decoded: Decoded, timed: Timed) -> tuple[np.ndarray, Timed]:
+    """The input and the answer on the upload's own pixel grid (a DICOM slice was read in the
+    model's RAS layout; its labels and probabilities are put back where its pixels were)."""
+    order = decoded.pixel_order
+    if order is None:
+        return decoded.image, timed
+    prediction = timed.prediction
+    probs = None if prediction.probs is None else order.to_stored(prediction.probs)
+    labels = order.to_stored(prediction.labels)
+    stored = Prediction(labels, probs, prediction.confidence, prediction.class_share)
+    image = np.moveaxis(order.to_stored(np.moveaxis(decoded.image, -1, 0)), 0, -1)
+    return image, dataclasses.replace(timed, prediction=stored)
 
 
 async def until_disconnected(request: Request, work: Coroutine[Any, Any, Result]) -> Result:
