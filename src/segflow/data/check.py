@@ -245,13 +245,10 @@ def _check_split(
     with ThreadPoolExecutor(max_workers=MAX_READ_THREADS) as pool:
         results = list(pool.map(lambda s: _inspect_sample(reader, s, rules), listing.samples))
     unmapped: dict[int, tuple[int, list[Path]]] = {}
+    # one line per message: the slices, tiles or windows of one broken file share theirs
+    messages = dict.fromkeys(f"split {split!r}: {m}" for result in results for m in result.errors)
+    report.errors.extend(messages)
     for sample, result in zip(listing.samples, results, strict=True):
-        # one line per message: the slices, tiles or windows of one broken file share theirs
-        report.errors.extend(
-            line
-            for line in dict.fromkeys(f"split {split!r}: {message}" for message in result.errors)
-            if line not in report.errors
-        )
         _add_sample(stats, sample, result, unmapped)
     _report_unmapped(split, unmapped, rules, report)
     _report_mixed(split, listing.samples, results, report)
