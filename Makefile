@@ -5,7 +5,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed-stamp
 
-.PHONY: demo test lint typecheck browser clean
+.PHONY: demo test lint typecheck browser clean tflite-venv
 
 $(STAMP): pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -26,6 +26,12 @@ browser:
 
 test: $(STAMP) browser
 	$(PY) -m pytest -q
+
+# The TFLite converter (onnx2tf + TensorFlow) lives in its own cached virtualenv, since its pins
+# clash with segflow's; `segflow export --format tflite` and its tests build it on first use
+# (about 2-5 minutes, 1.9 GB under .cache/venvs). This builds it ahead of time.
+tflite-venv: $(STAMP)
+	$(PY) -c "from segflow.export.tflite import LOCK_FILE, VENV_NAME; from segflow.export.converter_venv import converter_python; print(converter_python(VENV_NAME, LOCK_FILE, log=print))"
 
 lint: $(STAMP)
 	$(VENV)/bin/ruff check src tests benchmarks

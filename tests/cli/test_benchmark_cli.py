@@ -45,10 +45,19 @@ def test_benchmark_spec_writes_json_and_markdown(tmp_path: Path, capsys: pytest.
     assert code == 0, printed
     report = json.loads((tmp_path / "benchmark.json").read_text())
     assert report["size"] == 64
-    assert report["machine"]["torch_matmul_gflops"] > 1 and report["machine"]["ort_matmul_gflops"] > 1
+    machine = report["machine"]
+    assert machine["torch_matmul_gflops"] > 1 and machine["ort_matmul_gflops"] > 1
+    assert machine["openvino_matmul_gflops"] > 1
     assert report["flops"]["gflops_per_image"] > 0.1  # resnet18 Unet at 64x64 is ~0.5 GFLOPs (2 x MACs)
     rows = report["results"]
-    assert [row["backend"] for row in rows] == ["torch", "onnx", "onnx-int8"]
+    assert [row["backend"] for row in rows] == [
+        "torch",
+        "onnx-plain",
+        "onnx",
+        "onnx-int8",
+        "openvino",
+        "openvino-int8",
+    ]
     for row in rows:
         assert set(row) == ROW_KEYS
         assert row["latency_p95_ms"] >= row["latency_p50_ms"] > 0
@@ -56,7 +65,8 @@ def test_benchmark_spec_writes_json_and_markdown(tmp_path: Path, capsys: pytest.
     assert rows[0]["speedup_vs_torch"] == pytest.approx(1.0)
     markdown = (tmp_path / "benchmark.md").read_text()
     assert "| backend | batch | p50 ms/img" in markdown and "fp32 matmul peak" in markdown
-    assert "onnx-int8" in printed
+    assert "OpenVINO" in markdown and "- onnx-plain: plain static torch.onnx export" in markdown
+    assert "onnx-int8" in printed and "openvino-int8" in printed
 
 
 @pytest.mark.parametrize(
@@ -65,6 +75,11 @@ def test_benchmark_spec_writes_json_and_markdown(tmp_path: Path, capsys: pytest.
         (["--size", "100"], "--size 100 is invalid"),
         (["--batch", "1,x"], "--batch '1,x' is invalid"),
         (["--backend", "tensorrt"], "unknown backend 'tensorrt'"),
+        (["--backend", "onnx,tflite"], "backend 'tflite' is not offered by segflow benchmark"),
+        (
+            ["--backend", "tflite-int8"],
+            "supported: torch, onnx-plain, onnx, onnx-int8, openvino, openvino-int8",
+        ),
     ],
 )
 def test_benchmark_bad_options(args: list[str], message: str, capsys: pytest.CaptureFixture[str]) -> None:
@@ -125,3 +140,42 @@ def test_benchmark_onnx_whose_metadata_contradicts_the_graph_is_one_line(
     assert " ".join(err.split()) == (
         f"error: {path}: {message}; the metadata belongs to another model: re-export it"
     )
+
+
+@pytest.mark.parametrize(("name", "kind"), [("m.xml", "OpenVINO (.xml)"), ("m.tflite", "TFLite (.tflite)")])
+def test_benchmark_refuses_openvino_and_tflite_exports_in_one_line(
+    tmp_path: Path, name: str, kind: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    (tmp_path / name).write_bytes(b"export")
+    assert main(["benchmark", str(tmp_path / name), "--backend", "onnx"]) == 1
+    err = " ".join(capsys.readouterr().err.split())
+    assert err == (
+        f"error: MODEL {tmp_path / name}: segflow benchmark does not take {kind} exports; give the "
+        "checkpoint, an .onnx export or an arch:encoder:classes spec"
+    )
+
+
+def test_benchmark_table_is_full_width_when_piped(monkeypatch: pytest.MonkeyPatch) -> None:
+    from segflow.cli import benchmark
+
+    widths: list[int] = []
+
+    class Stop(Exception):
+        pass
+
+    def run_benchmark(*args: object, **kwargs: object) -> None:
+        raise Stop
+
+    real_console = benchmark.Console
+
+    def console(**kwargs: object) -> object:
+        made = real_console(**kwargs)  # type: ignore[arg-type]
+        widths.append(made.width)
+        return made
+
+    monkeypatch.setattr(benchmark, "Console", console)
+    monkeypatch.setattr("segflow.inference.benchmarking.run_benchmark", run_benchmark)
+    monkeypatch.setattr(benchmark.sys.stdout, "isatty", lambda: False, raising=False)
+    with pytest.raises(Stop):
+        benchmark.benchmark_command("unet:resnet18:3")
+    assert widths == [benchmark.TABLE_WIDTH]

@@ -87,7 +87,7 @@ def test_export_int8_refused_exits_nonzero(
 ) -> None:
     out = tmp_path / "model.onnx"
     scores = iter([80.0, 77.5])  # fp32 first, then int8: a 2.5 point drop, refused by a deterministic gate
-    monkeypatch.setattr("segflow.export.pipeline.evaluate_miou", lambda *args: next(scores))
+    monkeypatch.setattr("segflow.export.base.evaluate_miou", lambda *args: next(scores))
     code = main(
         [
             "export",
@@ -199,8 +199,14 @@ def _no_model_work(monkeypatch: pytest.MonkeyPatch) -> None:
         (["--opset", "12"], "--opset 12 is invalid; use 13 to 20 (default 17)"),
         (["--input", "rgb"], "--input 'rgb' is invalid; choose one of float-nchw, uint8-nhwc"),
         (["--calibration", "kl"], "--calibration 'kl' is invalid; choose one of minmax, percentile, entropy"),
-        (["--format", "tflite"], "--format 'tflite' is invalid; choose one of onnx, torchscript, export"),
-        (["--format", "torchscript"], "--int8 needs --format onnx (got --format torchscript)"),
+        (
+            ["--format", "caffe"],
+            "--format 'caffe' is invalid; choose one of export, onnx, openvino, tflite, torchscript, triton",
+        ),
+        (
+            ["--format", "torchscript"],
+            "--int8 needs one of --format onnx, openvino, tflite (got --format torchscript)",
+        ),
     ],
 )
 def test_export_options_are_checked_before_any_work(
@@ -272,9 +278,76 @@ def test_export_int8_with_another_class_list_refuses_before_any_work(
     assert code == 1
     assert err == (
         f"error: {checkpoint} predicts classes {SHAPES_CLASSES} but the data has ['a', 'b', 'c', 'd', 'e']; "
-        f"calibrate with the data the model was trained on (--calib {data}); nothing was written"
+        "give --calib the data YAML the model was trained on; nothing was written"
     )
     assert not out.parent.exists()
+
+
+@pytest.mark.parametrize(
+    ("name", "fmt", "kind"),
+    [
+        ("model.onnx", "openvino", "ONNX"),
+        ("model.xml", "onnx", "OpenVINO"),
+        ("model.tflite", "onnx", "TFLite"),
+    ],
+)
+def test_export_of_an_export_is_refused_in_one_line_before_any_work(
+    tmp_path: Path,
+    name: str,
+    fmt: str,
+    kind: str,
+    capsys: pytest.CaptureFixture[str],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    _no_model_work(monkeypatch)
+    source = tmp_path / name
+    source.write_bytes(b"an export")
+    assert main(["export", str(source), "--format", fmt]) == 1
+    err = capsys.readouterr().err
+    assert " ".join(err.split()) == (
+        f"error: export needs a checkpoint (.ckpt/.pt/.safetensors): {source} is already an {kind} export; "
+        "export the checkpoint it came from"
+    )
+    assert sorted(p.name for p in tmp_path.iterdir()) == [name]
+
+
+@pytest.mark.parametrize(("name", "fmt"), [("y.int8.onnx", "onnx"), ("y.int8.xml", "openvino")])
+def test_export_int8_to_an_int8_name_is_refused_before_any_work(
+    tmp_path: Path,
+    checkpoint: Path,
+    shapes_yaml: Path,
+    name: str,
+    fmt: str,
+    capsys: pytest.CaptureFixture[str],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    _no_model_work(monkeypatch)
+    out = tmp_path / name
+    gate = ["--int8", "--calib", str(shapes_yaml)]
+    assert main(["export", str(checkpoint), "--format", fmt, "--out", str(out), *gate]) == 1
+    fp32 = tmp_path / name.replace(".int8", "")
+    assert " ".join(capsys.readouterr().err.split()) == (
+        f"error: --out {out} is an INT8 name, but with --int8 --out names the fp32 model (the INT8 one "
+        f"goes beside it): choose a name without .int8, such as {fp32}"
+    )
+    assert list(tmp_path.iterdir()) == []
+
+
+@pytest.mark.parametrize("name", ["asxml.xml", "astfl.tflite", "model"])
+def test_export_onnx_to_another_suffix_is_refused_before_any_work(
+    tmp_path: Path,
+    checkpoint: Path,
+    name: str,
+    capsys: pytest.CaptureFixture[str],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    _no_model_work(monkeypatch)
+    out = tmp_path / name
+    assert main(["export", str(checkpoint), "--format", "onnx", "--out", str(out)]) == 1
+    assert " ".join(capsys.readouterr().err.split()) == (
+        f"error: --out {out}: --format onnx writes an .onnx file; use --out {out.with_suffix('.onnx')}"
+    )
+    assert list(tmp_path.iterdir()) == []
 
 
 @pytest.mark.parametrize(

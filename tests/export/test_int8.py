@@ -53,7 +53,7 @@ def test_int8_gate_refuses_and_keeps_fp32(
     stale = tmp_path / "m.int8.onnx"
     stale.write_bytes(b"an older int8 model")
     scores = iter([80.0, 77.5])  # fp32 first, then int8: a 2.5 point drop
-    monkeypatch.setattr("segflow.export.pipeline.evaluate_miou", lambda *args: next(scores))
+    monkeypatch.setattr("segflow.export.base.evaluate_miou", lambda *args: next(scores))
     options = Int8Options(shapes_yaml, calib_images=2, max_miou_drop=1.0)
     with pytest.raises(ExportCheckError) as err:
         export_model((net, meta), tmp_path / "m.onnx", int8=options, log=lambda line: None)
@@ -112,7 +112,62 @@ def test_int8_gate_refuses_data_with_another_class_list_before_any_work(
     with pytest.raises(DataError) as err:
         export_model((net, meta), out / "m.onnx", int8=options, log=lambda line: None)
     assert str(err.value) == (
-        f"model predicts classes {classes} but the data has ['c0', 'c1', 'c2', 'c3', 'c4']; calibrate "
-        f"with the data the model was trained on (--calib {data}); nothing was written"
+        f"model predicts classes {classes} but the data has ['c0', 'c1', 'c2', 'c3', 'c4']; give --calib "
+        "the data YAML the model was trained on; nothing was written"
     )
     assert not out.exists()
+
+
+def test_an_fp32_export_removes_the_stale_int8_model_of_the_previous_export(
+    tmp_path: Path, make_tiny: Any
+) -> None:
+    """--backend onnx-int8 would otherwise silently run the previous model."""
+    net, meta = make_tiny(3)
+    (tmp_path / "m.int8.onnx").write_bytes(b"an older int8 model")
+    lines: list[str] = []
+    export_model((net, meta), tmp_path / "m.onnx", log=lines.append)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["m.onnx"]
+    assert lines[-1] == (
+        f"removed the stale INT8 model {tmp_path / 'm.int8.onnx'} (it belonged to the previous export)"
+    )
+
+
+def test_a_failed_fp32_export_leaves_the_previous_pair_alone(
+    tmp_path: Path, make_tiny: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    net, meta = make_tiny(3)
+    (tmp_path / "m.onnx").write_bytes(b"the older fp32 model")
+    (tmp_path / "m.int8.onnx").write_bytes(b"its int8 model")
+
+    def fail(*args: object) -> None:
+        raise ExportCheckError("parity failed")
+
+    monkeypatch.setattr("segflow.export.pipeline.export_onnx_checked", fail)
+    with pytest.raises(ExportCheckError):
+        export_model((net, meta), tmp_path / "m.onnx", log=lambda line: None)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["m.int8.onnx", "m.onnx"]
+
+
+@pytest.mark.parametrize("name", ["m.onnx", "m.tflite"])
+def test_remove_stale_int8_takes_the_format_s_int8_sibling_only(tmp_path: Path, name: str) -> None:
+    from segflow.export.pipeline import int8_sibling, remove_stale_int8
+
+    out = tmp_path / name
+    out.write_bytes(b"fp32")
+    int8_sibling(out).write_bytes(b"stale int8")
+    lines: list[str] = []
+    remove_stale_int8(out, lines.append)
+    assert [p.name for p in tmp_path.iterdir()] == [name]
+    assert lines == [f"removed the stale INT8 model {int8_sibling(out)} (it belonged to the previous export)"]
+    remove_stale_int8(tmp_path / "x.int8.onnx", lines.append)  # an INT8 name is its own sibling: kept
+    assert len(lines) == 1
+
+
+def test_int8_to_an_int8_name_is_refused(tmp_path: Path) -> None:
+    from segflow.errors import ConfigError
+    from segflow.export.pipeline import check_export_target
+
+    for name, fmt in [("y.int8.onnx", "onnx"), ("y.int8.tflite", "tflite")]:
+        with pytest.raises(ConfigError, match=r"choose a name without \.int8, such as .*y\.(onnx|tflite)$"):
+            check_export_target(tmp_path / name, fmt, True)
+        check_export_target(tmp_path / name, fmt, False)  # fp32 may take any name of its suffix

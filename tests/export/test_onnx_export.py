@@ -228,7 +228,59 @@ def test_failed_parity_leaves_no_file(
     tmp_path: Path, tiny_net: torch.nn.Module, meta: dict, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     bad = ParityReport(max_abs_diff=3.0, argmax_agreement=0.9, num_images=4, num_pixels=100)
-    monkeypatch.setattr("segflow.export.pipeline.check_parity", lambda *args: bad)
+    monkeypatch.setattr("segflow.export.base.check_parity", lambda *args: bad)
     with pytest.raises(ExportCheckError, match="disagrees with the eager model on 10.000 % of pixels"):
         export_model((tiny_net, meta), tmp_path / "m.onnx", log=lambda line: None)
     assert list(tmp_path.iterdir()) == []
+
+
+def _optimized_ops(path: Path, folder: Path) -> dict[str, int]:
+    """Op counts of the graph ONNX Runtime runs (all optimisations, NCHWc layout included)."""
+    import collections
+
+    options = ort.SessionOptions()
+    options.optimized_model_filepath = str(folder / f"{path.stem}.optimized.onnx")
+    options.intra_op_num_threads = 1
+    ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+    model = onnx.load(options.optimized_model_filepath)
+    return dict(collections.Counter(node.op_type for node in model.graph.node))
+
+
+def test_unet_upsampling_exports_constant_scales_so_ort_keeps_its_blocked_layout(tmp_path: Path) -> None:
+    """smp's ``F.interpolate(size=skip.shape)`` would export as shape-computed Resize sizes, which
+    ONNX Runtime wraps in NCHWc reorder copies (the cost behind the slower segflow export)."""
+    from segflow.inference.benchmarking import build_spec_model, spec_meta
+
+    net = build_spec_model("unet", "resnet18", 3).eval()
+    path = export_onnx(net, spec_meta("unet", "resnet18", 3), tmp_path / "unet.onnx")
+    graph = onnx.load(str(path)).graph
+    resizes = [node for node in graph.node if node.op_type == "Resize"]
+    assert len(resizes) == 5 and not any(node.op_type == "Shape" for node in graph.node)
+    ops = _optimized_ops(path, tmp_path)
+    assert ops.get("ReorderInput", 0) == 0 and ops.get("Resize", 0) == 0, ops
+    session = OnnxBackend(path)
+    for shape in [(1, 3, 64, 96), (2, 3, 160, 128)]:  # H and W stay dynamic
+        x = np.random.default_rng(0).random(shape, dtype=np.float32)
+        with torch.inference_mode():
+            expected = net(torch.from_numpy(x)).numpy()
+        actual = session.forward(x)
+        assert actual.shape == expected.shape
+        assert (actual.argmax(1) == expected.argmax(1)).mean() >= MIN_ARGMAX_AGREEMENT
+
+
+def test_resize_whose_ratio_depends_on_the_input_keeps_computed_sizes(tmp_path: Path) -> None:
+    """DeepLabV3+'s ASPP pooling upsamples a 1x1 map to the feature size: its ratio differs per
+    input size, so it must not be frozen into a constant scale."""
+    from segflow.export.onnx import fixed_resize_ratios
+    from segflow.inference.benchmarking import build_spec_model, spec_meta
+
+    net = build_spec_model("deeplabv3plus", "resnet18", 3).eval()
+    stride = int(net.output_stride)  # type: ignore[arg-type]
+    assert fixed_resize_ratios(net, 3, stride)[0] is None  # the pooling branch
+    path = export_onnx(net, spec_meta("deeplabv3plus", "resnet18", 3), tmp_path / "dl.onnx")
+    session = OnnxBackend(path)
+    for side in (64, 128):
+        x = np.random.default_rng(1).random((1, 3, side, side), dtype=np.float32)
+        with torch.inference_mode():
+            expected = net(torch.from_numpy(x)).numpy()
+        np.testing.assert_allclose(session.forward(x), expected, atol=1e-3, rtol=1e-3)

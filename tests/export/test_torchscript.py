@@ -45,11 +45,11 @@ def test_export_format_needs_pt2_suffix(
 def test_unknown_format_and_int8_on_torchscript(
     tmp_path: Path, tiny_net: torch.nn.Module, meta: dict
 ) -> None:
-    with pytest.raises(ConfigError, match="--format 'tflite' is invalid"):
-        export_model((tiny_net, meta), tmp_path / "m.x", fmt="tflite")
+    with pytest.raises(ConfigError, match="--format 'caffe' is invalid"):
+        export_model((tiny_net, meta), tmp_path / "m.x", fmt="caffe")
     from segflow.export.pipeline import Int8Options
 
-    with pytest.raises(ConfigError, match="--int8 needs --format onnx"):
+    with pytest.raises(ConfigError, match="--int8 needs one of --format onnx"):
         export_model(
             (tiny_net, meta), tmp_path / "m.ts", fmt="torchscript", int8=Int8Options(tmp_path / "d.yaml")
         )

@@ -29,8 +29,9 @@ def net() -> torch.nn.Module:
 
 
 def test_registry_names_and_unknown_backend() -> None:
-    assert BACKENDS.names() == ["onnx", "onnx-int8", "torch"]
-    with pytest.raises(ConfigError, match="unknown backend 'tensorrt'; valid names: onnx, onnx-int8, torch"):
+    names = ["onnx", "onnx-int8", "openvino", "openvino-int8", "tflite", "tflite-int8", "torch"]
+    assert BACKENDS.names() == names
+    with pytest.raises(ConfigError, match=f"unknown backend 'tensorrt'; valid names: {', '.join(names)}"):
         create_backend("tensorrt", "model.onnx")
 
 
@@ -66,7 +67,7 @@ def test_auto_precision_follows_cpu_flags(net: torch.nn.Module) -> None:
 def test_bad_options_are_typed_errors(net: torch.nn.Module, tmp_path: Path) -> None:
     with pytest.raises(ConfigError, match="precision='fp8' is invalid"):
         create_backend("torch", net, meta=META, precision="fp8")
-    with pytest.raises(ConfigError, match="backend 'onnx' needs an exported .onnx file"):
+    with pytest.raises(ConfigError, match="backend 'onnx' needs an exported model file"):
         create_backend("onnx", net)
     with pytest.raises(CheckpointError, match="missing.ckpt does not exist"):
         create_backend(None, tmp_path / "missing.ckpt")
@@ -101,3 +102,18 @@ def test_graph_channels_that_differ_from_the_metadata_name_both_counts(tmp_path)
         f"{tmp_path / 'm.onnx'}: segflow metadata has model.num_classes=2 (classes ['a', 'b']) but "
         "the graph outputs 3 channels; the metadata belongs to another model: re-export it"
     )
+
+
+def test_cgroup_cpu_limit_reads_the_container_quota(tmp_path: Path) -> None:
+    from segflow.inference.backends import cgroup_cpu_limit
+
+    cpu_max = tmp_path / "cpu.max"
+    for text, expected in (
+        ("200000 100000\n", 2),
+        ("150000 100000", 2),
+        ("50000 100000", 1),
+        ("max 100000", None),
+    ):
+        cpu_max.write_text(text)
+        assert cgroup_cpu_limit(cpu_max) == expected
+    assert cgroup_cpu_limit(tmp_path / "missing") is None

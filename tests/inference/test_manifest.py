@@ -44,6 +44,21 @@ def test_model_record_of_a_file_and_of_a_spec(tmp_path: Path) -> None:
     assert model_record("unet:resnet18:3", "torch") == MODEL
 
 
+def test_model_record_hashes_the_files_the_backend_reads(tmp_path: Path) -> None:
+    """An IR's .bin and an INT8 sibling identify the model as much as the file given."""
+    (tmp_path / "m.xml").write_bytes(b"graph")
+    (tmp_path / "m.bin").write_bytes(b"weights A")
+    first = model_record(tmp_path / "m.xml")
+    assert first["backend"] == "openvino"
+    (tmp_path / "m.bin").write_bytes(b"weights B")  # same .xml, other weights
+    assert model_record(tmp_path / "m.xml")["sha256"] != first["sha256"]
+    (tmp_path / "m.onnx").write_bytes(b"fp32")
+    (tmp_path / "m.int8.onnx").write_bytes(b"int8 A")
+    int8 = model_record(tmp_path / "m.onnx", "onnx-int8")
+    assert int8["sha256"] == hashlib.sha256(b"int8 A").hexdigest()  # the file that runs
+    assert model_record(tmp_path / "m.onnx")["sha256"] == hashlib.sha256(b"fp32").hexdigest()
+
+
 def test_each_finished_input_is_on_disk_at_once_with_interval_zero(tmp_path: Path) -> None:
     out = tmp_path / "out"
     a, b = _input(tmp_path, "a.png"), _input(tmp_path, "b.png", b"other")
@@ -145,3 +160,38 @@ def test_an_input_whose_outputs_another_overwrote_is_no_longer_finished(tmp_path
     assert not manifest.is_finished(first, file_sha256(first))
     assert manifest.is_finished(second, file_sha256(second))
     assert [entry["path"] for entry in manifest.inputs.values()] == [str(second.resolve())]
+
+
+def test_a_failure_is_recorded_kept_and_cleared_by_a_later_success(tmp_path: Path) -> None:
+    out = tmp_path / "out"
+    a, b = _input(tmp_path, "a.png"), _input(tmp_path, "b.png", b"broken")
+    manifest = open_prediction_dir(out, [a, b], MODEL, InferenceOptions(), flush_interval_s=0.0)
+    manifest.begin()
+    manifest.record_failure(b, file_sha256(b), "b.png is not a readable image:\n  truncated")
+    assert not manifest.is_finished(b, file_sha256(b))
+    manifest.close()  # nothing finished, but the failure is kept
+    stored = json.loads((out / MANIFEST_NAME).read_text())
+    assert stored["inputs"] == []
+    error = "b.png is not a readable image: truncated"  # one line
+    assert stored["failed"] == [{"path": str(b.resolve()), "sha256": file_sha256(b), "error": error}]
+    resumed = open_prediction_dir(out, [a, b], MODEL, InferenceOptions(), resume=True, flush_interval_s=0.0)
+    assert list(resumed.failed) == [str(b.resolve())] and not resumed.is_finished(b, file_sha256(b))
+    (out / "b.png").write_bytes(b"labels")
+    resumed.record(b, file_sha256(b), [out / "b.png"])
+    stored = json.loads((out / MANIFEST_NAME).read_text())
+    assert "failed" not in stored and resumed.is_finished(b, file_sha256(b))
+
+
+def test_resume_drops_failures_of_inputs_no_longer_given(tmp_path: Path) -> None:
+    out = tmp_path / "out"
+    a, b = _input(tmp_path, "a.png"), _input(tmp_path, "b.png", b"broken")
+    url = "file:///data/c.png"
+    manifest = open_prediction_dir(out, [a, b, url], MODEL, InferenceOptions(), flush_interval_s=0.0)
+    manifest.begin()
+    manifest.record_failure(b, file_sha256(b), "b.png is not a readable image")
+    manifest.record_failure(url, "", "c.png is not a readable image")
+    manifest.close()
+    resumed = open_prediction_dir(out, [a, url], MODEL, InferenceOptions(), resume=True, flush_interval_s=0.0)
+    assert list(resumed.failed) == [url]  # b was removed from the run; the URL keeps its "://"
+    resumed.begin()
+    assert [entry["path"] for entry in json.loads((out / MANIFEST_NAME).read_text())["failed"]] == [url]

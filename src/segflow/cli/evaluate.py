@@ -24,7 +24,13 @@ def evaluate(
     split: Annotated[str, typer.Option(help="Split to score.")] = "val",
     out: Annotated[Path | None, typer.Option(help="Report folder (default: next to the model).")] = None,
     predictions: Annotated[Path | None, typer.Option(help="Score index PNGs in this folder instead.")] = None,
-    backend: Annotated[str | None, typer.Option(help="torch, onnx or onnx-int8.")] = None,
+    backend: Annotated[
+        str | None,
+        typer.Option(
+            help="torch, onnx, onnx-int8, openvino, openvino-int8, tflite or tflite-int8 "
+            "(default: from the file: .onnx -> onnx, .xml -> openvino, .tflite -> tflite, else torch)."
+        ),
+    ] = None,
     tta: Annotated[str | None, typer.Option("--tta", help=TTA_HELP)] = None,
     boundary_tolerance: Annotated[
         int,
@@ -40,7 +46,14 @@ def evaluate(
 
     A model trained on other data (classes, channels, generator options stored in its
     checkpoint) gives one warning per difference; other classes are refused.
+
+    Under torchrun or srun (several processes) each rank scores a share of the split, the
+    integer counts are summed over gloo, and rank 0 alone prints and writes the report, exactly
+    as one process would (docs/multinode.md).
     """
+    from segflow.distributed.launch import check_environment
+
+    topology = check_environment()  # before torchmetrics parses the launcher's variables on import
     from segflow.data import load_data_spec
     from segflow.metrics.evaluate import evaluate_model, evaluate_predictions
 
@@ -52,7 +65,7 @@ def evaluate(
     if predictions is not None:
         out_dir = out or predictions.parent / f"eval_{predictions.name}_{split}"
         metrics = evaluate_predictions(
-            predictions, spec, split, out_dir, boundary_tolerance=boundary_tolerance
+            predictions, spec, split, out_dir, boundary_tolerance=boundary_tolerance, topology=topology
         )
     elif source is not None and source.path is not None:
         out_dir = out or source.path.parent / f"eval_{split}"
@@ -66,7 +79,10 @@ def evaluate(
             tta=views,
             boundary_tolerance=boundary_tolerance,
             warn=lambda line: errors.print(Text.assemble(("warning: ", "bold yellow"), line), soft_wrap=True),
+            topology=topology,
         )
+    if not topology.is_main:  # rank 0 reports for the whole job
+        return
     console = Console()
     console.print(
         f"mIoU {metrics['miou']:.4f}  pixel acc {metrics['pixel_accuracy']:.4f}  "

@@ -10,6 +10,7 @@ from rich.console import Console
 
 from segflow.cli.app import app
 from segflow.errors import ConfigError
+from segflow.export.base import default_export_path
 from segflow.export.onnx import DEFAULT_OPSET
 from segflow.export.pipeline import (
     DEFAULT_CALIB_IMAGES,
@@ -23,16 +24,25 @@ from segflow.export.quantize import CALIBRATION_METHODS, DEFAULT_CALIBRATION
 from segflow.inference.backends import INPUT_FLOAT_NCHW
 from segflow.models.source import parse_model_source
 
-DEFAULT_SUFFIX = {"onnx": ".onnx", "torchscript": ".ts", "export": ".pt2"}
+FORMAT_HELP = (
+    "onnx, torchscript, export (.pt2), openvino (IR .xml), tflite (LiteRT) or triton (a model "
+    "repository folder)."
+)
 
 
 @app.command("export")
 def export_command(
     model: Annotated[str, typer.Argument(help="segflow checkpoint (.ckpt/.pt/.safetensors).")],
-    out: Annotated[Path | None, typer.Option(help="Output file (default: next to CKPT).")] = None,
-    format: Annotated[str, typer.Option("--format", help="onnx, torchscript or export (.pt2).")] = "onnx",
+    out: Annotated[
+        Path | None, typer.Option(help="Output file, or folder for triton (default: next to CKPT).")
+    ] = None,
+    format: Annotated[str, typer.Option("--format", help=FORMAT_HELP)] = "onnx",
     int8: Annotated[
-        bool, typer.Option("--int8", help="Also write a static INT8 model (<out>.int8.onnx).")
+        bool,
+        typer.Option(
+            "--int8",
+            help="Also write a gated INT8 model (<stem>.int8.onnx/.xml/.tflite; onnx, openvino, tflite).",
+        ),
     ] = False,
     calib: Annotated[
         Path | None, typer.Option(help="Data YAML: train split calibrates INT8, val split checks it.")
@@ -58,13 +68,13 @@ def export_command(
     """
     if int8 and calib is None:
         raise ConfigError("--int8 needs --calib DATA.yaml (real images to calibrate and check INT8 on)")
-    check_export_options(format, input, opset, int8)
     # Built (and so range-checked) whether or not --int8 is given: a bad value is never ignored.
     gate = Int8Options(calib or Path(), calib_images, max_miou_drop, calibration, eval_images)
+    chosen = check_export_options(format, input, opset, int8, calibration)
     options = gate if int8 else None
     source = parse_model_source(model, accept=("file",), command="export")
     checkpoint = source.path or Path(model)
-    target = out or checkpoint.with_suffix(DEFAULT_SUFFIX.get(format, ".onnx"))
+    target = out or default_export_path(checkpoint, chosen)
     check_export_target(target, format, int8)
     console = Console()
     export_model(

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import glob
 import time
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Annotated
 
@@ -14,11 +15,15 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TaskID, TextC
 from segflow.cli.app import app
 from segflow.cli.tta_option import TTA_HELP, tta_choice
 from segflow.data.io import IMAGE_EXTENSIONS
-from segflow.domains.route import SLIDE_SUFFIXES, input_kind, is_volume
-from segflow.errors import ConfigError, DataError
+from segflow.distributed.ray_predict import DEFAULT_RAY_BATCH, RayOptions
+from segflow.domains.route import SLIDE_SUFFIXES, is_volume
+from segflow.errors import ConfigError, DataError, InferenceError
 from segflow.inference.backends import read_model_meta
+from segflow.inference.dispatch import predict_input
 from segflow.inference.manifest import (
+    MANIFEST_NAME,
     PredictionManifest,
+    input_key,
     input_sha256,
     input_stem,
     model_record,
@@ -26,12 +31,13 @@ from segflow.inference.manifest import (
 )
 from segflow.inference.options import DEFAULT_FRAME_BATCH, DEFAULT_OVERLAP, INPUT_KINDS, InferenceOptions
 from segflow.inference.predictor import Predictor
-from segflow.inference.streaming import RichTileProgress, predict_file
+from segflow.inference.streaming import RichTileProgress
 from segflow.inference.video import VIDEO_SUFFIXES, is_video, predict_video
 from segflow.models.meta import TTA_FROM_CHECKPOINT
 from segflow.models.source import parse_model_source
 
 GLOB_CHARS = ("*", "?", "[")
+DEFAULT_RAY_WORKERS = 1
 CLI_TILE_BATCH = 1
 """Tiles per forward for ``segflow predict``: on the 2-core CPU, 1 ran as fast as 4 (3.37 vs
 3.40 windows/s, ONNX Unet-MobileNetV3 on a 20000x1024 strip) with 0.32 GB less peak RSS."""
@@ -80,8 +86,8 @@ def expand_inputs(inputs: list[str]) -> list[Path]:
     return found
 
 
-def _check_stems(images: list[Path]) -> None:
-    seen: dict[str, Path] = {}
+def _check_stems(images: Sequence[str | Path]) -> None:
+    seen: dict[str, str | Path] = {}
     for path in images:
         stem = input_stem(path)
         if stem in seen:
@@ -121,7 +127,11 @@ def predict(
     ] = False,
     probs: Annotated[bool, typer.Option(help="Also write float16 <stem>_probs.npy (K, H, W).")] = False,
     backend: Annotated[
-        str | None, typer.Option(help="torch, onnx or onnx-int8 (default: by suffix).")
+        str | None,
+        typer.Option(
+            help="torch, onnx, onnx-int8, openvino, openvino-int8, tflite or tflite-int8 "
+            "(default by suffix: .onnx onnx, .xml openvino, .tflite tflite, else torch)."
+        ),
     ] = None,
     tile: Annotated[
         int | None, typer.Option(help="Sliding-window tile size (multiple of the stride).")
@@ -173,6 +183,24 @@ def predict(
             help="Non-empty --out: finish the run recorded in its predictions.json (same model and options).",
         ),
     ] = False,
+    ray: Annotated[
+        bool,
+        typer.Option(
+            "--ray",
+            help="Images: predict on a Ray actor pool (a failed image is recorded, the rest go on); "
+            "docs/ray.md.",
+        ),
+    ] = False,
+    address: Annotated[
+        str | None,
+        typer.Option(
+            help="--ray: join this cluster (auto, ray://HOST:PORT or HOST:PORT); default: a local Ray."
+        ),
+    ] = None,
+    workers: Annotated[
+        int | None, typer.Option(help="--ray: actors, each loading the model once (default 1).")
+    ] = None,
+    ray_batch: Annotated[int | None, typer.Option(help="--ray: images per actor call (default 1).")] = None,
 ) -> None:
     """Segment images (any size: large TIFFs are streamed), videos, volumes, slides or rasters.
 
@@ -186,7 +214,10 @@ def predict(
     the choice (segflow.domains.route).
     --out also gets predictions.json, listing the model, the options and each finished input
     with its SHA-256 and outputs. A non-empty --out is refused unless --overwrite or --resume.
+    With --ray, images run on a Ray actor pool (docs/ray.md); an image that fails is listed
+    in predictions.json with its error, the others go on, and the command then exits 1.
     """
+    ray_options = _ray_options(ray, address, workers, ray_batch, server)
     if server is not None:
         _predict_via_server(server, [model, *(inputs or [])], out, overlay, api_key, overwrite, resume)
         return
@@ -213,6 +244,9 @@ def predict(
         min_area=min_area,
         volume_output=volume_output,
     )
+    if ray_options is not None:
+        _predict_on_ray(model, model_path, backend, options, inputs, out, overwrite, resume, ray_options)
+        return
     files = expand_inputs(inputs)
     videos = [p for p in files if is_video(p)]
     images = [p for p in files if not is_video(p)]
@@ -287,7 +321,7 @@ def _run(
                 )
                 written, frames, done_videos = [result.path], frames + result.frames, done_videos + 1
             else:
-                written = _predict_input(predictor, path, out, tiles)
+                written = predict_input(predictor, path, out, tiles)
                 done_images += 1
             if manifest is not None:
                 manifest.record(path, digest, written)
@@ -298,54 +332,7 @@ def _run(
     return console, done_images, done_videos, frames, time.perf_counter() - started
 
 
-def _predict_input(predictor: Predictor, path: Path, out: Path, tiles: RichTileProgress) -> list[Path]:
-    """One non-video input through the path :func:`segflow.domains.route.input_kind` chooses."""
-    options = predictor.options
-    data = predictor.meta.data
-    slide_model = data is not None and data.format == "wsi"
-    kind = input_kind(path, as_kind=options.input_kind, mpp=options.mpp, slide_model=slide_model)
-    if kind == "volume":
-        from segflow.domains.medical.predict import predict_volume
-
-        return predict_volume(predictor, path, out, output=options.volume_output, progress=tiles)
-    if kind == "slide":
-        from segflow.domains.wsi.predict import predict_slide
-
-        if options.vectorize == "gpkg":
-            raise ConfigError(
-                f"{path}: slides get GeoJSON contours (<stem>.geojson, QuPath's format); --vectorize gpkg "
-                "is for GeoTIFFs: leave it out"
-            )
-        return predict_slide(predictor, path, out, mpp=options.mpp, min_area=options.min_area, progress=tiles)
-    if kind == "geo":
-        from segflow.domains.geo.predict import predict_raster
-
-        return predict_raster(
-            predictor, path, out, vectorize=options.vectorize, min_area=options.min_area, progress=tiles
-        )
-    _refuse_domain_model(predictor, path)
-    return predict_file(predictor, path, out, options.overlay, options.probs, tiles)
-
-
-def _refuse_domain_model(predictor: Predictor, path: Path) -> None:
-    """A model that reads raw values through an intensity policy (HU, reflectance) or stacks
-    neighbouring slices (2.5-D) cannot take a plain image: its pixels would mean something else."""
-    from segflow.domains.medical.predict import model_context
-
-    meta = predictor.meta
-    context = model_context(meta)
-    if meta.intensity is None and not context:
-        return
-    trained = meta.data.format if meta.data is not None else None
-    if trained == "geotiff":
-        what, kind = "a GeoTIFF (its bands in raw units, through the model's band stretch)", "geo"
-    else:
-        reads = f"{2 * context + 1} neighbouring slices" if context else "values in HU through its window"
-        what, kind = f"a NIfTI or DICOM volume (it reads {reads})", "volume"
-    raise ConfigError(
-        f"{path}: this model was trained on {trained or 'volume or raster'} data; give it {what}, "
-        f"or force that path for this file with --as {kind}"
-    )
+_predict_input = predict_input  # the name tests/domains/test_domain_route.py imports
 
 
 def _check_video_file_target(
@@ -392,11 +379,152 @@ def _predict_via_server(
     _summary(console, len(files), 0, 0, time.perf_counter() - started, out)
 
 
-def _summary(console: Console, images: int, videos: int, frames: int, seconds: float, out: Path) -> None:
-    """One line: files, seconds, images (and frames) per second, output location."""
+def _ray_inputs(inputs: list[str]) -> list[str | Path]:
+    """--ray inputs: local files, folders and globs as :func:`expand_inputs` finds them, and
+    fsspec URLs (``s3://bucket/dir/*.png``) listed through fsspec; videos are refused."""
+    from segflow.distributed.ray_predict import expand_url, is_url
+
+    local = [item for item in inputs if not is_url(item)]
+    found: list[str | Path] = list(expand_inputs(local)) if local else []
+    suffixes = tuple(s for s in INPUT_SUFFIXES if s not in VIDEO_SUFFIXES)
+    for item in (item for item in inputs if is_url(item)):
+        found.extend(url for url in expand_url(item, suffixes) if url not in found)
+    videos = [item for item in found if is_video(item)]
+    if videos:
+        raise ConfigError(f"--ray takes images, not videos ({videos[0]}); predict videos without --ray")
+    _check_stems(found)
+    return found
+
+
+def _finished(manifest: PredictionManifest, item: str | Path) -> bool:
+    """Whether the manifest lists ``item`` as finished with its current bytes; only listed inputs
+    are hashed here (the Ray actors hash the others as they read them)."""
+    from segflow.distributed.ray_predict import is_url, url_sha256
+
+    if input_key(item) not in manifest.inputs:
+        return False
+    return manifest.is_finished(item, url_sha256(str(item)) if is_url(item) else input_sha256(item))
+
+
+def _summary(
+    console: Console, images: int, videos: int, frames: int, seconds: float, out: Path, failed: int = 0
+) -> None:
+    """One line: files, seconds, images (and frames) per second, failures, output location."""
     rate = (images + frames) / seconds if seconds > 0 else float("inf")
     what = f"{images} image(s)" + (f" and {videos} video(s), {frames} frames" if videos else "")
     unit = "images+frames/s" if videos else "images/s"
+    failures = f", {failed} failed (errors in {out / MANIFEST_NAME})" if failed else ""
     console.print(
-        f"predicted {what} in {seconds:.1f} s ({rate:.2f} {unit}); outputs in {out}", highlight=False
+        f"predicted {what} in {seconds:.1f} s ({rate:.2f} {unit}){failures}; outputs in {out}",
+        highlight=False,
     )
+
+
+def _ray_options(
+    ray: bool, address: str | None, workers: int | None, ray_batch: int | None, server: str | None
+) -> RayOptions | None:
+    """The checked --ray options, or None without --ray (whose options are then refused)."""
+    if not ray:
+        values = {"--address": address, "--workers": workers, "--ray-batch": ray_batch}
+        given = [flag for flag, value in values.items() if value is not None]
+        if given:
+            raise ConfigError(f"{', '.join(given)} only apply with --ray; add --ray or leave them out")
+        return None
+    if server is not None:
+        raise ConfigError(
+            "--ray and --server exclude each other: the server predicts itself; pass one of them"
+        )
+    return RayOptions(
+        address=address,
+        workers=DEFAULT_RAY_WORKERS if workers is None else workers,
+        batch=DEFAULT_RAY_BATCH if ray_batch is None else ray_batch,
+    )
+
+
+def _predict_on_ray(
+    model: str,
+    model_path: Path,
+    backend: str | None,
+    options: InferenceOptions,
+    inputs: list[str],
+    out: Path,
+    overwrite: bool,
+    resume: bool,
+    ray_options: RayOptions,
+) -> None:
+    """Images on a Ray actor pool (:mod:`segflow.distributed.ray_predict`), under the same
+    folder rule and manifest as local prediction; failed images are recorded, then exit 1.
+
+    Order: every refusal (options, inputs, the model loaded once here with the backend the
+    actors use, the folder rule, Ray's address and CPUs) comes before ``--overwrite`` removes
+    anything; with ``--resume`` and nothing left to predict, Ray is not started."""
+    from segflow.distributed.ray_predict import RayJobError, check_model_loads, predict_on_ray, ray_session
+
+    images = _ray_inputs(inputs)
+    if out.suffix.lower() in VIDEO_SUFFIXES:
+        raise ConfigError(f"--ray writes into an --out folder, not the video file {out}")
+    if overwrite and resume:
+        raise ConfigError("--overwrite and --resume exclude each other; pass one of them")
+    check_model_loads(model_path, backend, _resolved(options, model_path))
+
+    def open_out() -> PredictionManifest:
+        return open_prediction_dir(
+            out,
+            images,
+            model_record(model, backend),
+            options,
+            overwrite,
+            resume,
+            resolve=lambda given: _resolved(given, model_path),
+        )
+
+    console = Console(stderr=True, soft_wrap=True)
+    started = time.perf_counter()
+    manifest = None if overwrite else open_out()  # without --overwrite it removes nothing
+    pending = list(images) if manifest is None else [path for path in images if not _finished(manifest, path)]
+    if manifest is not None and not pending:
+        manifest.begin()  # writes the failures of inputs no longer given as dropped
+        manifest.close()
+        console.print(f"--resume: skipped {len(images)} input(s) already finished in {out}", highlight=False)
+        _summary(console, 0, 0, 0, time.perf_counter() - started, out)
+        return
+    done = failed = 0
+    with ray_session(ray_options):  # connects (or refuses) before --overwrite clears --out
+        if manifest is None:
+            manifest = open_out()  # --overwrite: nothing is finished afterwards
+        manifest.begin()
+        try:
+            with _progress(console) as progress:
+                task = progress.add_task("files", total=len(images), completed=len(images) - len(pending))
+                for result in predict_on_ray(
+                    model_path, backend, manifest.options, pending, out, ray_options
+                ):
+                    if result.error is None:
+                        manifest.record(result.path, result.sha256, result.outputs)
+                        done += 1
+                    else:
+                        manifest.record_failure(result.path, result.sha256, result.error)
+                        console.print(f"failed: {result.path}: {result.error}", highlight=False)
+                        failed += 1
+                    progress.advance(task)
+        except RayJobError as err:
+            manifest.close()
+            where = (
+                f"the inputs finished so far are in {manifest.path}: fix the cause and rerun with --resume"
+                if manifest.path.is_file()
+                else "nothing was finished: fix the cause and rerun"
+            )
+            raise InferenceError(f"{err}; {where}") from None
+        finally:
+            manifest.close()
+    if len(images) > len(pending):
+        console.print(
+            f"--resume: skipped {len(images) - len(pending)} input(s) already finished in {out}",
+            highlight=False,
+        )
+    _summary(console, done, 0, 0, time.perf_counter() - started, out, failed)
+    if failed:
+        raise InferenceError(
+            f"{failed} of {len(pending)} image(s) failed; their errors are in {out / MANIFEST_NAME}: "
+            "fix them and rerun with --resume to predict only those"
+        )

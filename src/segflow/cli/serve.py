@@ -43,7 +43,11 @@ def serve(
     ] = None,
     backend: Annotated[
         str | None,
-        typer.Option(CLI_OPTIONS["backend"], help="torch, onnx or onnx-int8 (default: from the file)."),
+        typer.Option(
+            CLI_OPTIONS["backend"],
+            help="torch, onnx, onnx-int8, openvino, openvino-int8, tflite or tflite-int8 (default: from the "
+            "file: .onnx -> onnx, .xml -> openvino, .tflite -> tflite, else torch).",
+        ),
     ] = None,
     max_batch: Annotated[
         int | None,

@@ -21,14 +21,21 @@ def train(
         typer.Option("--overwrite", help="Replace the outputs of an earlier run in a non-empty run folder."),
     ] = False,
 ) -> None:
-    """Train a model; writes runs/<name>/ (checkpoints, metrics, curves, samples, model card)."""
+    """Train a model; writes runs/<name>/ (checkpoints, metrics, curves, samples, model card).
+
+    Under torchrun or srun every process runs this command; the launcher's environment gives
+    the nodes and ranks (docs/multinode.md) and rank 0 alone reports.
+    """
+    from segflow.distributed.launch import check_environment
+
+    check_environment()  # before Lightning parses the launcher's variables on import
     from segflow.config import load_config
 
     cfg = load_config(config, overrides or [])
     from segflow.training.engine import train as run_training
 
     result = run_training(cfg, resume=resume, overwrite=overwrite)
-    if result is None:  # a non-zero DDP rank
+    if result is None:  # a non-zero DDP rank (another process, or another node)
         return
     console = Console()
     console.print(

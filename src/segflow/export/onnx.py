@@ -19,12 +19,24 @@ Exporter: torch 2.14 defaults to the dynamo exporter, which needs ``onnxscript``
 segflow's stack); the TorchScript-based exporter (``dynamo=False``) produces a correct graph
 with dynamic H/W for smp models (checked by ``onnx.checker`` and ONNX Runtime at sizes
 other than the export size), so segflow uses it.
+
+Speed: smp decoders upsample with ``F.interpolate(x, size=skip.shape[-2:])``. With dynamic
+H/W that exports as a ``Resize`` whose ``sizes`` are computed from ``Shape`` at run time, and
+ONNX Runtime's NCHWc layout optimiser cannot keep such a Resize in its blocked layout: it
+wraps each one in ``ReorderOutput``/``ReorderInput`` copies (15 reorders instead of 1 for a
+Unet-R34). Segflow inputs are multiples of the output stride, so every such size is an exact
+integer multiple of the input size; the calls whose ratio is the same at two input sizes
+(:func:`fixed_resize_ratios`) are exported as ``scale_factor`` (a constant ``scales`` input,
+:func:`constant_scale_resizes`), which gives the graph ONNX Runtime builds from a plain static
+export while H and W stay dynamic (benchmarks/bench_onnx_breakdown.py).
 """
 
 from __future__ import annotations
 
+import contextlib
 import json
 import warnings
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -40,6 +52,7 @@ from segflow.inference.backends import (
     INPUT_FORMATS,
     INPUT_UINT8_NHWC,
     META_KEY,
+    ONNX_SUFFIX,
     UINT8_MAX,
 )
 from segflow.io_utils import atomic_write
@@ -80,6 +93,86 @@ class ExportWrapper(nn.Module):
         return logits, logits.softmax(dim=1), labels
 
 
+Ratio = tuple[int, int] | None
+"""An ``F.interpolate(size=...)`` call's integer (H, W) upsampling ratio, or None."""
+
+
+def _size_ratio(input: torch.Tensor, size: Any, scale_factor: Any, args: tuple[Any, ...]) -> Ratio:
+    if size is None or scale_factor is not None or args or input.dim() != len("NCHW"):
+        return None
+    height, width = int(input.shape[-2]), int(input.shape[-1])
+    target = (size, size) if isinstance(size, int) else tuple(int(s) for s in size)
+    if len(target) != 2 or target[0] % height or target[1] % width:
+        return None
+    return target[0] // height, target[1] // width
+
+
+@contextlib.contextmanager
+def _patched_interpolate(decide: Any) -> Iterator[None]:
+    """Swaps ``torch.nn.functional.interpolate`` for the block; ``decide(index, ratio)`` returns
+    the scale to use for the ``index``-th call, or None to keep the call unchanged."""
+    import torch.nn.functional as F
+
+    original = F.interpolate
+    calls = [0]
+
+    def interpolate(
+        input: torch.Tensor, size: Any = None, scale_factor: Any = None, *args: Any, **kw: Any
+    ) -> Any:
+        scale = decide(calls[0], _size_ratio(input, size, scale_factor, args))
+        calls[0] += 1
+        if scale is None:
+            return original(input, size, scale_factor, *args, **kw)
+        kw.pop("recompute_scale_factor", None)
+        return original(input, scale_factor=(float(scale[0]), float(scale[1])), **kw)
+
+    F.interpolate = interpolate  # type: ignore[assignment]
+    try:
+        yield
+    finally:
+        F.interpolate = original
+
+
+def fixed_resize_ratios(net: nn.Module, in_channels: int, stride: int) -> list[Ratio]:
+    """Per ``F.interpolate(size=...)`` call of one forward, its upsampling ratio when it is the same
+    integer at two input sizes (``2 * stride`` and ``3 * stride``), else None.
+
+    A ratio that depends on the input size (a global-pooling branch upsampled to the feature
+    size, as in DeepLab's ASPP) differs between the two runs and stays a computed size.
+    """
+    runs: list[list[Ratio]] = []
+    for multiple in (2, 3):
+        seen: list[Ratio] = []
+
+        def record(index: int, ratio: Ratio, seen: list[Ratio] = seen) -> None:
+            seen.append(ratio)  # only records: every call runs unchanged
+
+        with _patched_interpolate(record), torch.inference_mode():
+            net(torch.rand(1, in_channels, multiple * stride, multiple * stride))
+        runs.append(seen)
+    first, second = runs
+    if len(first) != len(second):  # data-dependent control flow: change nothing
+        return []
+    return [a if a == b else None for a, b in zip(first, second, strict=True)]
+
+
+@contextlib.contextmanager
+def constant_scale_resizes(ratios: list[Ratio]) -> Iterator[None]:
+    """While exporting, turns the ``F.interpolate(x, size=...)`` calls whose ratio is fixed
+    (:func:`fixed_resize_ratios`) into ``scale_factor`` calls (see the module docstring).
+
+    The result is identical: with an integer ratio, torch and ONNX ``Resize`` compute the same
+    source coordinates from ``size`` and from ``scale_factor``. Other calls are unchanged.
+    Not thread-safe (it swaps ``torch.nn.functional.interpolate`` for the ``with`` block).
+    """
+
+    def decide(index: int, ratio: Ratio) -> Ratio:
+        return ratio if index < len(ratios) and ratios[index] is not None and ratio == ratios[index] else None
+
+    with _patched_interpolate(decide):
+        yield
+
+
 def check_opset(opset: int) -> None:
     """Refuses an opset the exporter cannot write.
 
@@ -89,6 +182,19 @@ def check_opset(opset: int) -> None:
     if not MIN_OPSET <= opset <= MAX_OPSET:
         raise ConfigError(
             f"--opset {opset} is invalid; use {MIN_OPSET} to {MAX_OPSET} (default {DEFAULT_OPSET})"
+        )
+
+
+def check_onnx_path(out: Path) -> None:
+    """Refuses an ``--out`` that is not an ``.onnx`` file name (``predict`` picks the runtime by
+    the suffix: ONNX written to ``x.xml`` would be run as OpenVINO).
+
+    Raises:
+        ConfigError: Another suffix, or none.
+    """
+    if out.suffix.lower() != ONNX_SUFFIX:
+        raise ConfigError(
+            f"--out {out}: --format onnx writes an .onnx file; use --out {out.with_suffix(ONNX_SUFFIX)}"
         )
 
 
@@ -193,7 +299,8 @@ def export_onnx(
     wrapper = ExportWrapper(net.eval(), input_format, info.output_channels).eval()
     example = sample_input(info.in_channels, (2 * stride, 2 * stride), input_format)
     out = Path(out)
-    with atomic_write(out) as tmp, warnings.catch_warnings():
+    ratios = fixed_resize_ratios(net.eval(), info.in_channels, stride)
+    with atomic_write(out) as tmp, warnings.catch_warnings(), constant_scale_resizes(ratios):
         warnings.simplefilter("ignore")
         torch.onnx.export(
             wrapper,

@@ -7,8 +7,6 @@ refused INT8 model leaves the (checked) fp32 model and no ``.int8.onnx`` file.
 
 from __future__ import annotations
 
-from collections.abc import Callable
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -16,23 +14,39 @@ import numpy as np
 from torch import nn
 
 from segflow.errors import ConfigError
-from segflow.export.onnx import DEFAULT_OPSET, check_opset, export_onnx
+from segflow.export.base import (
+    CALIB_SPLIT,
+    DEFAULT_CALIB_IMAGES,
+    DEFAULT_MAX_MIOU_DROP,
+    EVAL_SPLIT,
+    EXPORT_FORMATS,
+    MAX_MIOU_DROP_LIMIT,
+    ExportFormat,
+    ExportRequest,
+    ExportResult,
+    Int8Options,
+    Log,
+    calibration_batches,
+    checked,
+    int8_gate,
+    register_format,
+    staged_onnx,
+)
+from segflow.export.onnx import DEFAULT_OPSET, check_onnx_path, check_opset
 from segflow.export.parity import (
     PARITY_IMAGES,
-    ExportCheckError,
-    ParityReport,
     check_measurable,
     check_parity,
     dataset_batches,
-    evaluate_miou,
     sample_batches,
     torch_forward,
 )
-from segflow.export.quantize import CALIBRATION_METHODS, DEFAULT_CALIBRATION, quantize_int8
+from segflow.export.quantize import quantize_int8
 from segflow.export.torchscript import export_program, export_torchscript
 from segflow.inference.backends import (
     INPUT_FLOAT_NCHW,
     INPUT_FORMATS,
+    ONNX_SUFFIX,
     PT2_SUFFIX,
     OnnxBackend,
     TorchBackend,
@@ -40,118 +54,108 @@ from segflow.inference.backends import (
     load_torch_model,
     read_model_meta,
 )
+from segflow.inference.litert_backend import TFLITE_SUFFIX
+from segflow.inference.openvino_backend import IR_SUFFIX, WEIGHTS_SUFFIX
 from segflow.io_utils import atomic_write
 from segflow.models.meta import CheckpointMeta
 
-FORMATS = ("onnx", "torchscript", "export")
-DEFAULT_CALIB_IMAGES = 64
-DEFAULT_MAX_MIOU_DROP = 1.0
-MAX_MIOU_DROP_LIMIT = 100.0
-"""mIoU is scored in percent points, so no drop can exceed 100."""
-CALIB_SPLIT = "train"
-EVAL_SPLIT = "val"
+EXPORT_SOURCE_KINDS = {ONNX_SUFFIX: "ONNX", IR_SUFFIX: "OpenVINO", TFLITE_SUFFIX: "TFLite"}
+"""Suffixes of segflow's own exports, refused as ``segflow export`` sources."""
 
-Log = Callable[[str], None]
-
-
-@dataclass
-class ExportResult:
-    """What :func:`export_model` produced.
-
-    Attributes:
-        path: The exported model.
-        parity: Parity of the export against the eager model.
-        int8_path: The INT8 model, or None when not asked for.
-        int8_parity: Parity of INT8 against the eager model (informational).
-        miou: ``{"fp32": ..., "int8": ...}`` in percent points on the val split.
-    """
-
-    path: Path
-    parity: ParityReport
-    int8_path: Path | None = None
-    int8_parity: ParityReport | None = None
-    miou: dict[str, float] = field(default_factory=dict)
+__all__ = [
+    "CALIB_SPLIT",
+    "DEFAULT_CALIB_IMAGES",
+    "DEFAULT_MAX_MIOU_DROP",
+    "EVAL_SPLIT",
+    "MAX_MIOU_DROP_LIMIT",
+    "ExportResult",
+    "Int8Options",
+    "check_export_options",
+    "check_export_target",
+    "export_model",
+]
 
 
-@dataclass(frozen=True)
-class Int8Options:
-    """INT8 settings: calibration data, image count, method, gate and eval cap.
-
-    Every value is checked on construction (before any work), each against the range its
-    ``--option`` message names.
-
-    Raises:
-        ConfigError: ``calib_images`` or ``eval_images`` below 1, ``max_miou_drop`` not a
-            number of points in ``[0, MAX_MIOU_DROP_LIMIT]`` (NaN included), or an unknown
-            calibration method.
-    """
-
-    calib: Path
-    calib_images: int = DEFAULT_CALIB_IMAGES
-    max_miou_drop: float = DEFAULT_MAX_MIOU_DROP
-    method: str = DEFAULT_CALIBRATION
-    eval_images: int | None = None
-
-    def __post_init__(self) -> None:
-        if self.calib_images < 1:
-            raise ConfigError(f"--calib-images {self.calib_images} is invalid; use at least 1 image")
-        if self.eval_images is not None and self.eval_images < 1:
-            raise ConfigError(
-                f"--eval-images {self.eval_images} is invalid; use at least 1 image, or leave it out "
-                "to score the whole val split"
-            )
-        if not 0.0 <= self.max_miou_drop <= MAX_MIOU_DROP_LIMIT:  # also refuses NaN
-            raise ConfigError(
-                f"--max-miou-drop {self.max_miou_drop} is invalid; use mIoU points from 0 to "
-                f"{MAX_MIOU_DROP_LIMIT:g} (default {DEFAULT_MAX_MIOU_DROP:g})"
-            )
-        if self.method not in CALIBRATION_METHODS:
-            raise ConfigError(
-                f"--calibration {self.method!r} is invalid; choose one of {', '.join(CALIBRATION_METHODS)}"
-            )
+def formats() -> list[str]:
+    """Registered ``--format`` names (the ONNX-based ones register when ``segflow.export`` loads)."""
+    return EXPORT_FORMATS.names()
 
 
-def check_export_options(fmt: str, input_format: str, opset: int, int8: bool) -> None:
-    """Refuses export options outside their range, before any file is read.
+def check_export_options(
+    fmt: str, input_format: str, opset: int, int8: bool, calibration: str | None = None
+) -> ExportFormat:
+    """Refuses export options outside their range, or that the format cannot honour, before
+    any file is read (what a format honours is declared in its :class:`ExportFormat`).
 
     Args:
         fmt: ``--format``.
         input_format: ``--input``.
         opset: ``--opset``.
         int8: Whether ``--int8`` is asked for.
+        calibration: ``--calibration`` (checked against the format's INT8 path with ``--int8``).
+
+    Returns:
+        The registered format.
 
     Raises:
         ConfigError: An unknown format or input format, an opset outside the exporter's
-            range, or ``--int8`` with a format other than ONNX.
+            range, ``--int8`` with a format that has no INT8 path, or an ``--input`` or
+            ``--calibration`` the format does not offer.
     """
-    if fmt not in FORMATS:
-        raise ConfigError(f"--format {fmt!r} is invalid; choose one of {', '.join(FORMATS)}")
-    if int8 and fmt != "onnx":
-        raise ConfigError(f"--int8 needs --format onnx (got --format {fmt})")
+    if fmt not in EXPORT_FORMATS:
+        raise ConfigError(f"--format {fmt!r} is invalid; choose one of {', '.join(formats())}")
+    chosen = EXPORT_FORMATS.get(fmt)
+    if int8 and not chosen.int8:
+        offered = ", ".join(name for name in formats() if EXPORT_FORMATS.get(name).int8)
+        raise ConfigError(f"--int8 needs one of --format {offered} (got --format {fmt})")
     if input_format not in INPUT_FORMATS:
         raise ConfigError(f"--input {input_format!r} is invalid; choose one of {', '.join(INPUT_FORMATS)}")
-    if fmt == "onnx":
+    if input_format not in chosen.input_formats:
+        raise ConfigError(
+            f"--input {input_format} does not apply to --format {fmt}; it takes "
+            f"{', '.join(chosen.input_formats)}: leave --input out"
+        )
+    if int8 and calibration is not None and calibration not in chosen.calibrations:
+        raise ConfigError(
+            f"--calibration {calibration} is not offered by --format {fmt}; choose "
+            f"{', '.join(chosen.calibrations)}"
+        )
+    if chosen.onnx_based:
         check_opset(opset)
+    return chosen
 
 
 def check_export_target(out: Path, fmt: str, int8: bool) -> None:
     """Refuses an output path that cannot be written, before any model is loaded.
 
     Args:
-        out: The ``--out`` file.
+        out: The ``--out`` file (a folder for folder formats such as ``triton``).
         fmt: Export format.
-        int8: Whether ``<out>.int8.onnx`` will be written too.
+        int8: Whether an INT8 sibling (``<stem>.int8.<suffix>``) will be written too.
 
     Raises:
-        ConfigError: ``out`` (or its INT8 sibling) is a folder, its parent is not a folder,
-            or a ``.pt2`` suffix is missing for ``--format export``.
+        ConfigError: ``out`` is a folder for a file format (or a file for a folder format),
+            with ``int8`` an ``out`` that is itself an INT8 name (its INT8 sibling would be
+            ``out``) or an INT8 sibling that is a folder, its parent is not a folder, or a
+            ``.pt2`` suffix is missing for ``--format export``.
     """
-    if out.is_dir():
+    chosen = EXPORT_FORMATS.get(fmt)
+    if chosen.folder:
+        if out.is_file():
+            raise ConfigError(f"--out {out} is a file; --format {fmt} writes a folder: give a folder path")
+    elif out.is_dir():
         raise ConfigError(
             f"--out {out} is an existing folder; give a file path such as {out / out.name}"
-            f"{'' if out.suffix else '.onnx'}"
+            f"{'' if out.suffix else chosen.suffix}"
         )
-    sibling = int8_path_for(out)
+    if chosen.check_target is not None:
+        chosen.check_target(out)
+    sibling = int8_sibling(out)
+    if int8 and sibling == out:
+        raise ConfigError(
+            f"--out {out} is an INT8 name, but with --int8 --out names the fp32 model (the INT8 one "
+            f"goes beside it): choose a name without .int8, such as {out.with_name(_without_int8(out))}"
+        )
     if int8 and sibling != out and sibling.is_dir():
         raise ConfigError(
             f"the INT8 output {sibling} (derived from --out {out}) is an existing folder; "
@@ -162,6 +166,56 @@ def check_export_target(out: Path, fmt: str, int8: bool) -> None:
         raise ConfigError(f"--out {out}: {parent} is a file, not a folder; choose another output path")
     if fmt == "export" and out.suffix.lower() != PT2_SUFFIX:
         raise ConfigError(f"--out {out}: torch.export programs must be saved as .pt2")
+
+
+def int8_sibling(path: Path) -> Path:
+    """The INT8 artefact beside an fp32 one: ``model.onnx`` -> ``model.int8.onnx``,
+    ``model.xml`` -> ``model.int8.xml``, ``model.tflite`` -> ``model.int8.tflite``."""
+    if path.suffix.lower() in ("", ".onnx"):
+        return int8_path_for(path)
+    if path.stem.endswith(".int8"):
+        return path
+    return path.with_name(f"{path.stem}.int8{path.suffix}")
+
+
+def _without_int8(path: Path) -> str:
+    """``y.int8.onnx`` -> ``y.onnx`` (the name with its ``.int8`` part dropped)."""
+    stem = path.name[: -len(path.suffix)] if path.suffix else path.name
+    return stem[: -len(".int8")] + path.suffix if stem.lower().endswith(".int8") else path.name
+
+
+def remove_stale_int8(out: Path, log: Log) -> None:
+    """Removes the INT8 model beside a freshly written fp32 export made without ``--int8``.
+
+    An INT8 sibling left by an earlier ``--int8`` export belongs to the previous model, and
+    ``--backend onnx-int8`` / ``openvino-int8`` / ``tflite-int8`` would silently run it. Called
+    only after the new fp32 artefact is in place. An IR's ``.bin`` goes with its ``.xml``.
+    """
+    sibling = int8_sibling(out)
+    if sibling == out:
+        return
+    stale = [sibling]
+    if sibling.suffix.lower() == IR_SUFFIX:
+        stale.append(sibling.with_suffix(WEIGHTS_SUFFIX))
+    if any(path.is_file() for path in stale):
+        for path in stale:
+            if path.is_file():
+                path.unlink()
+        log(f"removed the stale INT8 model {sibling} (it belonged to the previous export)")
+
+
+def check_export_source(source: Path) -> None:
+    """Refuses an export (``.onnx``, ``.xml``, ``.tflite``) as the source of ``segflow export``.
+
+    Raises:
+        ConfigError: ``source`` has an export's suffix (checked before anything is loaded).
+    """
+    kind = EXPORT_SOURCE_KINDS.get(source.suffix.lower())
+    if kind is not None:
+        raise ConfigError(
+            f"export needs a checkpoint (.ckpt/.pt/.safetensors): {source} is already an {kind} export; "
+            "export the checkpoint it came from"
+        )
 
 
 def check_gate_data(meta: CheckpointMeta, options: Int8Options, source: str, log: Log) -> None:
@@ -192,9 +246,7 @@ def check_gate_data(meta: CheckpointMeta, options: Int8Options, source: str, log
         summary,
         source,
         lambda line: log(f"warning: {line}"),
-        remedy=(
-            f"calibrate with the data the model was trained on (--calib {options.calib}); nothing was written"
-        ),
+        remedy="give --calib the data YAML the model was trained on; nothing was written",
     )
     check_measurable(options.calib, EVAL_SPLIT, options.eval_images)
 
@@ -206,81 +258,79 @@ def parity_batches(meta: CheckpointMeta, calib: Path | None) -> list[np.ndarray]
     return sample_batches(meta.in_channels, meta.stride)
 
 
-def _checked(report: ParityReport, label: str, log: Log) -> ParityReport:
-    log(report.summary(label))
-    if not report.passed:
-        raise ExportCheckError(
-            f"{label} export disagrees with the eager model on "
-            f"{(1 - report.argmax_agreement) * 100:.3f} % of pixels (max |logit diff| "
-            f"{report.max_abs_diff:.2e}); the export was not written"
-        )
-    return report
-
-
-def export_torch_format(
-    net: nn.Module, meta: CheckpointMeta, out: Path, fmt: str, batches: list[np.ndarray], log: Log
-) -> ExportResult:
+def export_torch_format(request: ExportRequest, fmt: str) -> ExportResult:
     """TorchScript or torch.export, parity-checked before the file is renamed into place."""
     writer = export_torchscript if fmt == "torchscript" else export_program
-    with atomic_write(out) as staged:
-        writer(net, meta, staged)
+    with atomic_write(request.out) as staged:
+        writer(request.net, request.meta, staged)
         loaded = TorchBackend(staged, precision="fp32")
-        report = _checked(check_parity(torch_forward(net), loaded.forward, batches), fmt, log)
-    return ExportResult(out, report)
+        report = checked(
+            check_parity(torch_forward(request.net), loaded.forward, request.batches), fmt, request.log
+        )
+    return ExportResult(request.out, report)
 
 
-def export_onnx_checked(
-    net: nn.Module,
-    meta: CheckpointMeta,
-    out: Path,
-    batches: list[np.ndarray],
-    log: Log,
-    input_format: str = INPUT_FLOAT_NCHW,
-    opset: int = DEFAULT_OPSET,
-) -> ExportResult:
+def export_onnx_checked(request: ExportRequest) -> ExportResult:
     """fp32 ONNX export, parity-checked before the file is renamed into place."""
-    with atomic_write(out) as staged:
-        export_onnx(net, meta, staged, input_format=input_format, opset=opset)
-        backend = OnnxBackend(staged)
-        report = _checked(check_parity(torch_forward(net), backend.forward, batches), "onnx fp32", log)
-    return ExportResult(out, report)
+    return staged_onnx(request, request.out)
 
 
-def add_int8(
-    result: ExportResult, net: nn.Module, meta: CheckpointMeta, options: Int8Options, log: Log
-) -> ExportResult:
-    """Quantises ``result.path`` and keeps the INT8 file only if it passes the mIoU gate.
+def add_int8(result: ExportResult, request: ExportRequest) -> ExportResult:
+    """Quantises ``result.path`` with ONNX Runtime and keeps the INT8 file only if it passes
+    the mIoU gate (:func:`segflow.export.base.int8_gate`).
 
     Raises:
-        ExportCheckError: INT8 loses more than ``options.max_miou_drop`` mIoU points, or the
-            gate cannot measure mIoU (no labelled pixel in the val split).
+        ExportCheckError: INT8 loses more than ``max_miou_drop`` mIoU points, or the gate
+            cannot measure mIoU (no labelled pixel in the val split).
     """
+    options, log = request.int8, request.log
+    assert options is not None  # export_model only calls this with --int8
     int8_out = int8_path_for(result.path)
-    calib = dataset_batches(options.calib, CALIB_SPLIT, options.calib_images, meta.in_channels, meta.stride)
-    fp32_miou = evaluate_miou(OnnxBackend(result.path), options.calib, EVAL_SPLIT, options.eval_images)
+    calib = calibration_batches(request)
     if int8_out.exists():
         int8_out.unlink()
         log(f"removed the previous INT8 model {int8_out}")
     with atomic_write(int8_out) as staged:
         info = {"data": str(options.calib), "images": options.calib_images, "split": CALIB_SPLIT}
         quantize_int8(result.path, staged, calib, options.method, info)
-        int8 = OnnxBackend(staged)
-        result.int8_parity = check_parity(
-            torch_forward(net), int8.forward, parity_batches(meta, options.calib)
+        result.miou, result.int8_parity = int8_gate(
+            request, OnnxBackend(result.path), OnnxBackend(staged), "onnx", result.path, int8_out
         )
-        log(result.int8_parity.summary("onnx int8 (informational)"))
-        int8_miou = evaluate_miou(int8, options.calib, EVAL_SPLIT, options.eval_images)
-        result.miou = {"fp32": fp32_miou, "int8": int8_miou}
-        drop = fp32_miou - int8_miou
-        log(f"val mIoU: fp32 {fp32_miou:.2f}, int8 {int8_miou:.2f} (drop {drop:.2f} points)")
-        if not drop <= options.max_miou_drop:  # also refuses a NaN drop
-            raise ExportCheckError(
-                f"INT8 refused: it loses {drop:.2f} mIoU points (fp32 {fp32_miou:.2f}, int8 {int8_miou:.2f}) "
-                f"> --max-miou-drop {options.max_miou_drop}; kept the fp32 model {result.path}, "
-                f"no INT8 model written at {int8_out}"
-            )
     result.int8_path = int8_out
     return result
+
+
+def write_onnx(request: ExportRequest) -> ExportResult:
+    """``--format onnx``: the checked fp32 export, then (with ``--int8``) the gated INT8 model."""
+    result = export_onnx_checked(request)
+    request.log(f"wrote {request.out}")
+    if request.int8 is not None:
+        add_int8(result, request)
+        request.log(f"wrote {result.int8_path}")
+    return result
+
+
+register_format(
+    ExportFormat(
+        "onnx",
+        ONNX_SUFFIX,
+        write_onnx,
+        int8=True,
+        onnx_based=True,
+        check_target=check_onnx_path,
+        help="self-contained ONNX (+ ONNX Runtime INT8 with --int8)",
+    )
+)
+register_format(
+    ExportFormat(
+        "torchscript", ".ts", lambda r: export_torch_format(r, "torchscript"), help="TorchScript archive"
+    )
+)
+register_format(
+    ExportFormat(
+        "export", ".pt2", lambda r: export_torch_format(r, "export"), help="torch.export program (.pt2)"
+    )
+)
 
 
 def export_model(
@@ -293,24 +343,29 @@ def export_model(
     calib: Path | None = None,
     log: Log = print,
 ) -> ExportResult:
-    """Exports a checkpoint (or ``(net, meta)``), checks parity and optionally adds INT8.
+    """Exports a checkpoint (or ``(net, meta)``) to a registered format, checks it against the
+    eager model and optionally adds a gated INT8 model.
 
     Args:
         source: Checkpoint path or ``(net, meta)``.
-        out: Destination file.
-        fmt: ``onnx``, ``torchscript`` or ``export`` (torch.export ``.pt2``).
+        out: Destination file (a folder for folder formats).
+        fmt: A name in :data:`segflow.export.base.EXPORT_FORMATS` (``onnx``, ``torchscript``,
+            ``export``, ``openvino``, ``tflite``, ``triton``).
         input_format: ONNX input, ``float-nchw`` or ``uint8-nhwc``.
         opset: ONNX opset.
-        int8: INT8 options (ONNX only), or None.
+        int8: INT8 options (formats that offer INT8), or None.
         calib: Data YAML whose val images are used for the parity check (None: synthetic).
         log: Where progress lines go.
 
     Raises:
-        ConfigError: Unknown format, INT8 asked for a non-ONNX format, or an ``out`` that
-            cannot be written (checked before the model is loaded).
+        ConfigError: Unknown format, INT8 asked for a format without it, a source that is
+            already an export (``.onnx``, ``.xml``, ``.tflite``), or an ``out`` that cannot be
+            written (checked before the model is loaded).
         ExportCheckError: Parity below 99.9 % argmax agreement, or the INT8 gate refused.
     """
-    check_export_options(fmt, input_format, opset, int8 is not None)
+    if not isinstance(source, tuple):
+        check_export_source(Path(source))
+    chosen = check_export_options(fmt, input_format, opset, int8 is not None, int8.method if int8 else None)
     out = Path(out)
     check_export_target(out, fmt, int8 is not None)
     if isinstance(source, tuple):
@@ -324,12 +379,8 @@ def export_model(
         net, meta, _ = load_torch_model(Path(source))
     net = net.eval()
     calib = calib if calib is not None else (int8.calib if int8 else None)
-    batches = parity_batches(meta, calib)
-    if fmt != "onnx":
-        return export_torch_format(net, meta, out, fmt, batches, log)
-    result = export_onnx_checked(net, meta, out, batches, log, input_format, opset)
-    log(f"wrote {out}")
-    if int8 is not None:
-        add_int8(result, net, meta, int8, log)
-        log(f"wrote {result.int8_path}")
+    request = ExportRequest(net, meta, out, parity_batches(meta, calib), input_format, opset, int8, log)
+    result = chosen.write(request)
+    if chosen.int8 and int8 is None:
+        remove_stale_int8(result.path, log)
     return result

@@ -107,7 +107,10 @@ def quantize_int8(
     export = json.loads(props[EXPORT_KEY])  # written by segflow's export_onnx: a JSON object
     with tempfile.TemporaryDirectory(prefix="segflow-quant-") as workdir:
         prepared = Path(workdir) / "prepared.onnx"
-        quant_pre_process(str(fp32_path), str(prepared), skip_symbolic_shape=False)
+        # auto_merge: an upsampled decoder map (2 * floor(h / 2**k)) and its skip (floor(h / 2**(k-1)))
+        # are the same size for segflow inputs (multiples of the stride) but not provably so for
+        # sympy; without merging, symbolic inference stops at the first Concat.
+        quant_pre_process(str(fp32_path), str(prepared), skip_symbolic_shape=False, auto_merge=True)
         reader = ImageCalibrationReader(export["input_name"], export["input_format"], batches)
         quantized = Path(workdir) / "int8.onnx"
         quantize_static(

@@ -1,13 +1,16 @@
 """segflow.inference: the Predictor (one inference path), tiling, streaming, TTA, video.
 
 Names are imported lazily (on first attribute access); nothing here imports torch unless the
-torch backend is used, so ONNX inference runs without it.
+torch backend is used, so ONNX inference runs without it. The OpenVINO and LiteRT backend
+modules are imported here (their runtimes only when a model is loaded), so ``BACKENDS`` is
+complete whichever inference module is imported first.
 """
 
 from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
+from segflow.inference import litert_backend, openvino_backend  # noqa: F401  (register their backends)
 from segflow.lazy import lazy_exports
 
 if TYPE_CHECKING:

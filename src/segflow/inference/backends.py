@@ -1,4 +1,7 @@
-"""Inference backends behind one interface: ``torch``, ``onnx`` and ``onnx-int8``.
+"""Inference backends behind one interface: ``torch``, ``onnx``, ``onnx-int8`` here; ``openvino``,
+``openvino-int8`` (:mod:`segflow.inference.openvino_backend`) and ``tflite``, ``tflite-int8``
+(:mod:`segflow.inference.litert_backend`) register from their modules, which the package
+``segflow.inference`` imports, so any import of this module has them registered.
 
 Every backend takes float32 ``(N, C, H, W)`` images in [0, 1] (normalisation happens
 inside the model or the exported graph) and returns float32 logits ``(N, K, H, W)``.
@@ -21,6 +24,8 @@ from __future__ import annotations
 
 import contextlib
 import json
+import math
+import os
 import zipfile
 from abc import ABC, abstractmethod
 from collections.abc import Callable
@@ -55,6 +60,11 @@ UINT8_MAX = 255.0
 LOGITS_OUTPUT = "logits"
 CLASS_AXIS = 1
 PRECISIONS = ("auto", "fp32", "bf16")
+SUFFIX_BACKENDS: dict[str, str] = {".onnx": "onnx", ".xml": "openvino", ".tflite": "tflite"}
+"""The default backend for a model file by its suffix (anything else: ``torch``)."""
+META_READERS: dict[str, Callable[[Path], CheckpointMeta]] = {}
+"""Metadata readers of exported files by suffix (``.xml``: OpenVINO IR rt_info, ``.tflite``),
+registered by their backend modules; ``read_model_meta`` asks them."""
 BF16_CPU_FLAGS = ("avx512_bf16", "amx_bf16")
 
 
@@ -90,10 +100,38 @@ class Backend(ABC):
     def __call__(self, x: np.ndarray) -> np.ndarray:
         return self.forward(x)
 
+    @classmethod
+    def model_files(cls, source: Path) -> list[Path]:
+        """The files this backend reads for ``source`` (what identifies the model that runs:
+        ``predictions.json`` hashes them). Overridden where that is not ``source`` alone: an
+        INT8 sibling, an IR's weights file."""
+        return [source]
+
+
+CGROUP_CPU_MAX = Path("/sys/fs/cgroup/cpu.max")
+"""cgroup v2 CPU quota: ``"<quota_us> <period_us>"`` or ``"max <period_us>"`` (no limit)."""
+
+
+def cgroup_cpu_limit(path: Path = CGROUP_CPU_MAX) -> int | None:
+    """CPUs the container may use (``ceil(quota / period)`` of cgroup v2 ``cpu.max``), or None
+    when unlimited or unreadable. A Kubernetes ``limits.cpu: 2`` gives 2."""
+    try:
+        quota, period = path.read_text().split()[:2]
+        return max(1, math.ceil(int(quota) / int(period)))
+    except (OSError, ValueError, ZeroDivisionError):
+        return None
+
 
 def physical_cores() -> int:
-    """Number of physical CPU cores (falls back to logical cores, then 1)."""
-    return psutil.cpu_count(logical=False) or psutil.cpu_count() or 1
+    """Threads one inference session should use: the physical cores, capped by the CPUs this
+    process may run on (``sched_getaffinity``: taskset, cpusets) and by the cgroup CPU quota
+    (a container's CPU limit), so a pod limited to 2 CPUs on a 64-core node starts 2 threads
+    instead of being throttled. Falls back to logical cores, then 1."""
+    cores = psutil.cpu_count(logical=False) or psutil.cpu_count() or 1
+    if hasattr(os, "sched_getaffinity"):
+        cores = min(cores, len(os.sched_getaffinity(0)) or cores)
+    limit = cgroup_cpu_limit()
+    return max(1, min(cores, limit) if limit is not None else cores)
 
 
 def cpu_has_native_bf16() -> bool:
@@ -263,10 +301,42 @@ def _session_options(threads: int | None) -> Any:
     options.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
     options.intra_op_num_threads = int(threads or physical_cores())
     options.inter_op_num_threads = 1
-    # The CPU arena keeps the largest activations ever seen (about 0.7 GB for four 512x512
-    # windows of a small Unet) for the life of the session; plain malloc returns them.
-    options.enable_cpu_mem_arena = False
+    # The CPU memory arena stays on (ONNX Runtime's default). Without it every call mallocs its
+    # activations afresh and the kernel zero-fills them again: ~20k page faults and ~65 ms of
+    # system time per 512x512 Unet-R34 call, +5-8 % CPU (benchmarks/bench_onnx_breakdown.py).
+    # The arena keeps the largest call's activations between calls (four 512x512 windows of a
+    # Unet-R34: RSS held 1.44 GB instead of 0.90 GB) while the peak stays the same (+3.5 %);
+    # the tiler's window batch bounds both.
     return options
+
+
+def logits_graph(path: Path) -> str | bytes:
+    """What an ``onnx`` session runs: the model cut down to the nodes ``logits`` needs.
+
+    ONNX Runtime runs every node of a graph on each call, whatever ``run`` fetches (nodes that
+    feed no graph output included), so segflow's ``probs``/``labels`` heads would cost every
+    logits-only call a softmax and an argmax over the whole image (+15-29 % for a 512x512
+    Unet-R34, benchmarks/bench_onnx_breakdown.py). Returns ``path`` when nothing is cut.
+
+    Raises:
+        Exception: Whatever ``onnx.load`` raises for a file that is not an ONNX model.
+    """
+    import onnx
+
+    model = onnx.load(str(path))
+    needed, kept = {LOGITS_OUTPUT}, []
+    for node in reversed(model.graph.node):
+        if needed.intersection(node.output):
+            kept.append(node)
+            needed.update(name for name in node.input if name)
+    outputs = [output for output in model.graph.output if output.name == LOGITS_OUTPUT]
+    if not outputs or len(kept) == len(model.graph.node):
+        return str(path)
+    del model.graph.node[:]
+    model.graph.node.extend(reversed(kept))
+    del model.graph.output[:]
+    model.graph.output.extend(outputs)
+    return model.SerializeToString()
 
 
 def read_onnx_metadata(path: Path, props: dict[str, str]) -> tuple[CheckpointMeta, dict[str, Any]]:
@@ -370,10 +440,12 @@ class OnnxBackend(Backend):
             raise CheckpointError(f"ONNX model {path} does not exist")
         try:
             self.session = ort.InferenceSession(
-                str(path), sess_options=_session_options(threads), providers=["CPUExecutionProvider"]
+                logits_graph(path), sess_options=_session_options(threads), providers=["CPUExecutionProvider"]
             )
-        except Exception as err:  # onnxruntime raises its own Fail/InvalidGraph types
-            raise CheckpointError(f"{path} is not a loadable ONNX model: {err}") from err
+        except Exception as err:  # onnx/onnxruntime raise DecodeError, Fail, InvalidGraph ...
+            raise CheckpointError(
+                f"{path} is not a loadable ONNX model: {' '.join(str(err).split())}"
+            ) from err
         meta, export = read_onnx_metadata(path, self.session.get_modelmeta().custom_metadata_map)
         outputs = {output.name: output.shape for output in self.session.get_outputs()}
         logits_shape = outputs.get(LOGITS_OUTPUT) or next(iter(outputs.values()), None) or []
@@ -386,20 +458,68 @@ class OnnxBackend(Backend):
         self.export = export
         self.input_format = input_format
         self.input_name = self.session.get_inputs()[0].name
+        self.threads = threads
+        self._full_session: Any = None
 
     def run(self, x: np.ndarray, outputs: list[str]) -> list[np.ndarray]:
         """Runs the graph and returns the named outputs (``logits``, ``probs``, ``labels``).
+
+        Logits come from the cut-down session (:func:`logits_graph`); other outputs from a
+        session on the whole file, created on the first call that asks for one.
 
         Args:
             x: float32 ``(N, C, H, W)`` in [0, 1].
             outputs: Output names.
         """
-        feed = to_graph_input(x, self.input_format)
-        return list(self.session.run(outputs, {self.input_name: feed}))
+        feed = {self.input_name: to_graph_input(x, self.input_format)}
+        if outputs == [LOGITS_OUTPUT]:
+            return list(self.session.run(outputs, feed))
+        if self._full_session is None:
+            import onnxruntime as ort
+
+            self._full_session = ort.InferenceSession(
+                str(self.path),
+                sess_options=_session_options(self.threads),
+                providers=["CPUExecutionProvider"],
+            )
+        return list(self._full_session.run(outputs, feed))
 
     def forward(self, x: np.ndarray) -> np.ndarray:
         """``(N, C, H, W)`` float32 in [0, 1] -> float32 logits ``(N, K, H, W)``."""
         return np.asarray(self.run(x, [LOGITS_OUTPUT])[0], dtype=np.float32)
+
+
+def require_int8_file(path: Path, source: str | Path, fmt: str = "") -> Path:
+    """``path``, the INT8 model an ``*-int8`` backend runs for ``source``, when it exists.
+
+    Args:
+        path: The INT8 file (``<stem>.int8.onnx`` / ``.int8.xml`` / ``.int8.tflite``).
+        source: What the user gave, for the message.
+        fmt: The export format that writes it (``openvino``, ``tflite``; empty for ONNX).
+
+    Raises:
+        CheckpointError: The file does not exist (names the export command that makes it).
+    """
+    if not path.is_file():
+        flag = f"--format {fmt} " if fmt else ""
+        raise CheckpointError(
+            f"no INT8 model {path} for {source}: create it with "
+            f"segflow export CKPT {flag}--int8 --calib DATA.yaml"
+        )
+    return path
+
+
+def require_quantized(path: Path, export: dict[str, Any]) -> None:
+    """Refuses an export record without a quantization record (an fp32 file under an INT8 name).
+
+    Raises:
+        CheckpointError: ``export["quantization"]`` is missing or empty.
+    """
+    if not export.get("quantization"):
+        raise CheckpointError(
+            f"{path} is not an INT8 segflow export (no quantization record in its metadata); "
+            "re-export it with --int8"
+        )
 
 
 def int8_path_for(path: Path) -> Path:
@@ -434,22 +554,22 @@ class OnnxInt8Backend(OnnxBackend):
         device: str = "cpu",
         threads: int | None = None,
     ) -> None:
-        path = int8_path_for(Path(source))
-        if not path.is_file():
-            raise CheckpointError(
-                f"no INT8 model {path} for {source}: "
-                "create it with segflow export CKPT --int8 --calib DATA.yaml"
-            )
+        path = require_int8_file(int8_path_for(Path(source)), source)
         super().__init__(path, meta, device, threads)
-        if not self.export.get("quantization"):
-            raise CheckpointError(f"{path} is not an INT8 segflow export (no quantization metadata)")
+        require_quantized(path, self.export)
+
+    @classmethod
+    def model_files(cls, source: Path) -> list[Path]:
+        """The INT8 sibling that runs, not the fp32 file given."""
+        return [int8_path_for(source)]
 
 
 def read_model_meta(path: str | Path) -> CheckpointMeta:
     """The metadata of a model file without running it (to settle options before loading).
 
-    ``.onnx``: the ``metadata_props`` (read with ``onnx``, no torch); a checkpoint: its
-    ``segflow`` entry (memory-mapped); a TorchScript or ``.pt2`` archive: loaded.
+    ``.onnx``: the ``metadata_props`` (read with ``onnx``, no torch); ``.xml`` / ``.tflite``: the
+    reader their backend registered in :data:`META_READERS`; a checkpoint: its ``segflow``
+    entry (memory-mapped); a TorchScript or ``.pt2`` archive: loaded.
 
     Raises:
         CheckpointError: The file is missing or carries no valid segflow metadata.
@@ -457,6 +577,8 @@ def read_model_meta(path: str | Path) -> CheckpointMeta:
     file = Path(path)
     if not file.is_file():
         raise CheckpointError(f"model file {file} does not exist")
+    if file.suffix.lower() in META_READERS:
+        return META_READERS[file.suffix.lower()](file)
     if file.suffix.lower() == ONNX_SUFFIX:
         import onnx
 
@@ -474,10 +596,25 @@ def read_model_meta(path: str | Path) -> CheckpointMeta:
     return load_torch_model(file)[1]
 
 
+def model_files(source: str | Path, backend: str | None = None) -> list[Path]:
+    """The files a backend reads for a model file: the file itself, or the INT8 sibling
+    (``onnx-int8``, ``openvino-int8``, ``tflite-int8``) and an OpenVINO IR's ``.bin``.
+
+    Raises:
+        ConfigError: Unknown backend name.
+    """
+    path = Path(source)
+    factory = BACKENDS.get(backend or backend_name_for(path))
+    if isinstance(factory, type) and issubclass(factory, Backend):
+        return list(factory.model_files(path))
+    return [path]
+
+
 def backend_name_for(source: str | Path | nn.Module) -> str:
-    """Default backend for a source: ``.onnx`` files -> ``onnx``, everything else -> ``torch``."""
-    if isinstance(source, str | Path) and Path(source).suffix.lower() == ONNX_SUFFIX:
-        return "onnx"
+    """Default backend for a source by its suffix (:data:`SUFFIX_BACKENDS`: ``.onnx`` -> ``onnx``,
+    ``.xml`` -> ``openvino``, ``.tflite`` -> ``tflite``), everything else -> ``torch``."""
+    if isinstance(source, str | Path):
+        return SUFFIX_BACKENDS.get(Path(source).suffix.lower(), "torch")
     return "torch"
 
 
@@ -492,7 +629,8 @@ def create_backend(
     """Builds a backend.
 
     Args:
-        name: ``torch``, ``onnx``, ``onnx-int8``, or None to pick by the file suffix.
+        name: A :data:`BACKENDS` name (``torch``, ``onnx``, ``onnx-int8``, ``openvino``,
+            ``openvino-int8``, ``tflite``, ``tflite-int8``), or None to pick by the file suffix.
         source: Model file or ``nn.Module`` (torch only).
         meta: Metadata for an ``nn.Module`` source.
         device: Torch device (ONNX backends run on CPU).
@@ -506,5 +644,5 @@ def create_backend(
     chosen = name or backend_name_for(source)
     factory = BACKENDS.get(chosen)
     if not isinstance(source, str | Path) and chosen != "torch":
-        raise ConfigError(f"backend {chosen!r} needs an exported .onnx file, not an nn.Module")
+        raise ConfigError(f"backend {chosen!r} needs an exported model file, not an nn.Module")
     return factory(source, meta=meta, device=device, threads=threads, **options)

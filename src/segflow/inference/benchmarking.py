@@ -10,8 +10,16 @@ are compared under the same conditions:
   batch 1. Convention: FLOPs = 2 x MACs (one multiply-add counts as 2 FLOPs), as in the
   matmul peak, so "% of peak" compares like with like. INT8 ops are counted as the same
   FLOPs (the work is the same, done in int8).
-- Machine peak: fp32 GEMM with torch (``MATMUL_SIZE`` square, repeated) and with ONNX
-  Runtime (a one-node MatMul graph), both in GFLOP/s.
+- Machine peak: fp32 GEMM with torch (``MATMUL_SIZE`` square, repeated), with ONNX
+  Runtime (a one-node MatMul graph) and, when an OpenVINO row is asked for, with OpenVINO
+  (a one-node MatMul model), all in GFLOP/s. Each row's "% of peak" uses its own runtime's peak.
+- Rows: the backends ``torch``, ``onnx``, ``onnx-int8``, ``openvino`` and
+  ``openvino-int8`` (the ``tflite`` backends are not offered: their models need a converter
+  venv and a fixed size) plus ``onnx-plain``, a benchmark-only reference: a plain static
+  ``torch.onnx`` export of the same eager net (fixed batch and size, logits only, default
+  exporter settings) in ONNX Runtime with default session options. The INT8 rows quantise
+  the model here with synthetic calibration images when no INT8 file sits next to it
+  (ONNX Runtime QDQ for ``onnx-int8``, NNCF for ``openvino-int8``).
 - Memory: peak resident set size sampled every few ms while each backend runs, and the
   process peak (``ru_maxrss``) at the end.
 """
@@ -57,7 +65,14 @@ RSS_SAMPLE_S = 0.005
 MIB = 1024 * 1024
 GIGA = 1e9
 CALIB_IMAGES = 8
+PLAIN_ONNX = "onnx-plain"
+"""Benchmark-only row: plain static ``torch.onnx`` export, ONNX Runtime default session."""
+PLAIN_OPSET = 17
+OPENVINO_ROWS = ("openvino", "openvino-int8")
+DEFAULT_BACKENDS = ("torch", PLAIN_ONNX, "onnx", "onnx-int8", "openvino", "openvino-int8")
 DEFAULT_CHANNELS = 3
+UNBENCHMARKED_SUFFIXES = {".xml": "OpenVINO (.xml)", ".tflite": "TFLite (.tflite)"}
+"""Export files MODEL may not be: the rows are built from a checkpoint or an ONNX export."""
 PERCENTILES = (50, 95)
 MS = 1000.0
 
@@ -88,6 +103,7 @@ class LoadedModel:
     onnx_path: Path | None
     torch_source: nn.Module | Path | None
     int8_path: Path | None = None
+    openvino_int8_path: Path | None = None
 
 
 def timed_repeats(call: Callable[[], Any], min_seconds: float = PEAK_MIN_SECONDS) -> float:
@@ -124,6 +140,23 @@ def ort_matmul_peak(size: int = MATMUL_SIZE, threads: int | None = None) -> floa
     rng = np.random.default_rng(0)
     feed = {name: rng.random((size, size), dtype=np.float32) for name in ("a", "b")}
     return 2 * size**3 / timed_repeats(lambda: session.run(None, feed)) / GIGA
+
+
+def openvino_matmul_peak(size: int = MATMUL_SIZE, threads: int | None = None) -> float:
+    """fp32 GEMM GFLOP/s with OpenVINO on a one-node MatMul model (same compile settings as
+    the ``openvino`` backend)."""
+    import openvino as ov
+    import openvino.opset13 as ops
+
+    from segflow.inference.openvino_backend import compile_config
+
+    a, b = (ops.parameter([size, size], np.float32, name=name) for name in ("a", "b"))
+    model = ov.Model([ops.matmul(a, b, False, False)], [a, b], "matmul")
+    compiled = ov.Core().compile_model(model, "CPU", compile_config(threads))
+    request = compiled.create_infer_request()
+    rng = np.random.default_rng(0)
+    feed = [rng.random((size, size), dtype=np.float32) for _ in range(2)]
+    return 2 * size**3 / timed_repeats(lambda: request.infer(feed)) / GIGA
 
 
 def count_gflops(net: nn.Module, in_channels: int, size: int) -> float:
@@ -199,7 +232,7 @@ def load_model(model: str) -> LoadedModel:
     ``arch:encoder:classes`` spec, an ONNX export or a checkpoint/export.
 
     Raises:
-        ConfigError: An unknown MODEL form or a malformed spec.
+        ConfigError: An unknown MODEL form, a malformed spec, or an OpenVINO / TFLite export.
         CheckpointError: The file does not exist or is not a segflow model.
     """
     source = parse_model_source(model, accept=("file", "spec"), command="benchmark")
@@ -210,6 +243,11 @@ def load_model(model: str) -> LoadedModel:
             model, net, CheckpointMeta.of_module(net, spec_meta(arch, encoder, classes)), None, net
         )
     path = source.path
+    if path.suffix.lower() in UNBENCHMARKED_SUFFIXES:
+        raise ConfigError(
+            f"MODEL {model}: segflow benchmark does not take {UNBENCHMARKED_SUFFIXES[path.suffix.lower()]} "
+            "exports; give the checkpoint, an .onnx export or an arch:encoder:classes spec"
+        )
     if path.suffix.lower() == ONNX_SUFFIX:
         meta = create_backend("onnx", path).meta
         info = meta.model
@@ -248,14 +286,82 @@ def ensure_onnx(loaded: LoadedModel, workdir: Path, size: int, want_int8: bool) 
         )
 
 
+def ensure_openvino_int8(loaded: LoadedModel, workdir: Path, size: int) -> None:
+    """Finds ``<stem>.int8.xml`` next to the ONNX model, or makes one in ``workdir`` with NNCF
+    and synthetic calibration images (the way ``onnx-int8`` is made here)."""
+    from segflow.export.openvino import quantize_openvino
+    from segflow.inference.openvino_backend import openvino_int8_path_for
+
+    if loaded.onnx_path is None:
+        raise ConfigError(f"{loaded.description}: no ONNX model to quantise for openvino-int8")
+    found = openvino_int8_path_for(loaded.onnx_path)
+    if found.exists():
+        loaded.openvino_int8_path = found
+        return
+    calib = synthetic_batches(loaded.meta.in_channels, size)
+    loaded.openvino_int8_path = quantize_openvino(
+        loaded.onnx_path, workdir / found.name, calib, {"data": "synthetic", "images": len(calib)}
+    )
+
+
+class PlainOnnxBackend(Backend):
+    """Benchmark-only reference: a plain static ``torch.onnx`` export in a default ORT session.
+
+    The export is what a user gets from ``torch.onnx.export(net, x, path)`` with the
+    TorchScript-based exporter: fixed ``(batch, C, size, size)`` input, one ``logits``
+    output, no segflow metadata. Not registered as a backend.
+
+    Args:
+        net: The eager net (float ``(N, C, H, W)`` in [0, 1] -> logits).
+        meta: Its metadata.
+        path: Where to write the export.
+        batch: Fixed batch size.
+        size: Fixed square input side.
+        threads: Intra-op threads (None: ONNX Runtime's default).
+    """
+
+    name = PLAIN_ONNX
+
+    def __init__(
+        self, net: nn.Module, meta: CheckpointMeta, path: Path, batch: int, size: int, threads: int | None
+    ) -> None:
+        import warnings
+
+        import onnxruntime as ort
+
+        super().__init__(meta)
+        example = torch.rand(batch, meta.in_channels, size, size)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            torch.onnx.export(net.eval(), (example,), str(path), opset_version=PLAIN_OPSET, dynamo=False)
+        options = ort.SessionOptions()
+        if threads:
+            options.intra_op_num_threads = threads
+        self.session = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+        self.input_name = self.session.get_inputs()[0].name
+
+    def forward(self, x: np.ndarray) -> np.ndarray:
+        """``(batch, C, size, size)`` float32 in [0, 1] -> float32 logits."""
+        (logits,) = self.session.run(None, {self.input_name: np.ascontiguousarray(x, dtype=np.float32)})
+        return np.asarray(logits, dtype=np.float32)
+
+
 def make_backend(loaded: LoadedModel, name: str, threads: int | None) -> Backend:
     """Builds the named backend for the loaded model."""
     if name == "torch":
         if loaded.torch_source is None:
             raise ConfigError(f"{loaded.description} is an ONNX export: the torch backend needs a checkpoint")
         return create_backend("torch", loaded.torch_source, meta=loaded.meta, threads=threads)
-    path = loaded.int8_path if name == "onnx-int8" else loaded.onnx_path
+    paths = {"onnx-int8": loaded.int8_path, "openvino-int8": loaded.openvino_int8_path}
+    path = paths.get(name, loaded.onnx_path)
     return create_backend(name, path or "", threads=threads)
+
+
+def plain_backend(loaded: LoadedModel, workdir: Path, batch: int, size: int, threads: int | None) -> Backend:
+    """The ``onnx-plain`` reference for one batch size (a static export per batch)."""
+    if loaded.net is None:
+        raise ConfigError(f"{loaded.description}: no eager model for the {PLAIN_ONNX} export")
+    return PlainOnnxBackend(loaded.net, loaded.meta, workdir / f"plain-b{batch}.onnx", batch, size, threads)
 
 
 def measure_backend(
@@ -297,17 +403,39 @@ def check_request(
         raise ConfigError(f"--size {size} is invalid; use a positive multiple of 32 (e.g. 512)")
     if not batches or min(batches) < 1:
         raise ConfigError(f"--batch {list(batches)} is invalid; use positive integers like 1,4")
+    valid = ", ".join(DEFAULT_BACKENDS)
     for name in backends:
-        BACKENDS.get(name)
+        if name in DEFAULT_BACKENDS:
+            continue
+        if name in BACKENDS:
+            raise ConfigError(
+                f"backend {name!r} is not offered by segflow benchmark (it builds its models from a "
+                f"checkpoint or an ONNX export); supported: {valid}"
+            )
+        raise ConfigError(f"unknown backend {name!r}; valid names: {valid}")
     if warmup < 0 or iters < 1:
         raise ConfigError(f"--warmup {warmup} / --iters {iters} invalid: warmup >= 0, iters >= 1")
+
+
+def prepare_models(
+    loaded: LoadedModel, workdir: Path, size: int, backends: Sequence[str], log: Callable[[str], None]
+) -> None:
+    """Exports ONNX and quantises INT8 models for the rows that need them (once, before timing)."""
+    if not any(name not in ("torch", PLAIN_ONNX) for name in backends):
+        return
+    want_int8 = "onnx-int8" in backends
+    log("exporting to ONNX" + (" and INT8 (synthetic calibration)" if want_int8 else ""))
+    ensure_onnx(loaded, workdir, size, want_int8)
+    if "openvino-int8" in backends:
+        log("quantising for openvino-int8 with NNCF (synthetic calibration)")
+        ensure_openvino_int8(loaded, workdir, size)
 
 
 def run_benchmark(
     model: str,
     size: int = 512,
     batches: Sequence[int] = (1,),
-    backends: Sequence[str] = ("torch", "onnx", "onnx-int8"),
+    backends: Sequence[str] = DEFAULT_BACKENDS,
     warmup: int = 3,
     iters: int = 20,
     threads: int | None = None,
@@ -316,10 +444,11 @@ def run_benchmark(
     """Benchmarks backends on one model; returns the JSON-ready report.
 
     Args:
-        model: Checkpoint, ONNX export, or ``arch:encoder:classes`` spec (random weights).
+        model: Checkpoint, ONNX export, or ``arch:encoder:classes`` spec (random weights); not
+            an OpenVINO or TFLite export.
         size: Square input side (multiple of 32).
         batches: Batch sizes.
-        backends: Backend names.
+        backends: Backend names, from :data:`DEFAULT_BACKENDS`.
         warmup: Untimed calls per backend and batch.
         iters: Timed calls per backend and batch.
         threads: Intra-op threads for torch and ORT (None: torch default / physical cores).
@@ -335,22 +464,22 @@ def run_benchmark(
     loaded = load_model(model)
     channels = loaded.meta.in_channels
     log("measuring the fp32 matmul peak")
-    peak_torch, peak_ort = torch_matmul_peak(), ort_matmul_peak(threads=threads)
+    peaks = {"torch": torch_matmul_peak(), "onnx": ort_matmul_peak(threads=threads)}
+    if any(name in OPENVINO_ROWS for name in backends):
+        peaks["openvino"] = openvino_matmul_peak(threads=threads)
     gflops = count_gflops(loaded.net, channels, size) if loaded.net is not None else float("nan")
     rows: list[BackendResult] = []
     with tempfile.TemporaryDirectory(prefix="segflow-bench-") as workdir:
-        if any(name != "torch" for name in backends):
-            log(
-                "exporting to ONNX" + (" and INT8 (synthetic calibration)" if "onnx-int8" in backends else "")
-            )
-            ensure_onnx(loaded, Path(workdir), size, "onnx-int8" in backends)
+        prepare_models(loaded, Path(workdir), size, backends, log)
         for name in backends:
-            backend = make_backend(loaded, name, threads)
-            peak = peak_torch if name == "torch" else peak_ort
+            backend = None if name == PLAIN_ONNX else make_backend(loaded, name, threads)
+            peak = peaks["torch" if name == "torch" else "openvino" if name in OPENVINO_ROWS else "onnx"]
             for batch in batches:
                 log(f"timing {name} at batch {batch}")
-                times, rss = measure_backend(backend, batch, size, warmup, iters)
+                runner = backend or plain_backend(loaded, Path(workdir), batch, size, threads)
+                times, rss = measure_backend(runner, batch, size, warmup, iters)
                 rows.append(summarise(name, batch, times, rss, gflops, peak))
+                del runner
             del backend
     add_speedups(rows)
     return {
@@ -363,8 +492,9 @@ def run_benchmark(
             "cpu_capability": str(torch.backends.cpu.get_cpu_capability()),
             "physical_cores": physical_cores(),
             "torch_threads": torch.get_num_threads(),
-            "torch_matmul_gflops": peak_torch,
-            "ort_matmul_gflops": peak_ort,
+            "torch_matmul_gflops": peaks["torch"],
+            "ort_matmul_gflops": peaks["onnx"],
+            "openvino_matmul_gflops": peaks.get("openvino"),
             "matmul_size": MATMUL_SIZE,
         },
         "flops": {"gflops_per_image": gflops, "convention": "FLOPs = 2 x MACs (torch FlopCounterMode)"},
@@ -401,17 +531,30 @@ def render_markdown(report: dict[str, Any]) -> str:
     """Markdown report: settings, machine peak and the results table."""
     machine = report["machine"]
     header, rows = table_rows(report)
+    openvino_peak = machine.get("openvino_matmul_gflops")
+    peak_line = (
+        f"- fp32 matmul peak: torch {machine['torch_matmul_gflops']:.1f} GFLOP/s, "
+        f"ONNX Runtime {machine['ort_matmul_gflops']:.1f} GFLOP/s"
+        + (f", OpenVINO {openvino_peak:.1f} GFLOP/s" if openvino_peak else "")
+        + " (% peak: each row against its own runtime's peak)"
+    )
     lines = [
         f"# segflow benchmark: {report['model']} at {report['size']}x{report['size']}",
         "",
         f"- CPU: {machine['cpu']} ({machine['cpu_capability']}), {machine['physical_cores']} physical cores, "
         f"torch threads {machine['torch_threads']}",
-        f"- fp32 matmul peak: torch {machine['torch_matmul_gflops']:.1f} GFLOP/s, "
-        f"ONNX Runtime {machine['ort_matmul_gflops']:.1f} GFLOP/s "
-        "(% peak: torch rows against torch's peak, ONNX rows against ORT's)",
+        peak_line,
         f"- FLOPs per image: {report['flops']['gflops_per_image']:.2f} G ({report['flops']['convention']})",
         f"- {report['warmup']} warm-up + {report['iters']} timed calls per row; process peak RSS "
         f"{report['process_peak_rss_mb']:.0f} MiB",
+        *(
+            [
+                f"- {PLAIN_ONNX}: plain static torch.onnx export (logits only) in ONNX Runtime with default "
+                "session options, the reference for segflow's own onnx export"
+            ]
+            if any(row["backend"] == PLAIN_ONNX for row in report["results"])
+            else []
+        ),
         "",
         "| " + " | ".join(header) + " |",
         "|" + "---|" * len(header),

@@ -21,12 +21,18 @@ atomically (:func:`segflow.io_utils.atomic_write`) after each finished input, at
 leaves a valid manifest and loses at most the last second of finished inputs, which
 ``resume`` recomputes.
 
+A run that goes on past a failed input (``segflow predict --ray``) lists that input under
+``failed`` with its error (:meth:`PredictionManifest.record_failure`); the key is absent when
+nothing failed. A failed input is not finished, so ``resume`` predicts it again; a resumed run
+drops the failure records of inputs it was not given (:meth:`PredictionManifest.keep_failures_of`).
+
 Layout::
 
     {"format_version": 1, "segflow_version": "...",
      "model": {"path": "/abs/model.onnx", "sha256": "...", "backend": "onnx"},
      "options": {"tile": 512, "overlap": 0.25, ...},
-     "inputs": [{"path": "/abs/a.png", "sha256": "...", "outputs": ["a.png", "a_overlay.png"]}]}
+     "inputs": [{"path": "/abs/a.png", "sha256": "...", "outputs": ["a.png", "a_overlay.png"]}],
+     "failed": [{"path": "/abs/b.png", "sha256": "...", "error": "b.png is not a readable image"}]}
 """
 
 from __future__ import annotations
@@ -34,7 +40,7 @@ from __future__ import annotations
 import hashlib
 import json
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -65,6 +71,8 @@ OUTPUT_SUFFIXES = (
 """Names ``<stem><suffix>`` segflow predict writes for an input (see segflow.inference.streaming)."""
 PARTIAL_MARK = ".partial-"
 """Part of the temporary names of :func:`segflow.io_utils.atomic_write` (left by a killed run)."""
+URL_MARK = "://"
+"""What tells an fsspec URL input (``s3://bucket/a.png``, ``file:///data/a.png``) from a path."""
 
 
 def file_sha256(path: str | Path) -> str:
@@ -88,6 +96,13 @@ def input_sha256(path: str | Path) -> str:
     return digest.hexdigest()
 
 
+def input_key(path: str | Path) -> str:
+    """How the manifest names an input: an fsspec URL (``s3://...``, given as a string) as it
+    is, a local path resolved."""
+    text = str(path)
+    return text if URL_MARK in text else str(Path(path).resolve())
+
+
 def input_stem(path: str | Path) -> str:
     """The name outputs of ``path`` start with: the file name without its suffix (both suffixes
     of ``.nii.gz``; a folder's whole name)."""
@@ -107,18 +122,33 @@ def model_record(model: str | Path, backend: str | None = None) -> dict[str, Any
         backend: Backend name as given (None: chosen by the file suffix).
 
     Returns:
-        ``{"path", "sha256", "backend"}`` for a file, ``{"spec", "backend"}`` otherwise.
+        ``{"path", "sha256", "backend"}`` for a file, ``{"spec", "backend"}`` otherwise. The
+        hash covers the files the backend reads (``backends.model_files``): the file alone, or
+        an OpenVINO IR's ``.xml`` and ``.bin``, or the INT8 sibling that ``*-int8`` backends
+        run, so ``--resume`` notices a changed weights file or INT8 model too.
     """
     path = Path(model)
     if path.is_file():
-        from segflow.inference.backends import backend_name_for
+        from segflow.inference.backends import backend_name_for, model_files
 
+        chosen = backend or backend_name_for(path)
         return {
             "path": str(path.resolve()),
-            "sha256": file_sha256(path),
-            "backend": backend or backend_name_for(path),
+            "sha256": files_sha256(model_files(path, chosen)),
+            "backend": chosen,
         }
     return {"spec": str(model), "backend": backend}
+
+
+def files_sha256(paths: list[Path]) -> str:
+    """One file's SHA-256; for several, the SHA-256 of their names and hashes in order (a file
+    that does not exist counts as ``missing``, so its later appearance changes the hash)."""
+    if len(paths) == 1 and paths[0].is_file():
+        return file_sha256(paths[0])
+    digest = hashlib.sha256()
+    for path in paths:
+        digest.update(f"{path.name}:{file_sha256(path) if path.is_file() else 'missing'}\n".encode())
+    return digest.hexdigest()
 
 
 def _same_model(stored: dict[str, Any], current: dict[str, Any]) -> bool:
@@ -144,6 +174,7 @@ class PredictionManifest:
         options: The run's inference options, resolved for its model (``tta`` not ``"checkpoint"``).
         inputs: Finished inputs by resolved path: ``{"path", "sha256", "outputs"}``.
         flush_interval_s: See :data:`FLUSH_INTERVAL_S` (0 writes after every input).
+        failed: Failed inputs by resolved path: ``{"path", "sha256", "error"}``.
     """
 
     def __init__(
@@ -153,6 +184,7 @@ class PredictionManifest:
         options: InferenceOptions,
         inputs: dict[str, dict[str, Any]] | None = None,
         flush_interval_s: float = FLUSH_INTERVAL_S,
+        failed: dict[str, dict[str, Any]] | None = None,
     ) -> None:
         if options.tta == TTA_FROM_CHECKPOINT:
             raise InferenceError(
@@ -162,6 +194,7 @@ class PredictionManifest:
         self.model = dict(model)
         self.options = options
         self.inputs: dict[str, dict[str, Any]] = dict(inputs or {})
+        self.failed: dict[str, dict[str, Any]] = dict(failed or {})
         self._writer_of = {
             str(name): key for key, entry in self.inputs.items() for name in entry.get("outputs", [])
         }
@@ -200,24 +233,25 @@ class PredictionManifest:
             options = InferenceOptions.from_json(data.get("options"), source=f"{path} options")
         except InferenceError as err:  # options of another segflow version
             raise ConfigError(f"{err}; use --overwrite") from None
-        inputs = {
-            str(item["path"]): item
-            for item in data["inputs"]
-            if isinstance(item, dict) and isinstance(item.get("path"), str)
-        }
-        return cls(Path(folder), data["model"], options, inputs)
+        inputs = _by_path(data["inputs"])
+        failed_items = data.get("failed")
+        failed = _by_path(failed_items if isinstance(failed_items, list) else [])
+        return cls(Path(folder), data["model"], options, inputs, failed=failed)
 
     def to_json(self) -> dict[str, Any]:
         """The manifest's JSON content."""
         from segflow import __version__
 
-        return {
+        content: dict[str, Any] = {
             "format_version": FORMAT_VERSION,
             "segflow_version": __version__,
             "model": self.model,
             "options": self.options.to_json(),
             "inputs": list(self.inputs.values()),
         }
+        if self.failed:
+            content["failed"] = list(self.failed.values())
+        return content
 
     def begin(self) -> None:
         """Writes the manifest at the start of the run (call it once the model has loaded).
@@ -238,21 +272,22 @@ class PredictionManifest:
         """Writes any finished input not yet on disk; a run that finished nothing leaves no manifest.
 
         So a run that failed on its first input (a bad file, say) leaves the folder as it found
-        it, and the corrected rerun needs no flag.
+        it, and the corrected rerun needs no flag. A manifest holding failure records
+        (:meth:`record_failure`) is kept: it is where the errors are.
         """
-        if not self.inputs:
+        if not self.inputs and not self.failed:
             self.path.unlink(missing_ok=True)
         elif self._dirty or not self.path.exists():
             self.flush()
 
-    def is_finished(self, input_path: Path, sha256: str) -> bool:
+    def is_finished(self, input_path: str | Path, sha256: str) -> bool:
         """True when ``input_path`` with these bytes is listed and all its outputs exist."""
-        entry = self.inputs.get(str(Path(input_path).resolve()))
+        entry = self.inputs.get(input_key(input_path))
         if entry is None or entry.get("sha256") != sha256:
             return False
         return all((self.folder / name).is_file() for name in entry.get("outputs", []))
 
-    def record(self, input_path: Path, sha256: str, outputs: Iterable[Path]) -> None:
+    def record(self, input_path: str | Path, sha256: str, outputs: Iterable[Path]) -> None:
         """Lists a finished input and its outputs; flushes at most once per ``flush_interval_s``.
 
         An earlier input whose outputs were just overwritten (another file with the same stem)
@@ -262,7 +297,7 @@ class PredictionManifest:
         for output in outputs:
             output = Path(output)
             names.append(output.name if output.parent.resolve() == self.folder.resolve() else str(output))
-        key = str(Path(input_path).resolve())
+        key = input_key(input_path)
         for name in names:
             earlier = self._writer_of.get(name)
             if earlier is not None and earlier != key:
@@ -270,6 +305,33 @@ class PredictionManifest:
                     self._writer_of.pop(str(stale), None)
             self._writer_of[name] = key
         self.inputs[key] = {"path": key, "sha256": sha256, "outputs": names}
+        self.failed.pop(key, None)
+        self._changed()
+
+    def record_failure(self, input_path: str | Path, sha256: str, error: str) -> None:
+        """Lists an input that failed, with its error (one line); flushes like :meth:`record`.
+
+        A failed input is not finished (:meth:`is_finished`), so ``resume`` predicts it again; an
+        earlier finished record of the same input is dropped (its outputs may be partial).
+        """
+        key = input_key(input_path)
+        for stale in self.inputs.pop(key, {}).get("outputs", []):
+            self._writer_of.pop(str(stale), None)
+        self.failed[key] = {"path": key, "sha256": sha256, "error": " ".join(str(error).split())}
+        self._changed()
+
+    def keep_failures_of(self, inputs: Iterable[str | Path]) -> None:
+        """Drops the failure records of inputs not among ``inputs`` (a resumed run given fewer
+        inputs, say without a broken file): the manifest lists failures of this run's inputs only.
+        Finished records stay (their outputs are still in the folder)."""
+        keys = {input_key(path) for path in inputs}
+        dropped = [key for key in self.failed if key not in keys]
+        for key in dropped:
+            del self.failed[key]
+        if dropped:
+            self._dirty = True
+
+    def _changed(self) -> None:
         self._dirty = True
         if time.monotonic() - self._last_flush >= self.flush_interval_s:
             self.flush()
@@ -315,14 +377,23 @@ class PredictionManifest:
             )
 
 
-def planned_outputs(inputs: Iterable[Path]) -> set[str]:
+def _by_path(items: list[Any]) -> dict[str, dict[str, Any]]:
+    """Manifest records keyed by their ``path`` (records without a string path are skipped)."""
+    return {
+        str(item["path"]): item
+        for item in items
+        if isinstance(item, dict) and isinstance(item.get("path"), str)
+    }
+
+
+def planned_outputs(inputs: Iterable[str | Path]) -> set[str]:
     """Names segflow predict may write in its folder for ``inputs`` (``<stem><suffix>``)."""
     return {f"{input_stem(path)}{suffix}" for path in inputs for suffix in OUTPUT_SUFFIXES}
 
 
 def open_prediction_dir(
     out: Path,
-    inputs: list[Path],
+    inputs: Sequence[str | Path],
     model: dict[str, Any],
     options: InferenceOptions,
     overwrite: bool = False,
@@ -336,7 +407,8 @@ def open_prediction_dir(
 
     Args:
         out: Output folder.
-        inputs: Input files of the run (their outputs are ``<out>/<stem>...``).
+        inputs: Input files of the run (their outputs are ``<out>/<stem>...``); fsspec URLs
+            as strings. On ``resume``, failure records of inputs not among them are dropped.
         model: :func:`model_record` of the run's model.
         options: The run's options.
         overwrite: Remove what segflow owns in ``out`` first (see the module docstring).
@@ -394,13 +466,14 @@ def open_prediction_dir(
         options = resolve(options) if resolve is not None else options
         previous.check_same_options(options)
         previous.model, previous.options = model, options  # performance fields as given now
+        previous.keep_failures_of(inputs)
         previous.flush_interval_s = flush_interval_s
         return previous
     options = resolve(options) if resolve is not None else options
     return PredictionManifest(out, model, options, flush_interval_s=flush_interval_s)
 
 
-def _refuse_inputs_as_outputs(out: Path, inputs: list[Path], planned: set[str]) -> None:
+def _refuse_inputs_as_outputs(out: Path, inputs: Sequence[str | Path], planned: set[str]) -> None:
     """An input inside ``out`` named like an output would be overwritten or removed: refuse."""
     if not out.is_dir():
         return

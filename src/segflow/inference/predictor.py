@@ -168,13 +168,14 @@ class Predictor:
         backend: str | None = None,
         device: str = "cpu",
     ) -> Predictor:
-        """Loads a checkpoint (``.ckpt``/``.pt``) or an exported model (``.onnx``).
+        """Loads a checkpoint (``.ckpt``/``.pt``) or an exported model (``.onnx``, ``.xml``, ``.tflite``).
 
         Args:
             path: Model file.
             options: Inference options (None: the defaults).
-            backend: ``"torch"``, ``"onnx"``, ``"onnx-int8"``, or None to pick by suffix
-                (``.onnx`` -> ``onnx``, anything else -> ``torch``; see
+            backend: ``"torch"``, ``"onnx"``, ``"onnx-int8"``, ``"openvino"``, ``"openvino-int8"``,
+                ``"tflite"``, ``"tflite-int8"``, or None to pick by suffix (``.onnx`` -> ``onnx``,
+                ``.xml`` -> ``openvino``, ``.tflite`` -> ``tflite``, anything else -> ``torch``; see
                 :func:`segflow.inference.backends.create_backend`).
             device: Device for the torch backend.
 

@@ -3,6 +3,11 @@
 Both paths feed one :class:`SegmentationMetrics` (one integer confusion matrix over the whole
 split) and write the same report: ``metrics.json``, ``metrics.md``, ``confusion.png`` and
 ``per_class_iou.png``.
+
+Under ``torchrun``/``srun`` (a :class:`~segflow.distributed.launch.Topology` with more than one
+process) each rank scores its own share of the split and the integer counts (confusion matrix,
+boundary-F1 counts, image count) are summed over a gloo process group before any ratio is taken,
+so rank 0 writes exactly the metrics of a one-process run; the other ranks write nothing.
 """
 
 from __future__ import annotations
@@ -10,8 +15,9 @@ from __future__ import annotations
 import warnings
 from collections.abc import Callable, Iterator
 from dataclasses import asdict
+from datetime import timedelta
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import torch
@@ -24,6 +30,13 @@ from segflow.data.spec import DataSpec
 from segflow.errors import DataError
 from segflow.io_utils import atomic_write
 from segflow.metrics import SegmentationMetrics, render_markdown, save_metrics_json
+
+if TYPE_CHECKING:
+    from segflow.distributed.launch import Topology
+
+SHARD_WAIT = timedelta(hours=24)
+"""How long the first rank to finish its share of a distributed evaluation waits for the last
+(a rank that dies ends the wait at once: its connections close)."""
 
 
 def _progress(total: int, label: str) -> Progress:
@@ -38,6 +51,7 @@ def score_pairs(
     ignore_index: int,
     class_names: list[str],
     boundary_tolerance: int = DEFAULT_BOUNDARY_TOLERANCE,
+    sum_over_ranks: bool = False,
 ) -> dict[str, Any]:
     """Accumulates ``(prediction (H, W), ground truth (H, W))`` pairs into one metrics dict.
 
@@ -48,8 +62,12 @@ def score_pairs(
         ignore_index: Ignored label (may be a class index: that class is not scored).
         class_names: K names.
         boundary_tolerance: Boundary F1 match distance in pixels (``boundary_tolerance_px``).
+        sum_over_ranks: Each rank of the initialised default process group scored its share of
+            the split: the integer counts are summed over all ranks (``all_reduce``) before the
+            ratios, and every rank returns the whole split's metrics. Every rank must call it.
     """
-    # One process scores the whole split, even inside a DDP job: never wait for other ranks.
+    # Without sum_over_ranks one process scores the whole split, even inside a DDP job (the
+    # final evaluation after training): never wait for other ranks.
     metric = SegmentationMetrics(
         num_classes,
         ignore_index=ignore_index,
@@ -62,7 +80,49 @@ def score_pairs(
             torch.from_numpy(np.asarray(pred, dtype=np.int64))[None],
             torch.from_numpy(np.asarray(target, dtype=np.int64))[None],
         )
+    if sum_over_ranks:
+        import torch.distributed as dist
+
+        for counts in (metric.confmat, metric.boundary, metric.num_images):  # int64: exact sums
+            dist.all_reduce(counts, op=dist.ReduceOp.SUM)
     return metric.compute()
+
+
+def shard_indices(dataset: Any, rank: int, world_size: int) -> list[int]:
+    """The sample indices rank ``rank`` of ``world_size`` scores; every index goes to one rank.
+
+    Samples are dealt round-robin in groups: one image each, or for a volume dataset each run
+    of consecutive slices of one case (a volume is scored whole, on one rank).
+
+    Args:
+        dataset: A :class:`segflow.data.dataset.SegmentationDataset`.
+        rank: This process's global rank.
+        world_size: Number of processes.
+
+    Returns:
+        Ascending indices.
+    """
+    if world_size == 1:
+        return list(range(len(dataset)))
+    if VolumeScores.of(dataset) is None:
+        return list(range(rank, len(dataset), world_size))
+    indices, group, previous = [], -1, None
+    for index, sample in enumerate(dataset.samples):
+        case = dataset.reader.case(sample).name
+        if case != previous:
+            group, previous = group + 1, case
+        if group % world_size == rank:
+            indices.append(index)
+    return indices
+
+
+def _gathered_volumes(volumes: VolumeScores, world_size: int) -> list[dict[str, Any]]:
+    """Every rank's per-volume entries, in split order (rank r scored groups r, r + W, ...)."""
+    from segflow.distributed.launch import gather_objects
+
+    parts: list[list[dict[str, Any]]] = gather_objects(volumes.per_volume)
+    keyed = [(j * world_size + r, entry) for r, part in enumerate(parts) for j, entry in enumerate(part)]
+    return [entry for _, entry in sorted(keyed, key=lambda item: item[0])]
 
 
 def write_report(metrics: dict[str, Any], out_dir: Path) -> None:
@@ -82,15 +142,17 @@ def _warn(message: str) -> None:
     warnings.warn(message, UserWarning, stacklevel=3)
 
 
-def _model_pairs(model: Path, predictor: Any, dataset: Any) -> Iterator[tuple[np.ndarray, np.ndarray]]:
-    with _progress(len(dataset), f"evaluating {model.name}") as progress:
-        for index in range(len(dataset)):
+def _model_pairs(
+    model: Path, predictor: Any, dataset: Any, indices: list[int]
+) -> Iterator[tuple[np.ndarray, np.ndarray]]:
+    with _progress(len(indices), f"evaluating {model.name}") as progress:
+        for index in indices:
             item = dataset[index]
             yield predictor.predict(item["image"]).labels, item["mask"]
             progress.advance(progress.task_ids[0])
 
 
-def _folder_pairs(folder: Path, dataset: Any) -> Iterator[tuple[np.ndarray, np.ndarray]]:
+def _folder_pairs(folder: Path, dataset: Any, indices: list[int]) -> Iterator[tuple[np.ndarray, np.ndarray]]:
     from segflow.viz import read_label_png
 
     missing = [s.name for s in dataset.samples if not (folder / f"{s.name}.png").is_file()]
@@ -100,7 +162,8 @@ def _folder_pairs(folder: Path, dataset: Any) -> Iterator[tuple[np.ndarray, np.n
             f"{missing[0]}.png; predictions must be index PNGs named like the images"
         )
     num_classes = len(dataset.classes)
-    for index, sample in enumerate(dataset.samples):
+    for index in indices:
+        sample = dataset.samples[index]
         path = folder / f"{sample.name}.png"
         pred = read_label_png(path)
         mask = dataset[index]["mask"]  # a stored value that maps to no label is a DataError here
@@ -127,6 +190,7 @@ def evaluate_model(
     tta: Any = None,
     boundary_tolerance: int = DEFAULT_BOUNDARY_TOLERANCE,
     warn: Callable[[str], None] | None = None,
+    topology: Topology | None = None,
 ) -> dict[str, Any]:
     """Scores a checkpoint or export on a split through the one inference path (Predictor).
 
@@ -144,44 +208,53 @@ def evaluate_model(
             ``warnings.warn``).
         boundary_tolerance: Boundary F1 match distance in pixels, recorded as
             ``metrics["boundary_tolerance_px"]``.
+        topology: This process's place in a ``torchrun``/``srun`` job
+            (:func:`segflow.distributed.launch.detect_topology`); with more than one process
+            each rank scores :func:`shard_indices`, the counts are summed over a gloo process
+            group (set up here unless one exists), and only rank 0 warns and writes the report.
+            Every rank of the job must call it. None: this process scores the whole split.
 
     Returns:
         The metrics dict (layout in docs/metrics.md), with ``train_overlap``: ``{count,
         total, examples}`` for a model whose checkpoint stores its train images' content
-        hashes (``segflow.data.fingerprint``), None for one that does not.
+        hashes (``segflow.data.fingerprint``), None for one that does not. Under a multi-process
+        ``topology`` every rank returns the whole split's metrics (``train_overlap`` only on
+        rank 0, None elsewhere).
 
     Raises:
         DataError: The split has no labelled pixel (the ``data check`` rule; nothing is
             scored or written), or the model predicts other classes than the data has
             (checked before any image is scored, like the other differences, which are warnings).
     """
+    from segflow.distributed.launch import Topology
     from segflow.inference import InferenceOptions, Predictor
     from segflow.models.meta import DataSummary, check_data_match
 
+    ranks = topology or Topology()
+    say = (warn or _warn) if ranks.is_main else _silent
     dataset = create_dataset(spec, split)
     require_labelled_pixel(dataset.reader, split, dataset.samples)  # before any inference
     classes = list(dataset.classes)
     predictor = Predictor.from_path(model, InferenceOptions(tta=tta), backend=backend)
     summary = DataSummary.from_spec(spec, classes, dataset.in_channels)
-    check_data_match(predictor.meta, summary, str(model), warn or _warn)
-    overlap = _train_overlap(predictor.meta, dataset, warn or _warn)
+    check_data_match(predictor.meta, summary, str(model), say)
+    overlap = _train_overlap(predictor.meta, dataset, say) if ranks.is_main else None
     views = predictor.tta  # resolved by the Predictor ("checkpoint" -> the stored views)
     volumes = VolumeScores.of(dataset)
-    pairs = _model_pairs(Path(model), predictor, dataset)
-    metrics = score_pairs(
-        pairs if volumes is None else volumes.collect(zip(dataset.samples, pairs, strict=True)),
-        len(classes),
-        dataset.labels.ignore_index,
-        classes,
-        boundary_tolerance,
-    )
-    if volumes is not None:
-        metrics.update(volumes.results())
+    indices = shard_indices(dataset, ranks.rank, ranks.world_size)
+    pairs = _model_pairs(Path(model), predictor, dataset, indices)
+    samples = [dataset.samples[i] for i in indices]
+    scored = pairs if volumes is None else volumes.collect(zip(samples, pairs, strict=True))
+    metrics = _score_on_ranks(scored, dataset, volumes, ranks, boundary_tolerance)
     metrics["tta"] = None if views is None else {**asdict(views), "scales": list(views.scales)}
     metrics["train_overlap"] = overlap
-    if out_dir is not None:
+    if out_dir is not None and ranks.is_main:
         write_report(metrics, Path(out_dir))
     return metrics
+
+
+def _silent(message: str) -> None:
+    """Drops a warning (ranks other than 0: rank 0 gives it once)."""
 
 
 def _train_overlap(meta: Any, dataset: Any, warn: Callable[[str], None]) -> dict[str, Any] | None:
@@ -203,6 +276,7 @@ def evaluate_predictions(
     split: str = "val",
     out_dir: str | Path | None = None,
     boundary_tolerance: int = DEFAULT_BOUNDARY_TOLERANCE,
+    topology: Topology | None = None,
 ) -> dict[str, Any]:
     """Scores existing index-PNG masks (same stems as the split's images) with no model.
 
@@ -216,6 +290,8 @@ def evaluate_predictions(
         split: Split name.
         out_dir: Where to write the report; None writes nothing.
         boundary_tolerance: Boundary F1 match distance in pixels.
+        topology: As for :func:`evaluate_model`: with more than one process each rank scores
+            its share and only rank 0 writes the report.
 
     Raises:
         DataError: Missing folder or prediction, a split with no labelled pixel (the
@@ -225,19 +301,48 @@ def evaluate_predictions(
     folder = Path(predictions)
     if not folder.is_dir():
         raise DataError(f"--predictions {folder}: folder not found")
+    from segflow.distributed.launch import Topology
+
+    ranks = topology or Topology()
     dataset = create_dataset(spec, split)
     require_labelled_pixel(dataset.reader, split, dataset.samples)
-    classes = list(dataset.classes)
     volumes = VolumeScores.of(dataset)
+    indices = shard_indices(dataset, ranks.rank, ranks.world_size)
     if volumes is None:
-        pairs = _folder_pairs(folder, dataset)
+        pairs = _folder_pairs(folder, dataset, indices)
     else:
-        pairs = volumes.collect(_volume_pairs(folder, dataset))
-    metrics = score_pairs(pairs, len(classes), dataset.labels.ignore_index, classes, boundary_tolerance)
-    if volumes is not None:
-        metrics.update(volumes.results())
-    if out_dir is not None:
+        pairs = volumes.collect(_volume_pairs(folder, dataset, indices))
+    metrics = _score_on_ranks(pairs, dataset, volumes, ranks, boundary_tolerance)
+    if out_dir is not None and ranks.is_main:
         write_report(metrics, Path(out_dir))
+    return metrics
+
+
+def _score_on_ranks(
+    pairs: Iterator[tuple[np.ndarray, np.ndarray]],
+    dataset: Any,
+    volumes: VolumeScores | None,
+    ranks: Topology,
+    boundary_tolerance: int,
+) -> dict[str, Any]:
+    """Scores this rank's pairs inside the job's process group: the integer counts (and the
+    per-volume rows) of every rank are combined, so each rank returns the whole split's metrics."""
+    from segflow.distributed.launch import process_group
+
+    classes = list(dataset.classes)
+    with process_group(ranks, timeout=SHARD_WAIT):
+        metrics = score_pairs(
+            pairs,
+            len(classes),
+            dataset.labels.ignore_index,
+            classes,
+            boundary_tolerance,
+            sum_over_ranks=ranks.distributed,
+        )
+        if volumes is not None:
+            if ranks.distributed:
+                volumes.per_volume = _gathered_volumes(volumes, ranks.world_size)
+            metrics.update(volumes.results())
     return metrics
 
 
@@ -366,8 +471,11 @@ class VolumeScores:
         return {"per_volume": self.per_volume, "per_volume_mean": mean}
 
 
-def _volume_pairs(folder: Path, dataset: Any) -> Iterator[tuple[Any, tuple[np.ndarray, np.ndarray]]]:
-    """``(sample, (pred slice, gt slice))`` from prediction volumes ``<case>.nii[.gz]`` in ``folder``.
+def _volume_pairs(
+    folder: Path, dataset: Any, indices: list[int]
+) -> Iterator[tuple[Any, tuple[np.ndarray, np.ndarray]]]:
+    """``(sample, (pred slice, gt slice))`` of the samples at ``indices`` (ascending), from
+    prediction volumes ``<case>.nii[.gz]`` in ``folder``.
 
     Raises:
         DataError: A case without prediction, a prediction on another voxel grid than its
@@ -385,7 +493,8 @@ def _volume_pairs(folder: Path, dataset: Any) -> Iterator[tuple[Any, tuple[np.nd
             f"{missing[0]}.nii.gz; predictions must be label volumes named like the cases (<case>.nii.gz)"
         )
     current: tuple[str, np.ndarray] | None = None
-    for index, sample in enumerate(dataset.samples):
+    for index in indices:
+        sample = dataset.samples[index]
         case = reader.case(sample).name
         if current is None or current[0] != case:
             current = (case, _read_prediction(found[case], sample, reader, len(dataset.classes)))

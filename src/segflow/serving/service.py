@@ -340,4 +340,7 @@ def warmup_image(meta: CheckpointMeta, channels: int) -> np.ndarray:
 
 
 def _backend_from_suffix(path: Path) -> str:
-    return "onnx" if path.suffix.lower() == ".onnx" else "torch"
+    """The backend a model file gets without ``--backend`` (the one rule, ``backend_name_for``)."""
+    from segflow.inference.backends import backend_name_for
+
+    return backend_name_for(path)

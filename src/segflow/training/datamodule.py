@@ -29,11 +29,15 @@ def _collate(items: list[dict[str, Any]]) -> dict[str, Any]:
 
 def use_cache(config: TrainConfig, datasets: list[SegmentationDataset]) -> bool:
     """Whether to keep decoded images in memory: ``trainer.cache_data``, or for ``auto`` whether
-    the splits fit in ``CACHE_AUTO_BYTES`` once per loader process (of every DDP rank)."""
+    the splits fit in ``CACHE_AUTO_BYTES`` once per loader process (of every DDP rank on this
+    machine: the launcher's processes per node under ``torchrun``/``srun``)."""
+    from segflow.distributed.launch import trainer_layout
+
     choice = config.trainer.cache_data
     if choice != "auto":
         return bool(choice)
-    processes = max(1, config.trainer.num_workers) * config.trainer.devices
+    _, devices = trainer_layout(config.trainer.devices, config.trainer.strategy)
+    processes = max(1, config.trainer.num_workers) * devices
     return sum(d.cache_bytes_estimate() for d in datasets) * processes <= CACHE_AUTO_BYTES
 
 
@@ -64,7 +68,11 @@ class SegmentationDataModule(pl.LightningDataModule):
         self.train_set.cache_enabled = self.val_set.cache_enabled = cache
 
     def _sampler(self, dataset: Any, shuffle: bool) -> Sampler | None:
-        """Distributed samplers; validation never repeats an image, so DDP metrics stay exact."""
+        """Distributed samplers; validation never repeats an image, so DDP metrics stay exact.
+
+        The shares follow the trainer's global rank and world size, which span every node of a
+        ``torchrun``/``srun`` job: each rank of each node reads its own share of the split.
+        """
         trainer = self.trainer
         if trainer is None or trainer.world_size == 1:
             return None

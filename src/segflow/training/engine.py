@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import contextlib
 import csv
+import json
 import logging
 import math
 import time
@@ -24,7 +25,14 @@ from segflow.constants import default_palette
 from segflow.data import check_dataset, class_pixel_stats, load_data_spec
 from segflow.data.fingerprint import DatasetFingerprint, fingerprint, tracking_params, write_fingerprint
 from segflow.data.spec import DataSpec
-from segflow.errors import ConfigError, DataError
+from segflow.distributed.launch import (
+    detect_topology,
+    gather_objects,
+    state_digest,
+    sync_buffers,
+    trainer_layout,
+)
+from segflow.errors import ConfigError, DataError, TrainingError
 from segflow.io_utils import atomic_write, claim_output_dir
 from segflow.models import create_model
 from segflow.models.checkpoint import build_meta, read_meta
@@ -53,6 +61,7 @@ RUN_OUTPUTS = (
     "curves.png",
     "model_card.md",
     "fingerprint.json",
+    "distributed",
     ".*.partial-*",
 )
 """What a run writes into its run folder; ``--overwrite`` clears these and nothing else."""
@@ -71,6 +80,9 @@ class TrainResult:
     train_seconds: float = 0.0
     images_per_second: float = 0.0
     data_fingerprint: FingerprintSummary | None = None
+    num_nodes: int = 1
+    devices: int = 1
+    """Processes (devices) per node; ``num_nodes * devices`` trained the model."""
 
 
 def cpu_supports_bf16() -> bool:
@@ -134,18 +146,23 @@ def class_weights_for(config: TrainConfig, datamodule: SegmentationDataModule) -
     return torch.tensor(choice, dtype=torch.float32)
 
 
-def training_steps(config: TrainConfig, train_images: int) -> tuple[int, int]:
+def training_steps(config: TrainConfig, train_images: int, world_size: int | None = None) -> tuple[int, int]:
     """Optimiser steps of a run as Lightning counts them (``estimated_stepping_batches``).
 
     Args:
-        config: The training config (batch size, devices, batch limit, accumulation, epochs).
+        config: The training config (batch size, batch limit, accumulation, epochs).
         train_images: Images in the train split.
+        world_size: Processes sharing the train split (None: all of the run's processes, on every
+            node: from the launcher under ``torchrun``/``srun``, else ``trainer.devices``; see
+            :func:`segflow.distributed.launch.trainer_layout`).
 
     Returns:
         ``(total_steps, steps_per_epoch)``, each at least 1.
     """
     t = config.trainer
-    per_rank = math.ceil(train_images / t.devices)  # DistributedSampler pads to equal shares
+    if world_size is None:
+        world_size = math.prod(trainer_layout(t.devices, t.strategy))
+    per_rank = math.ceil(train_images / world_size)  # DistributedSampler pads to equal shares
     drop_last = train_images > t.batch_size  # as SegmentationDataModule's train loader
     batches = per_rank // t.batch_size if drop_last else math.ceil(per_rank / t.batch_size)
     limit = t.limit_train_batches
@@ -222,15 +239,22 @@ def build_callbacks(config: TrainConfig, run_dir: Path, palette: list[Any], clas
 
 
 def build_trainer(config: TrainConfig, run_dir: Path, callbacks: list[Any]) -> pl.Trainer:
-    """A Lightning trainer from ``config.trainer``."""
+    """A Lightning trainer from ``config.trainer``.
+
+    The node count and the devices per node come from the launcher (``torchrun``, ``srun``) when
+    one started the process, else one node with ``trainer.devices`` (see
+    :func:`segflow.distributed.launch.trainer_layout`); more than one process means DDP.
+    """
     t = config.trainer
     max_time = timedelta(minutes=t.max_time_minutes) if t.max_time_minutes else None
+    num_nodes, devices = trainer_layout(t.devices, t.strategy)
     strategy: Any = t.strategy
-    if t.devices > 1 and t.strategy == "auto":
+    if num_nodes * devices > 1 and t.strategy == "auto":
         strategy = "ddp"
     return pl.Trainer(
         accelerator=t.accelerator,
-        devices=t.devices,
+        devices=devices,
+        num_nodes=num_nodes,
         strategy=strategy,
         precision=resolve_precision(config),  # type: ignore[arg-type]
         max_epochs=t.max_epochs,
@@ -320,7 +344,12 @@ def claim_run_dir(
     config: TrainConfig, *, overwrite: bool = False, resume: bool = False, extra_outputs: tuple[str, ...] = ()
 ) -> Path:
     """The run folder, refused when non-empty unless ``overwrite`` or ``resume`` (see
-    :func:`segflow.io_utils.claim_output_dir`); only the main process checks.
+    :func:`segflow.io_utils.claim_output_dir`); only the main process (global rank 0) checks.
+
+    Under ``torchrun``/``srun`` every rank runs this at the same time, on every node; the run
+    folder is rank 0's (checkpoints, logs, metrics, card). The other ranks write only their
+    ``distributed/rank-<R>.json`` into it, after ``fit``, whose first collective waits for rank 0
+    to pass this check: nodes that share the folder (one filesystem) never race its claim.
 
     Args:
         config: Validated training config (``output_dir``/``name`` give the folder).
@@ -332,7 +361,7 @@ def claim_run_dir(
         ConfigError: The run folder is a file, or is non-empty without either flag.
     """
     run_dir = config.run_dir()
-    if getattr(rank_zero_only, "rank", 0) != 0:  # DDP children start after rank 0 has written there
+    if getattr(rank_zero_only, "rank", 0) != 0:  # Lightning reads the launcher's RANK / SLURM_PROCID
         return run_dir
     return claim_output_dir(
         run_dir, overwrite=overwrite, resume=resume, owned=RUN_OUTPUTS + extra_outputs, what="run folder"
@@ -361,6 +390,7 @@ def train(
             f"--resume {resume} and --overwrite exclude each other: --resume continues the run in "
             f"{config.run_dir()}, --overwrite starts it afresh; pass one of them"
         )
+    trainer_layout(config.trainer.devices, config.trainer.strategy)  # a contradicting launcher: refused now
     # Checked first, cleared last: a run that fails validation writes nothing into (and
     # clears nothing from) its folder, so neither a rerun nor the earlier run is harmed.
     keep = resume is not None or overwrite
@@ -392,9 +422,90 @@ def train(
     start = time.perf_counter()
     trainer.fit(module, datamodule=datamodule, ckpt_path=str(resume) if resume else None, weights_only=True)
     seconds = time.perf_counter() - start
+    if trainer.world_size > 1 and not trainer.interrupted:
+        check_replicas(trainer, module, run_dir)
     if not trainer.is_global_zero:
         return None
     return finish_run(config, spec, run_dir, seconds, callbacks)
+
+
+def check_replicas(trainer: pl.Trainer, module: pl.LightningModule, run_dir: Path) -> list[dict[str, Any]]:
+    """After a DDP fit: every rank records its weights; all ranks must hold the same ones.
+
+    Each rank writes ``run_dir/distributed/rank-<R>.json`` (:func:`replica_record`), the records
+    are gathered over the process group (every rank must call this), and rank 0 writes them all
+    to ``distributed/ranks.json`` with ``identical`` (weights and synced state equal on every
+    rank) and ``buffers_identical`` (the ranks' own buffers were equal too), so one file tells
+    the story also where the nodes do not share the run folder. Equal ``weights_sha256`` after
+    the steps show that the gradient all-reduce kept the replicas in step.
+
+    Buffers such as batch-norm running statistics are not all-reduced: each rank updates them
+    from its own batches, and DDP copies rank 0's to the others at the start of each forward
+    pass. Before ``state_sha256`` is taken they are copied from rank 0 in the same way, so it is
+    the state rank 0 saves in its checkpoints.
+
+    Returns:
+        The records of all ranks, in rank order.
+
+    Raises:
+        TrainingError: The ranks' weights differ (on every rank, after the files are written).
+    """
+    own_buffers = state_digest(dict(module.named_buffers()))
+    sync_buffers(module)
+    record = replica_record(trainer, module, own_buffers)
+    folder = run_dir / "distributed"
+    folder.mkdir(parents=True, exist_ok=True)
+    with atomic_write(folder / f"rank-{trainer.global_rank}.json") as tmp:
+        tmp.write_text(json.dumps(record, indent=2) + "\n")
+    records: list[dict[str, Any]] = gather_objects(record)
+    identical = all(len({r[key] for r in records}) == 1 for key in ("weights_sha256", "state_sha256"))
+    buffers_identical = len({r["buffers_sha256"] for r in records}) == 1
+    if trainer.is_global_zero:
+        summary = {"identical": identical, "buffers_identical": buffers_identical, "ranks": records}
+        with atomic_write(folder / "ranks.json") as tmp:
+            tmp.write_text(json.dumps(summary, indent=2) + "\n")
+    if not identical:
+        shown = ", ".join(f"rank {r['rank']} {r['weights_sha256'][:12]}" for r in records)
+        raise TrainingError(
+            f"the {len(records)} DDP ranks hold different weights after step {trainer.global_step} "
+            f"({shown}); the gradient all-reduce did not keep them in step; see {folder}/ranks.json"
+        )
+    if trainer.is_global_zero:
+        logger.info(
+            "all %d ranks on %d node(s) hold identical weights (sha256 %s)%s",
+            len(records),
+            trainer.num_nodes,
+            record["weights_sha256"][:16],
+            ""
+            if buffers_identical
+            else "; their own buffers (batch-norm statistics) differed, rank 0's are kept",
+        )
+    return records
+
+
+def replica_record(trainer: pl.Trainer, module: pl.LightningModule, own_buffers: str) -> dict[str, Any]:
+    """One rank's ``distributed/rank-<R>.json``.
+
+    Keys: ``rank``, ``node_rank``, ``local_rank``, ``world_size``, ``num_nodes``, ``launcher``,
+    ``global_step``, ``tensors`` (entries of the ``state_dict``), and three SHA-256 digests
+    (:func:`segflow.distributed.launch.state_digest`): ``weights_sha256`` of the parameters,
+    ``buffers_sha256`` of this rank's own buffers (``own_buffers``, taken before they were synced),
+    ``state_sha256`` of the whole ``state_dict`` (weights and buffers) as rank 0 saves it.
+    """
+    state = module.state_dict()
+    return {
+        "rank": trainer.global_rank,
+        "node_rank": trainer.node_rank,
+        "local_rank": trainer.local_rank,
+        "world_size": trainer.world_size,
+        "num_nodes": trainer.num_nodes,
+        "launcher": detect_topology().launcher,
+        "global_step": trainer.global_step,
+        "tensors": len(state),
+        "weights_sha256": state_digest(dict(module.named_parameters())),
+        "buffers_sha256": own_buffers,
+        "state_sha256": state_digest(state),
+    }
 
 
 def carry_metrics_history(trainer: pl.Trainer, path: Path, resume: Path) -> None:
@@ -484,6 +595,9 @@ def finish_run(
     throughput = next((c.history for c in callbacks if isinstance(c, ThroughputCallback)), [])
     rate = float(sorted(throughput)[len(throughput) // 2]) if throughput else 0.0
     stored = read_meta(best).data_fingerprint
-    result = TrainResult(run_dir, best, ckpt_dir / "last.ckpt", metrics, seconds, rate, stored)
+    num_nodes, devices = trainer_layout(config.trainer.devices, config.trainer.strategy)
+    result = TrainResult(
+        run_dir, best, ckpt_dir / "last.ckpt", metrics, seconds, rate, stored, num_nodes, devices
+    )
     write_model_card(result, config, spec)
     return result

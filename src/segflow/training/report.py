@@ -38,7 +38,7 @@ def model_card_text(result: TrainResult, config: TrainConfig, spec: DataSpec) ->
         "",
         "## Training",
         f"- Epochs: {config.trainer.max_epochs} (max), batch size {config.trainer.batch_size}, "
-        f"precision {config.trainer.precision}, devices {config.trainer.devices}",
+        f"precision {config.trainer.precision}, {result.num_nodes} node(s) x {result.devices} device(s)",
         f"- Wall time: {result.train_seconds / 60:.1f} min; median throughput "
         f"{result.images_per_second:.1f} training images/s",
         f"- segflow {segflow.__version__}, torch {torch.__version__}, Python {platform.python_version()}, "
