@@ -11,6 +11,9 @@ $(STAMP): pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --upgrade pip
 	$(PY) -m pip install -e ".[dev]"
+	# SAM 2 ships only a source build that needs torch at build time: no build isolation,
+	# which pyproject cannot express (CPU-only: no CUDA extension)
+	SAM2_BUILD_CUDA=0 $(PY) -m pip install --no-build-isolation "sam2>=1.1"
 	touch $(STAMP)
 
 demo: $(STAMP)

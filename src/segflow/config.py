@@ -120,6 +120,7 @@ class TrainConfig(_Strict):
     """The whole training config (``segflow train CONFIG.yaml``)."""
 
     name: str = "run"
+    task: Literal["semantic", "instance", "panoptic", "multilabel"] = "semantic"  # segflow.tasks
     seed: int = 42
     output_dir: str = "runs"
     data: str | dict[str, Any]

@@ -8,17 +8,17 @@ import pytest
 
 from segflow.cli.main import main
 
-UNKNOWN = "error: MODEL 'classical:otsu': unknown model scheme 'classical'; valid forms: PATH (a model file"
+UNKNOWN = "error: MODEL 'nosuch:otsu': unknown model scheme 'nosuch'; valid forms: PATH (a model file"
 
 
 @pytest.mark.parametrize(
     "command",
     [
-        ["predict", "classical:otsu", "{tmp}/in.png", "--out", "{tmp}/out"],
-        ["evaluate", "classical:otsu", "--data", "{tmp}/data.yaml"],
-        ["export", "classical:otsu", "--out", "{tmp}/m.onnx"],
-        ["benchmark", "classical:otsu", "--out", "{tmp}/bench"],
-        ["serve", "classical:otsu"],
+        ["predict", "nosuch:otsu", "{tmp}/in.png", "--out", "{tmp}/out"],
+        ["evaluate", "nosuch:otsu", "--data", "{tmp}/data.yaml"],
+        ["export", "nosuch:otsu", "--out", "{tmp}/m.onnx"],
+        ["benchmark", "nosuch:otsu", "--out", "{tmp}/bench"],
+        ["serve", "nosuch:otsu"],
     ],
 )
 def test_unknown_scheme_is_the_same_one_line_everywhere(

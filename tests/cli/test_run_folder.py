@@ -40,12 +40,14 @@ def stop_before_fit(monkeypatch: pytest.MonkeyPatch) -> None:
     """Every check passes at no cost; the run stops where the trainer is first used."""
     from types import SimpleNamespace
 
+    from segflow.tasks import Task
+
     meta = SimpleNamespace(colors=[], class_names=[])
     monkeypatch.setattr(engine, "load_spec", lambda config: None)
     monkeypatch.setattr(engine, "check_before_training", lambda spec: SimpleNamespace(class_share={}))
-    monkeypatch.setattr(
-        engine, "build_module", lambda *args: (SimpleNamespace(meta=meta), SimpleNamespace(train_set=[]))
-    )
+    built = (SimpleNamespace(meta=meta), SimpleNamespace(train_set=[]))
+    stub = Task("semantic", "stops at fit", build=lambda *args: built)
+    monkeypatch.setattr(engine, "get_task", lambda name: stub)
     monkeypatch.setattr(engine, "validate_optimisation", lambda *args: None)
     monkeypatch.setattr(engine, "build_callbacks", lambda *args: [])
     monkeypatch.setattr(engine, "build_trainer", lambda *args: _StopAtFit())

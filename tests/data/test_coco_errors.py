@@ -206,6 +206,7 @@ def test_skip_degenerate_in_train_logs_the_warning(
 ) -> None:
     """train's data check passes and logs the skipped annotation (the run itself is stopped
     right after the check)."""
+    from segflow.tasks import Task
     from segflow.training import engine
 
     spec = write_dataset(tmp_path, with_annotation(segmentation={"size": [1, 1], "counts": [1]}), skip=True)
@@ -216,7 +217,7 @@ def test_skip_degenerate_in_train_logs_the_warning(
     def stop(*args: Any, **kwargs: Any) -> None:
         raise Stop
 
-    monkeypatch.setattr(engine, "build_module", stop)
+    monkeypatch.setattr(engine, "get_task", lambda name: Task(name, "stops after the data check", build=stop))
     with caplog.at_level("WARNING", logger="segflow.training.engine"), pytest.raises(Stop):
         engine.train(_train_config(tmp_path, spec))
     logged = [r.getMessage() for r in caplog.records]

@@ -26,7 +26,7 @@ def test_same_seed_same_bytes_other_seed_differs(tmp_path: Path) -> None:
     assert len(first) == 6 and first.reader.split_names() == ["train", "val"]
     assert first.reader.root != second.reader.root.parent
     same, different = file_bytes(first.reader.root), file_bytes(other.reader.root)
-    assert len(same) == 18 and same == file_bytes(second.reader.root)
+    assert len(same) == 27 and same == file_bytes(second.reader.root)
     assert same.keys() == different.keys() and same != different
 
 

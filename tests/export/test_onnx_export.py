@@ -68,6 +68,8 @@ def test_backend_meta_round_trips_checkpoint_meta(onnx_model: Path, meta: dict) 
         "tta": None,
         "data": None,
         "data_fingerprint": None,
+        "task": "semantic",
+        "task_options": {},
     }
     assert backend.output_stride == backend.meta.stride == STRIDE
     props = {p.key: p.value for p in onnx.load(str(onnx_model)).metadata_props}

@@ -185,6 +185,7 @@ def test_every_float_setting_is_listed():
         "max_wait_ms",
         "model_bytes_per_px",
         "overlay_alpha",
+        "prompt_cache_mb",
         "timeout_s",
     ]
 

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any
 
 import typer
 from rich.console import Console
@@ -41,6 +41,12 @@ def evaluate(
             "(boundary_tolerance_px).",
         ),
     ] = DEFAULT_BOUNDARY_TOLERANCE,
+    task: Annotated[
+        str | None,
+        typer.Option(
+            help="semantic, instance, panoptic or multilabel (default: the model's; --predictions: semantic)."
+        ),
+    ] = None,
 ) -> None:
     """Exact metrics (one confusion matrix over the split) plus metrics.md and plots.
 
@@ -55,13 +61,18 @@ def evaluate(
 
     topology = check_environment()  # before torchmetrics parses the launcher's variables on import
     from segflow.data import load_data_spec
-    from segflow.metrics.evaluate import evaluate_model, evaluate_predictions
 
     if (model is None) == (predictions is None):
         raise ConfigError("give either a model (CKPT or .onnx) or --predictions DIR, not both or neither")
     views = tta_choice(tta)
     source = None if model is None else parse_model_source(model, accept=("file",), command="evaluate")
     spec = load_data_spec(data)
+    kind = _task_for(task, source.path if source is not None else None)
+    if kind is not None:
+        _evaluate_task(kind, source.path if source is not None else None, predictions, spec, split, out)
+        return
+    from segflow.metrics.evaluate import evaluate_model, evaluate_predictions  # torch: semantic path only
+
     if predictions is not None:
         out_dir = out or predictions.parent / f"eval_{predictions.name}_{split}"
         metrics = evaluate_predictions(
@@ -97,6 +108,37 @@ def evaluate(
             "means over foreground classes)"
         )
     console.print(escape(f"report: {out_dir}/metrics.json, metrics.md, confusion.png, per_class_iou.png"))
+
+
+def _task_for(task: str | None, model: Path | None) -> Any:
+    """The non-semantic :class:`segflow.tasks.Task` to evaluate with, or None (semantic path)."""
+    from segflow.tasks import SEMANTIC, get_task, run_file_task
+
+    stored = run_file_task(model) if model is not None and model.is_file() else None
+    if task is not None and stored is not None and task != stored:
+        raise ConfigError(f"--task {task} but {model} is a model of task {stored}; leave --task out")
+    name = task or stored or SEMANTIC
+    return None if name == SEMANTIC else get_task(name)
+
+
+def _evaluate_task(
+    task: Any, model: Path | None, predictions: Path | None, spec: Any, split: str, out: Path | None
+) -> None:
+    """Scores a model or a predictions folder with the task's own metrics and prints its line."""
+    if predictions is not None:
+        if task.evaluate_predictions is None:
+            raise ConfigError(f"--task {task.name} does not score a --predictions folder; give a model")
+        out_dir = out or predictions.parent / f"eval_{predictions.name}_{split}"
+        metrics = task.evaluate_predictions(predictions, spec, split, out_dir)
+    else:
+        assert model is not None
+        if task.evaluate_model is None:
+            raise ConfigError(f"{model}: {task.name} models are scored with --predictions; predict first")
+        out_dir = out or model.parent / f"eval_{split}"
+        metrics = task.evaluate_model(model, spec, split, out_dir)
+    console = Console()
+    console.print(task.summary(metrics) if task.summary else str(metrics))
+    console.print(escape(f"report: {out_dir}/metrics.json"))
 
 
 def _shown(value: float | None, unit: str = "") -> str:

@@ -17,7 +17,9 @@ from segflow.export.pipeline import (
     DEFAULT_MAX_MIOU_DROP,
     Int8Options,
     check_export_options,
+    check_export_source,
     check_export_target,
+    check_exported_task,
     export_model,
 )
 from segflow.export.quantize import CALIBRATION_METHODS, DEFAULT_CALIBRATION
@@ -74,6 +76,8 @@ def export_command(
     options = gate if int8 else None
     source = parse_model_source(model, accept=("file",), command="export")
     checkpoint = source.path or Path(model)
+    check_export_source(checkpoint)  # an export as the source, or an instance model:
+    check_exported_task(checkpoint, format)  # refused before the --out is judged
     target = out or default_export_path(checkpoint, chosen)
     check_export_target(target, format, int8)
     console = Console()

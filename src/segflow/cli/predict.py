@@ -10,6 +10,7 @@ from typing import Annotated
 
 import typer
 from rich.console import Console
+from rich.markup import escape as rich_escape
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TaskID, TextColumn, TimeRemainingColumn
 
 from segflow.cli.app import app
@@ -17,7 +18,7 @@ from segflow.cli.tta_option import TTA_HELP, tta_choice
 from segflow.data.io import IMAGE_EXTENSIONS
 from segflow.distributed.ray_predict import DEFAULT_RAY_BATCH, RayOptions
 from segflow.domains.route import SLIDE_SUFFIXES, is_volume
-from segflow.errors import ConfigError, DataError, InferenceError
+from segflow.errors import ConfigError, DataError, InferenceError, SegflowError
 from segflow.inference.backends import read_model_meta
 from segflow.inference.dispatch import predict_input
 from segflow.inference.manifest import (
@@ -201,6 +202,20 @@ def predict(
         int | None, typer.Option(help="--ray: actors, each loading the model once (default 1).")
     ] = None,
     ray_batch: Annotated[int | None, typer.Option(help="--ray: images per actor call (default 1).")] = None,
+    param: Annotated[
+        list[str] | None,
+        typer.Option("--param", help="classical:/prompt: methods: a method parameter, key=value (repeat)."),
+    ] = None,
+    prompts: Annotated[
+        Path | None, typer.Option(help="prompt: models: prompts.json, a list of {image, points, box, class}.")
+    ] = None,
+    instances: Annotated[
+        str | None,
+        typer.Option(
+            help="Semantic models: also split thing classes into instances, by 'components' or "
+            "'watershed' (--param min_distance=N, min_area=N); writes instances.json (COCO RLE)."
+        ),
+    ] = None,
 ) -> None:
     """Segment images (any size: large TIFFs are streamed), videos, volumes, slides or rasters.
 
@@ -216,7 +231,22 @@ def predict(
     with its SHA-256 and outputs. A non-empty --out is refused unless --overwrite or --resume.
     With --ray, images run on a Ray actor pool (docs/ray.md); an image that fails is listed
     in predictions.json with its error, the others go on, and the command then exits 1.
+
+    MODEL may also be classical:NAME (docs/classical.md, with --param key=value) or
+    prompt:grabcut / prompt:sam:PATH / prompt:sam2:PATH (docs/prompt.md, with --prompts); an
+    instance, panoptic or multi-label checkpoint writes that task's outputs (docs/kinds.md).
     """
+    kind = _kind_of(model, server, ray, instances)
+    if kind is not None:
+        if instances is not None:
+            param = [f"method={instances}", *(param or [])]
+        _predict_kind(kind, model, inputs, out, param, prompts, overlay, overwrite, resume, backend, tile)
+        return
+    if param or prompts is not None:
+        raise ConfigError(
+            "--param and --prompts are for classical:NAME and prompt:... models; a trained "
+            f"semantic model {model!r} takes neither"
+        )
     ray_options = _ray_options(ray, address, workers, ray_batch, server)
     if server is not None:
         _predict_via_server(server, [model, *(inputs or [])], out, overlay, api_key, overwrite, resume)
@@ -275,6 +305,80 @@ def predict(
         if manifest is not None:
             manifest.close()
     _summary(*counts, out)
+
+
+def _kind_of(model: str, server: str | None, ray: bool, instances: str | None) -> tuple[str, str] | None:
+    """``(kind, spec)`` when MODEL is a prefix kind or a non-semantic checkpoint, or when a
+    semantic model is asked for ``--instances``; else None (the semantic path)."""
+    from segflow.inference.kinds import prefix_kind
+    from segflow.tasks import INSTANCE, SEMANTIC, run_file_task
+
+    if instances is not None:
+        if instances not in INSTANCE_METHODS:
+            raise ConfigError(f"--instances {instances!r}: choose one of {', '.join(INSTANCE_METHODS)}")
+        if prefix_kind(model) is not None or server is not None or ray:
+            raise ConfigError("--instances splits a semantic model's output; give a checkpoint, locally")
+        return INSTANCE, model
+    found = prefix_kind(model)
+    if found is None and server is None and Path(model).is_file():
+        try:
+            task = run_file_task(model)
+        except SegflowError:  # not a readable model: the semantic path says why, in its order
+            task = SEMANTIC
+        found = None if task == SEMANTIC else (task, model)
+    if found is not None and (server is not None or ray):
+        raise ConfigError(f"--server and --ray run semantic models only, not {found[0]} ({model})")
+    return found
+
+
+INSTANCE_METHODS = ("components", "watershed")
+"""``--instances``: how a semantic model's thing classes become instances (segflow.instance)."""
+
+
+def _predict_kind(
+    kind: tuple[str, str],
+    model: str,
+    inputs: list[str] | None,
+    out: Path,
+    param: list[str] | None,
+    prompts: Path | None,
+    overlay: bool,
+    overwrite: bool,
+    resume: bool,
+    backend: str | None,
+    tile: int | None,
+) -> None:
+    """Runs a kind from :data:`segflow.inference.kinds.PREDICT_KINDS` and prints its summary."""
+    from segflow.inference.kinds import KindRequest, get_kind, parse_params
+
+    if not inputs:
+        hint = f"segflow predict {model} INPUT... --out DIR"
+        raise ConfigError(f"give at least one INPUT after the model: {hint}")
+    runner = get_kind(kind[0])
+    request = KindRequest(
+        kind=kind[0],
+        spec=kind[1],
+        inputs=expand_inputs(inputs),
+        out=out,
+        params=parse_params(param),
+        prompts=prompts,
+        overlay=overlay,
+        overwrite=overwrite,
+        resume=resume,
+        backend=backend,
+        options={"tile": tile},
+    )
+    given = {
+        "params": ("--param", request.params),
+        "prompts": ("--prompts", prompts),
+        "backend": ("--backend", backend),
+        "tile": ("--tile", tile),
+    }
+    refused = [flag for name, (flag, value) in given.items() if value and name not in runner.options]
+    if refused:
+        raise ConfigError(f"{model}: {kind[0]} predictions do not take {', '.join(refused)}; leave it out")
+    written, skipped = runner.run(request)
+    Console().print(rich_escape(f"{kind[0]}: {written} predicted, {skipped} skipped -> {out}"))
 
 
 def _resolved(options: InferenceOptions, model_path: Path) -> InferenceOptions:

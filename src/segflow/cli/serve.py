@@ -126,8 +126,25 @@ def serve(
     log_level: Annotated[
         str | None, typer.Option(CLI_OPTIONS["log_level"], help=f"uvicorn log level {default('log_level')}.")
     ] = None,
+    prompt_backend: Annotated[
+        str | None,
+        typer.Option(
+            CLI_OPTIONS["prompt_backend"],
+            help="Enable POST /v1/prompt and the /prompt annotation page with this backend: grabcut, "
+            "sam:PATH or sam2:PATH (default: off).",
+        ),
+    ] = None,
+    prompt_cache_mb: Annotated[
+        float | None,
+        typer.Option(
+            CLI_OPTIONS["prompt_cache_mb"],
+            help="Image-embedding cache of the prompt backend in MiB, taken out of the memory budget "
+            f"{default('prompt_cache_mb')}.",
+        ),
+    ] = None,
 ) -> None:
-    """Serve MODEL over HTTP: POST /v1/segment, GET /v1/model, /healthz, /readyz, /metrics, /docs, /."""
+    """Serve MODEL over HTTP: POST /v1/segment, GET /v1/model, /healthz, /readyz, /metrics, /docs, /
+    (with --prompt-backend also POST /v1/prompt and the /prompt page)."""
     import uvicorn
 
     from segflow.models.source import parse_model_source
@@ -151,6 +168,8 @@ def serve(
         cors_origins=cors_origin or None,
         forwarded_allow_ips=forwarded_allow_ips,
         log_level=log_level,
+        prompt_backend=prompt_backend,
+        prompt_cache_mb=prompt_cache_mb,
     )
     parse_model_source(settings.model, accept=("file",), command="serve")  # one line for a bad MODEL
     common = {

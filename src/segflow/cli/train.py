@@ -7,6 +7,7 @@ from typing import Annotated
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 
 from segflow.cli.app import app
 
@@ -38,8 +39,8 @@ def train(
     if result is None:  # a non-zero DDP rank (another process, or another node)
         return
     console = Console()
-    console.print(
-        f"[bold green]done[/] in {result.train_seconds / 60:.1f} min: val mIoU "
-        f"{result.metrics.get('miou', float('nan')):.4f}"
-    )
+    from segflow.tasks import get_task
+
+    score = get_task(cfg.task).score_line(result.metrics)
+    console.print(f"[bold green]done[/] in {result.train_seconds / 60:.1f} min: {escape(score)}")
     console.print(f"run folder: {result.run_dir}  (best: {result.best_checkpoint})")

@@ -1,7 +1,8 @@
 """``segflow data check``: find what is wrong with a dataset before training on it.
 
 Reports unpaired files (and files in sub-folders that are not read), unreadable/truncated
-files, image/mask size mismatches, mask values that map to no label, empty splits, splits
+files, image/mask size mismatches, missing or mis-sized instance-id files (``folder`` data
+with ``instances/``), mask values that map to no label, empty splits, splits
 with no labelled pixel, mixed channel counts or bit depths, per-class pixel share per split
 and image size statistics. Warns when ``ignore_index`` is a class index (that class is never
 trained or scored), when a class has no pixel in a split, and when more than
@@ -27,6 +28,7 @@ from rich.table import Table
 from segflow.data.io import size_mismatch_message
 from segflow.data.labels import LabelRules, lossy_mask_message
 from segflow.data.readers import Reader, Sample, create_reader
+from segflow.data.readers.folder import instance_file_problem, instance_warnings
 from segflow.data.spec import DataSpec, load_data_spec
 from segflow.errors import ConfigError, DataError
 
@@ -213,6 +215,7 @@ def check_dataset(
         ignored_class=rules.ignored_class,
     )
     report.warnings.extend(rules.warnings())
+    report.warnings.extend(instance_warnings(reader))
     names = splits or reader.split_names()
     for name in names:
         reader.require_split(name)
@@ -278,6 +281,9 @@ def _inspect_sample(reader: Reader, sample: Sample, rules: LabelRules) -> Sample
         result.errors.append(
             size_mismatch_message(sample.image_path, result.image_shape[:2], sample.mask_path, raw.shape)
         )
+    instance_error = instance_file_problem(reader, sample, raw.shape)
+    if instance_error is not None:
+        result.errors.append(instance_error)
     result.class_pixels, result.unmapped = rules.count_stored(raw)
     if result.unmapped and rules.looks_lossy(raw, result.unmapped):
         result.errors.append(lossy_mask_message(sample.mask_path or sample.image_path))

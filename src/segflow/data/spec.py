@@ -27,7 +27,7 @@ import os
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from segflow.constants import IGNORE_INDEX
 from segflow.domains.intensity import IntensityPolicy
@@ -68,6 +68,9 @@ class DataSpec(BaseModel):
         intensity: How raw values (HU, reflectance) become model pixels, for the volume and
             raster formats (:class:`segflow.domains.intensity.IntensityPolicy`); stored in
             the checkpoint and applied by ``predict`` and ``serve``.
+        things: Names of the countable classes (instance and panoptic tasks): each object of
+            a thing class is one instance; every other class is stuff. ``None``: the
+            format's own (``shapes``: its four shapes; ``coco``: every category).
     """
 
     model_config = ConfigDict(extra="forbid", frozen=True)
@@ -84,6 +87,15 @@ class DataSpec(BaseModel):
     unlabelled: Literal["background", "ignore"] = "background"
     split_lists: dict[str, Path] = Field(default_factory=dict)
     intensity: IntensityPolicy | None = None
+    things: list[str] | None = None
+
+    @model_validator(mode="before")
+    @classmethod
+    def _split_mappings(cls, raw: Any) -> Any:
+        """``coco_panoptic``'s ``splits: {val: {images, annotations, masks}}`` as reader options."""
+        from segflow.data.readers.coco_panoptic import split_mappings_to_options
+
+        return split_mappings_to_options(raw)
 
     @field_validator("classes")
     @classmethod
@@ -94,6 +106,15 @@ class DataSpec(BaseModel):
             duplicates = sorted({name for name in value if value.count(name) > 1})
             if duplicates:
                 raise ValueError(f"class names must be unique; repeated: {duplicates}")
+        return value
+
+    @field_validator("things")
+    @classmethod
+    def _things_unique(cls, value: list[str] | None) -> list[str] | None:
+        if value is not None:
+            duplicates = sorted({name for name in value if value.count(name) > 1})
+            if duplicates:
+                raise ValueError(f"thing class names must be unique; repeated: {duplicates}")
         return value
 
     @field_validator("mask_values")
@@ -135,6 +156,7 @@ def load_data_spec(source: str | Path | dict[str, Any] | DataSpec, base_dir: Pat
     _check_format(spec, origin)
     _check_mask_values(spec, origin)
     _check_colors(spec, origin)
+    _check_things(spec, origin)
     return _resolve_paths(spec, base)
 
 
@@ -180,6 +202,19 @@ def _check_colors(spec: DataSpec, origin: str) -> None:
             color_table(spec.colors, spec.classes, spec.ignore_index)
         except ConfigError as err:
             raise ConfigError(f"{origin}: {err}") from err
+
+
+def _check_things(spec: DataSpec, origin: str) -> None:
+    """Thing names must be classes (checked here when the spec lists its classes, else by the
+    instance dataset against the format's classes)."""
+    if spec.things is None or spec.classes is None:
+        return
+    unknown = [name for name in spec.things if name not in spec.classes]
+    if unknown:
+        raise ConfigError(
+            f"{origin}: 'things' names {unknown}, which are not classes; things must be listed in "
+            f"'classes': {spec.classes}"
+        )
 
 
 def _resolve_paths(spec: DataSpec, base: Path) -> DataSpec:

@@ -170,9 +170,13 @@ class IntensityPolicy(BaseModel):
         """``(low, high)`` of the window in source units, or ``None``."""
         if self.window is None:
             return None
-        center, width = PRESETS[self.window] if isinstance(self.window, str) else (
-            self.window.center,
-            self.window.width,
+        center, width = (
+            PRESETS[self.window]
+            if isinstance(self.window, str)
+            else (
+                self.window.center,
+                self.window.width,
+            )
         )
         return center - width / 2, center + width / 2
 

@@ -10,6 +10,11 @@ The graph carries the whole pre- and post-processing except the input-size polic
   W must be multiples of ``output_stride`` (metadata ``segflow_export``).
 - Outputs: ``logits`` float32 ``(N, K, H, W)``, ``probs`` float32 ``(N, K, H, W)``
   (softmax over classes), ``labels`` uint8 ``(N, H, W)`` (argmax; int64 when K > 256).
+  A multi-label model (``task: multilabel``) has the same outputs with ``probs`` the sigmoid
+  of each class, and ``labels`` the rule of :mod:`segflow.multilabel.outputs` with the
+  checkpoint's per-class thresholds built in (the class of highest probability among those
+  with ``probs >= threshold``, 0 where none); its masks are ``probs >= thresholds``
+  (``task_options.thresholds`` in the metadata).
 - Metadata (``metadata_props``): ``segflow`` holds the checkpoint meta as JSON (same layout
   as a checkpoint, docs/architecture.md), ``segflow_export`` the export details (input
   format, output stride, opset, exporter, quantisation), plus the convenience keys
@@ -75,18 +80,34 @@ class ExportWrapper(nn.Module):
         net: Module mapping float ``(N, C, H, W)`` in [0, 1] to logits ``(N, K, H, W)``.
         input_format: ``float-nchw`` or ``uint8-nhwc``.
         num_classes: K (labels are uint8 when K <= 256).
+        thresholds: A multi-label model's K per-class thresholds (sigmoid heads), or None
+            (softmax heads).
     """
 
-    def __init__(self, net: nn.Module, input_format: str, num_classes: int) -> None:
+    def __init__(
+        self, net: nn.Module, input_format: str, num_classes: int, thresholds: list[float] | None = None
+    ) -> None:
         super().__init__()
         self.net = net
         self.uint8_input = input_format == INPUT_UINT8_NHWC
         self.uint8_labels = num_classes <= UINT8_LABEL_CLASSES
+        self.multilabel = thresholds is not None
+        self.register_buffer(
+            "thresholds",
+            torch.tensor(thresholds or [], dtype=torch.float32).reshape(-1, 1, 1),
+            persistent=False,
+        )
 
     def forward(self, image: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """``image`` -> ``(logits (N,K,H,W), probs (N,K,H,W), labels (N,H,W))``."""
         x = image.permute(0, 3, 1, 2).float() / UINT8_MAX if self.uint8_input else image
         logits = self.net(x)
+        if self.multilabel:
+            probs = torch.sigmoid(logits)
+            thresholds: torch.Tensor = self.thresholds  # type: ignore[assignment]  # a buffer
+            chosen = torch.where(probs >= thresholds, probs, torch.full_like(probs, -1.0))
+            labels = chosen.argmax(dim=1)  # all -1 where no class is set: the first, 0
+            return logits, probs, labels.to(torch.uint8) if self.uint8_labels else labels
         labels = logits.argmax(dim=1)
         if self.uint8_labels:
             labels = labels.to(torch.uint8)
@@ -171,6 +192,13 @@ def constant_scale_resizes(ratios: list[Ratio]) -> Iterator[None]:
 
     with _patched_interpolate(decide):
         yield
+
+
+def _multilabel_thresholds(meta: CheckpointMeta) -> list[float] | None:
+    """A multi-label model's stored per-class thresholds; None for other tasks."""
+    from segflow.multilabel.outputs import is_multilabel, stored_thresholds
+
+    return stored_thresholds(meta, meta.num_classes) if is_multilabel(meta) else None
 
 
 def check_opset(opset: int) -> None:
@@ -296,7 +324,9 @@ def export_onnx(
     check_input_format(input_format, info)
     check_opset(opset)
     stride = info.stride
-    wrapper = ExportWrapper(net.eval(), input_format, info.output_channels).eval()
+    wrapper = ExportWrapper(
+        net.eval(), input_format, info.output_channels, _multilabel_thresholds(info)
+    ).eval()
     example = sample_input(info.in_channels, (2 * stride, 2 * stride), input_format)
     out = Path(out)
     ratios = fixed_resize_ratios(net.eval(), info.in_channels, stride)

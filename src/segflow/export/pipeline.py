@@ -71,7 +71,9 @@ __all__ = [
     "ExportResult",
     "Int8Options",
     "check_export_options",
+    "check_export_source",
     "check_export_target",
+    "check_exported_task",
     "export_model",
 ]
 
@@ -216,6 +218,35 @@ def check_export_source(source: Path) -> None:
             f"export needs a checkpoint (.ckpt/.pt/.safetensors): {source} is already an {kind} export; "
             "export the checkpoint it came from"
         )
+
+
+EXPORTED_TASKS = {"semantic": None, "multilabel": ("onnx", "torchscript", "openvino", "tflite")}
+"""Tasks whose networks export (one dense output map), and the formats each may use (None: all).
+Mask R-CNN and Mask2Former do not export yet; Triton's ``model.py`` applies a softmax."""
+
+
+def check_exported_task(source: Path, fmt: str) -> None:
+    """Refuses a model whose task (``CheckpointMeta.task``) has no export to ``fmt``, before it
+    is loaded.
+
+    Raises:
+        ConfigError: An instance or panoptic checkpoint, or a multi-label one to Triton (one
+            line, saying what to do instead).
+    """
+    if not source.is_file():
+        return  # the loader says the file is missing, in its words
+    from segflow.tasks import run_file_task
+
+    task = run_file_task(source)
+    if task not in EXPORTED_TASKS:
+        raise ConfigError(
+            f"{source} is a model of task {task}; segflow export writes "
+            f"{' and '.join(EXPORTED_TASKS)} models only: predict and serve the checkpoint itself "
+            f"(segflow predict / segflow serve {source.name})"
+        )
+    formats = EXPORTED_TASKS[task]
+    if formats is not None and fmt not in formats:
+        raise ConfigError(f"{source} is a model of task {task}: export it as {', '.join(formats)}, not {fmt}")
 
 
 def check_gate_data(meta: CheckpointMeta, options: Int8Options, source: str, log: Log) -> None:
@@ -365,6 +396,7 @@ def export_model(
     """
     if not isinstance(source, tuple):
         check_export_source(Path(source))
+        check_exported_task(Path(source), fmt)
     chosen = check_export_options(fmt, input_format, opset, int8 is not None, int8.method if int8 else None)
     out = Path(out)
     check_export_target(out, fmt, int8 is not None)

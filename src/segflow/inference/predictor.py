@@ -15,6 +15,11 @@ stride; resize; scale) -> forward -> logits back to the input size -> softmax ->
 labels -> post-processing. Tiled path (``tile`` set): windows at native resolution (the
 input policy is not applied to windows), each window's probabilities (with TTA) blended by
 :mod:`segflow.inference.tiling`.
+
+A multi-label model (``meta.task == "multilabel"``) takes the same paths with a sigmoid per
+class instead of the softmax, so TTA and tiling blend sigmoid probabilities; its
+:class:`Prediction` adds ``masks`` (per-class thresholds stored in the checkpoint) and its
+labels and confidence follow :mod:`segflow.multilabel.outputs`.
 """
 
 from __future__ import annotations
@@ -59,6 +64,7 @@ from segflow.inference.tiling import (
 )
 from segflow.inference.tta import TTAConfig, tta_probs
 from segflow.models.meta import CheckpointMeta
+from segflow.multilabel.outputs import MultilabelHead, is_multilabel, sigmoid, stored_thresholds
 
 logger = logging.getLogger(__name__)
 
@@ -92,12 +98,22 @@ class Prediction:
         probs: float32 ``(K, H, W)`` class probabilities, or None unless asked for.
         confidence: Mean over pixels of the top-class probability.
         class_share: float64 ``(K,)`` fraction of pixels per predicted class (sums to 1).
+        instances: Instance and panoptic models: one record per object, ``{"id", "category_id",
+            "score", "segmentation"}`` with ``segmentation`` a COCO RLE (``{"size": [H, W],
+            "counts": str}``, pycocotools' encoding) on the input's grid; else None.
+        masks: Multi-label models: bool ``(H, W, K)``, pixel carries class k (its sigmoid
+            passed the class's threshold); ``labels`` is then the highest-scoring class. Else None.
+        panoptic: Panoptic models: ``(segment_ids, segments_info)``, an int32 ``(H, W)`` map of
+            segment ids (0: void) and the COCO panoptic ``segments_info`` list; else None.
     """
 
     labels: np.ndarray
     probs: np.ndarray | None
     confidence: float
     class_share: np.ndarray
+    instances: list[dict[str, Any]] | None = None
+    masks: np.ndarray | None = None
+    panoptic: tuple[np.ndarray, list[dict[str, Any]]] | None = None
 
 
 @dataclass
@@ -147,7 +163,13 @@ class Predictor:
         self.stride = self._meta.stride
         self.options = options if options is not None else InferenceOptions()
         self.options = self.options.resolved(self._meta)  # "checkpoint": the views it was validated with
-        check_threshold(self.options.threshold, self.num_classes)
+        self.head: MultilabelHead | None = None
+        if is_multilabel(self._meta):  # one threshold option overrides every class's stored one
+            self.head = MultilabelHead(
+                stored_thresholds(self._meta, self.num_classes), self.options.threshold
+            )
+        else:
+            check_threshold(self.options.threshold, self.num_classes)
         self._tile_spec = (
             None
             if self.options.tile is None
@@ -252,13 +274,19 @@ class Predictor:
         """One (r, g, b) colour per class."""
         return self._meta.colors
 
+    def _activate(self, logits: np.ndarray) -> np.ndarray:
+        """Probabilities of logits ``(N, K, H, W)``: softmax, or a sigmoid per class (multi-label)."""
+        return sigmoid(logits) if self.head is not None else softmax(logits)
+
     # --- whole-image path -------------------------------------------------------------
 
     def _probs_same_size(self, x: np.ndarray, policy: InputPolicy) -> np.ndarray:
         """Probabilities ``(N, K, H, W)`` of same-size inputs ``(N, C, H, W)``, with TTA."""
 
         def probs(view: np.ndarray) -> np.ndarray:
-            return softmax(logits_with_policy(view, self.backend.forward, policy, self.options.pad_mode))
+            return self._activate(
+                logits_with_policy(view, self.backend.forward, policy, self.options.pad_mode)
+            )
 
         return tta_probs(x, probs, self.tta) if self.tta else probs(x)
 
@@ -285,7 +313,7 @@ class Predictor:
         out = []
         for x, s, item in zip(inputs, sized, logits, strict=True):
             restored = resize(item[None, :, : s.shape[1], : s.shape[2]], tuple(x.shape[1:]))
-            out.append(softmax(restored)[0])
+            out.append(self._activate(restored)[0])
         return out
 
     def _whole_image_probs(self, inputs: list[np.ndarray]) -> list[np.ndarray]:
@@ -389,8 +417,12 @@ class Predictor:
             stop = min(start + LABEL_CHUNK_COLUMNS, block.width)
             chunk = block.scores(start, stop)
             columns = slice(block.x0 + start, block.x0 + stop)
-            band.labels[:, columns] = probs_to_labels(chunk, self.options.threshold)
-            top_sum += float(chunk.max(axis=0).sum(dtype=np.float64))
+            if self.head is not None:
+                band.labels[:, columns] = self.head.labels_of(chunk)
+                top_sum += self.head.certainty_sum(chunk)
+            else:
+                band.labels[:, columns] = probs_to_labels(chunk, self.options.threshold)
+                top_sum += float(chunk.max(axis=0).sum(dtype=np.float64))
             if band.probs is not None:
                 band.probs[:, :, columns] = chunk
         return top_sum
@@ -417,7 +449,8 @@ class Predictor:
         labels = np.empty((reader.height, reader.width), dtype=np.uint8)
         probs: np.ndarray | None = None
         top_sum = 0.0
-        for band in self.iter_label_bands(reader, progress, return_probs, name):
+        keep_probs = return_probs or self.head is not None  # masks need every class's probability
+        for band in self.iter_label_bands(reader, progress, keep_probs, name):
             rows = slice(band.y0, band.y0 + band.labels.shape[0])
             labels[rows] = band.labels
             top_sum += band.top_sum
@@ -425,16 +458,37 @@ class Predictor:
                 if probs is None:
                     probs = np.empty((band.probs.shape[0], reader.height, reader.width), dtype=np.float32)
                 probs[:, rows] = band.probs
+        if self.head is not None and probs is not None:
+            return self._finish(probs, return_probs)
         labels = self.postprocess(labels)
         return Prediction(labels, probs, top_sum / labels.size, class_share(labels, self.num_classes))
 
     # --- public API ---------------------------------------------------------------------
 
     def _finish(self, probs: np.ndarray, return_probs: bool) -> Prediction:
+        if self.head is not None:
+            return self._finish_multilabel(self.head, probs, return_probs)
         labels = self.postprocess(probs_to_labels(probs, self.options.threshold))
         confidence = float(probs.max(axis=0).mean(dtype=np.float64))
         return Prediction(
             labels, probs if return_probs else None, confidence, class_share(labels, probs.shape[0])
+        )
+
+    def _finish_multilabel(self, head: MultilabelHead, probs: np.ndarray, return_probs: bool) -> Prediction:
+        """Masks (each class post-processed as a binary map), labels and confidence of sigmoid
+        probabilities ``(K, H, W)`` (rules in :mod:`segflow.multilabel.outputs`)."""
+        masks = head.masks(probs)
+        if self.options.min_object_size > 1 or self.options.fill_holes > 1:
+            for k in range(masks.shape[-1]):
+                masks[..., k] = self.postprocess(masks[..., k].astype(np.uint8)).astype(bool)
+        labels = head.labels(probs, masks)
+        confidence = head.certainty_sum(probs) / max(labels.size, 1)
+        return Prediction(
+            labels,
+            probs if return_probs else None,
+            confidence,
+            class_share(labels, probs.shape[0]),
+            masks=masks,
         )
 
     def predict(

@@ -118,6 +118,8 @@ def build_meta(
     tta: Any = None,
     data: DataSummary | None = None,
     data_fingerprint: FingerprintSummary | None = None,
+    task: str = "semantic",
+    task_options: Mapping[str, Any] | None = None,
 ) -> CheckpointMeta:
     """Builds the ``ckpt["segflow"]`` metadata of a trained network.
 
@@ -135,6 +137,8 @@ def build_meta(
             config's ``evaluate.tta``): the default of ``evaluate``/``predict --tta``.
         data: Summary of the data it was trained on (compared by ``segflow evaluate``).
         data_fingerprint: Fingerprint of that data (``segflow.data.fingerprint``), or None.
+        task: Kind of segmentation (``segflow.tasks.TASK_NAMES``).
+        task_options: What the task needs at inference (``CheckpointMeta.task_options``).
 
     Returns:
         The metadata (layout in :mod:`segflow.models.meta`).
@@ -168,6 +172,8 @@ def build_meta(
         "data": None if data is None else data.model_dump(mode="json"),
         "data_fingerprint": None if data_fingerprint is None else data_fingerprint.model_dump(mode="json"),
         "config": dict(config or {}),
+        "task": task,
+        "task_options": dict(task_options or {}),
     }
     return CheckpointMeta.of(to_primitive(meta, "meta"), "new checkpoint")
 

@@ -1,8 +1,10 @@
-"""Architecture registry and ``create_model``: every smp architecture, any smp/timm encoder."""
+"""Architecture registry and ``create_model``: every smp architecture with any smp/timm encoder
+(HRNet included: ``tu-hrnet_w18``), plus torchvision's FCN and LR-ASPP
+(:mod:`segflow.models.torchvision_models`)."""
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -17,11 +19,22 @@ from torch import nn
 from segflow.constants import IMAGENET_MEAN, IMAGENET_STD
 from segflow.errors import ConfigError
 from segflow.models.net import SegmentationNet
+from segflow.models.torchvision_models import (
+    TORCHVISION_ARCHS,
+    TorchvisionSegmenter,
+    backbone_state,
+    build_torchvision,
+)
 from segflow.registry import Registry
 
 MODELS: Registry[type[nn.Module]] = Registry("model architecture")
 for _name, _cls in smp.MODEL_ARCHITECTURES_MAPPING.items():
     MODELS.register(_name)(_cls)
+for _name in TORCHVISION_ARCHS:
+    MODELS.register(_name)(TorchvisionSegmenter)
+
+UNIVERSAL_ARCHS = ("mask2former",)
+"""Mask-classification models (segflow.models.mask2former): trained with ``task: panoptic``."""
 
 TIMM_PREFIX = "tu-"
 """smp's prefix for any timm model used as encoder."""
@@ -36,6 +49,13 @@ MIN_CLASSES = 2
 
 FPA_POOLING_FACTOR = 8
 """PAN's feature pyramid attention pools its deepest map three times by 2: it needs >= 8 pixels."""
+
+HRNET_PREFIX = "tu-hrnet"
+HRNET_STRIDE = 32
+"""timm's HRNet always runs its four branches down to 1/32 and fuses them by exact 2x
+upsampling, whatever ``encoder_depth`` smp asks for: H and W must be multiples of 32."""
+DILATED_ARCHS = ("deeplabv3", "deeplabv3plus", "pan")
+"""smp architectures that dilate their encoder (output stride 8 or 16); timm's HRNet cannot."""
 
 ENCODER_LIST_HINT = (
     "list encoders with segmentation_models_pytorch.encoders.get_encoder_names(), or use any timm "
@@ -134,7 +154,60 @@ def _build_smp(
         ) from err
     except BUILD_ERRORS as err:
         raise ConfigError(
-            f"could not build {arch} with encoder {encoder} and options {kwargs}: {err}"
+            f"could not build {arch} with encoder {encoder} and options {kwargs}: {_reason(err)}"
+        ) from err
+
+
+def _reason(err: BaseException) -> str:
+    """The error's text, or its type and where it was raised when it has none (bare asserts)."""
+    text = str(err).strip().splitlines()
+    if text:
+        return text[0]
+    tb = err.__traceback__
+    while tb is not None and tb.tb_next is not None:
+        tb = tb.tb_next
+    where = f" in {Path(tb.tb_frame.f_code.co_filename).name}:{tb.tb_lineno}" if tb is not None else ""
+    return f"{type(err).__name__}{where} (an option the encoder does not support)"
+
+
+def _check_combination(arch: str, encoder: str) -> None:
+    """Refuses encoder/architecture pairs that cannot work, before building them."""
+    if encoder.startswith(HRNET_PREFIX) and arch.lower() in DILATED_ARCHS:
+        raise ConfigError(
+            f"model.arch {arch} dilates its encoder (output stride 8/16), which timm's HRNet "
+            f"({encoder}) cannot do: use unet, fpn, upernet, linknet, manet, pspnet or segformer with it"
+        )
+
+
+def check_torchvision_encoder(arch: str, encoder: str, arch_kwargs: dict[str, Any]) -> None:
+    """Raises ConfigError for an encoder or option torchvision's ``arch`` does not have."""
+    spec = TORCHVISION_ARCHS[arch.lower()]
+    if encoder not in spec.builders:
+        raise ConfigError(
+            f"model.encoder {encoder!r} is not available for {arch} ({spec.description}): use "
+            f"{' or '.join(spec.encoders)}"
+        )
+    if arch_kwargs:
+        raise ConfigError(
+            f"model.kwargs {sorted(arch_kwargs)} are not options of {arch} ({spec.description}), which "
+            "takes none: remove model.kwargs"
+        )
+
+
+def _build_torchvision(
+    arch: str, encoder: str, in_channels: int, num_classes: int, encoder_weights: str | None
+) -> TorchvisionSegmenter:
+    """torchvision's FCN/LR-ASPP; ``imagenet`` downloads the backbone through torchvision."""
+    imagenet = encoder_weights == IMAGENET_WEIGHTS
+    try:
+        return build_torchvision(arch, encoder, in_channels, num_classes, imagenet)
+    except OFFLINE_ERRORS as err:
+        if not imagenet:
+            raise ConfigError(f"could not build {arch}/{encoder}: {_reason(err)}") from err
+        raise ConfigError(
+            f"could not download torchvision's imagenet weights for {arch} encoder {encoder} (no network?): "
+            f"{_reason(err)}. Use model.encoder_weights=null to train from scratch, or model.encoder_weights="
+            f"/path/to/{encoder}.pth (torchvision's {encoder} state_dict, .pth or .safetensors)"
         ) from err
 
 
@@ -173,19 +246,28 @@ def _key_summary(keys: Sequence[str], limit: int = 5) -> str:
     return f"{len(keys)} [{shown}{more}]"
 
 
-def load_encoder_weights(encoder: nn.Module, path: Path, encoder_name: str) -> None:
+def load_encoder_weights(
+    encoder: nn.Module,
+    path: Path,
+    encoder_name: str,
+    convert: Callable[[dict[str, torch.Tensor], set[str]], dict[str, torch.Tensor]] | None = None,
+) -> None:
     """Loads a local encoder state dict with strict key checking.
 
     Args:
-        encoder: The smp encoder module (``model.encoder``).
+        encoder: The smp encoder module (``model.encoder``; a torchvision backbone for FCN/LR-ASPP).
         path: ``.pth``/``.pt`` or ``.safetensors`` file holding ``encoder.state_dict()``.
         encoder_name: Encoder name for messages.
+        convert: ``(state, expected keys) -> state``, mapping another layout of the same
+            weights onto the encoder's keys (torchvision classification checkpoints).
 
     Raises:
         ConfigError: Missing file, or keys/shapes that do not match the encoder.
     """
-    state = read_state_dict(path)
     expected = set(encoder.state_dict())
+    state = read_state_dict(path)
+    if convert is not None:
+        state = convert(state, expected)
     missing = sorted(expected - set(state))
     unexpected = sorted(set(state) - expected)
     if missing or unexpected:
@@ -200,7 +282,7 @@ def load_encoder_weights(encoder: nn.Module, path: Path, encoder_name: str) -> N
         raise ConfigError(f"encoder weights {path} do not fit encoder {encoder_name}: {err}") from err
 
 
-def input_constraints(arch: str, model: nn.Module) -> tuple[int, int]:
+def input_constraints(arch: str, model: nn.Module, encoder_name: str = "") -> tuple[int, int]:
     """Required input multiple and minimum size of a built smp model.
 
     Every smp architecture returns logits at input size when H and W are multiples of the
@@ -209,15 +291,24 @@ def input_constraints(arch: str, model: nn.Module) -> tuple[int, int]:
     interpolation; segflow keeps the encoder stride so padding is explicit and the same
     for every export. PAN also pools its deepest map 8x, hence a larger minimum size.
 
+    torchvision's FCN (dilated ResNet) and LR-ASPP (dilated MobileNetV3) need multiples of
+    their backbone's output stride, 8 and 16. timm's HRNet needs multiples of 32 whatever
+    ``encoder_depth`` is (:data:`HRNET_STRIDE`).
+
     Args:
         arch: Registry name.
-        model: The smp model.
+        model: The smp model (or :class:`TorchvisionSegmenter`).
+        encoder_name: The encoder's name (``tu-hrnet_w18`` ...), when known.
 
     Returns:
         ``(output_stride, min_input_size)``.
     """
+    if isinstance(model, TorchvisionSegmenter):
+        return model.output_stride, model.output_stride
     encoder: Any = model.encoder
     stride = int(encoder.output_stride)
+    if encoder_name.startswith(HRNET_PREFIX):
+        stride = max(stride, HRNET_STRIDE)
     minimum = stride * FPA_POOLING_FACTOR if arch.lower() == "pan" else stride
     return stride, minimum
 
@@ -235,14 +326,17 @@ def create_model(
     """Builds a SegmentationNet for any registered architecture and smp/timm encoder.
 
     Args:
-        arch: Architecture name, one of ``MODELS.names()`` (``unet``, ``fpn``, ``segformer`` ...).
+        arch: Architecture name, one of ``MODELS.names()`` (``unet``, ``fpn``, ``segformer`` ...,
+            and torchvision's ``fcn`` and ``lraspp``).
         encoder: smp encoder name (``resnet34``, ``mobilenet_v2``, ``efficientnet-b0``) or
-            ``tu-<timm model>``.
+            ``tu-<timm model>`` (``tu-hrnet_w18``: HRNet, needs H and W multiples of 32); for
+            ``fcn`` ``resnet50``/``resnet101``, for ``lraspp`` ``mobilenet_v3_large``.
         in_channels: Number of input channels C.
         num_classes: Number of classes K (>= 2; binary problems use 2 channels).
-        encoder_weights: ``None`` (random init), ``"imagenet"`` (downloaded by smp/timm; fails
-            fast with ConfigError when offline) or a path to a ``.pth``/``.pt``/``.safetensors``
-            encoder state dict.
+        encoder_weights: ``None`` (random init), ``"imagenet"`` (downloaded by smp/timm or
+            torchvision; fails fast with ConfigError when offline) or a path to a
+            ``.pth``/``.pt``/``.safetensors`` encoder state dict (for fcn/lraspp also
+            torchvision's classification state dict of that backbone).
         mean: Per-channel mean in [0, 1] units; default from :func:`default_normalization`.
         std: Per-channel std; default from :func:`default_normalization`.
         **arch_kwargs: Passed to the smp architecture (``decoder_channels``, ``encoder_depth`` ...).
@@ -251,18 +345,34 @@ def create_model(
         The network, in training mode; forward maps (N, C, H, W) in [0, 1] to (N, K, H, W) logits.
 
     Raises:
-        ConfigError: Unknown arch or encoder, bad sizes or normalisation, weights not loadable.
+        ConfigError: Unknown arch or encoder, bad sizes or normalisation, weights not loadable,
+            or ``mask2former`` (trained with ``task: panoptic``, not built here).
     """
+    if arch.lower() in UNIVERSAL_ARCHS:
+        raise ConfigError(
+            f"model.arch {arch} is a mask-classification model: train it with 'task: panoptic' "
+            "(segflow.panoptic.universal); one model then gives semantic, instance and panoptic output"
+        )
     MODELS.get(arch)
-    check_encoder_name(encoder)
+    torchvision_arch = arch.lower() in TORCHVISION_ARCHS
+    if torchvision_arch:
+        check_torchvision_encoder(arch, encoder, arch_kwargs)
+    else:
+        check_encoder_name(encoder)
+        _check_combination(arch, encoder)
     _check_sizes(in_channels, num_classes)
     default_mean, default_std = default_normalization(in_channels)
     mean_values = _check_vector("mean", default_mean if mean is None else mean, in_channels, positive=False)
     std_values = _check_vector("std", default_std if std is None else std, in_channels, positive=True)
-    model = _build_smp(arch, encoder, in_channels, num_classes, encoder_weights, **arch_kwargs)
+    model: nn.Module
+    if torchvision_arch:
+        model = _build_torchvision(arch.lower(), encoder, in_channels, num_classes, encoder_weights)
+    else:
+        model = _build_smp(arch, encoder, in_channels, num_classes, encoder_weights, **arch_kwargs)
     if encoder_weights is not None and encoder_weights != IMAGENET_WEIGHTS:
-        load_encoder_weights(model.encoder, Path(encoder_weights), encoder)  # type: ignore[arg-type]
-    stride, minimum = input_constraints(arch, model)
+        convert = backbone_state if torchvision_arch else None
+        load_encoder_weights(model.encoder, Path(encoder_weights), encoder, convert)  # type: ignore[arg-type]
+    stride, minimum = input_constraints(arch, model, encoder)
     return SegmentationNet(
         model,
         arch=arch.lower(),

@@ -266,11 +266,25 @@ class CheckpointMeta(_Meta):
     data: DataSummary | None = None
     data_fingerprint: FingerprintSummary | None = None
     config: dict[str, Any] = Field(default_factory=dict)
+    task: str = "semantic"
+    """Kind of segmentation (``segflow.tasks.TASK_NAMES``): what the outputs mean."""
+    task_options: dict[str, Any] = Field(default_factory=dict)
+    """What that task needs at inference, owned by the task's module (multilabel: per-class
+    ``thresholds``; instance/panoptic: ``things``, ``score_threshold``, ``min_area``)."""
 
     @field_validator("tta", mode="before")
     @classmethod
     def _known_tta(cls, value: Any) -> Any:
         return tta_record(value)
+
+    @field_validator("task")
+    @classmethod
+    def _known_task(cls, value: str) -> str:
+        from segflow.tasks import TASK_NAMES
+
+        if value not in TASK_NAMES:
+            raise ValueError(f"task {value!r} is not one of {', '.join(TASK_NAMES)}")
+        return value
 
     @model_validator(mode="after")
     def _one_name_per_class(self) -> CheckpointMeta:

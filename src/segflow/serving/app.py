@@ -25,7 +25,7 @@ from segflow import __version__
 from segflow.errors import InferenceError, SegflowError
 from segflow.serving.deps import ApiKeyDep
 from segflow.serving.errors import ServiceError
-from segflow.serving.routes import health, metrics, model, page, segment
+from segflow.serving.routes import health, metrics, model, page, prompt, segment
 from segflow.serving.routes.segment import describe_option_errors
 from segflow.serving.runner import PredictorLike, VariantFactory, load_predictor
 from segflow.serving.service import Service
@@ -88,6 +88,7 @@ def create_app(
     app.state.service = service
     for router in (health.router, model.router, segment.router, metrics.router, page.router):
         app.include_router(router)
+    prompt.install(app, service)  # /v1/prompt (409 without --prompt-backend), its export, /prompt
     app.mount("/static", StaticFiles(directory=page.STATIC_DIR), name="static")
     _add_docs(app)
     _add_error_handlers(app)
@@ -113,6 +114,7 @@ def _lifespan(service: Service) -> Callable[[FastAPI], AbstractAsyncContextManag
             # uvicorn runs this after the in-flight requests were answered; the runner then
             # finishes whatever is still queued before its thread ends.
             await run_in_threadpool(service.stop)
+            await run_in_threadpool(prompt.close, _app)
 
     return lifespan
 

@@ -228,14 +228,15 @@ def lower_priority(thread_id: int, niceness: int) -> None:
 
 
 def load_predictor(path: Path, backend: str | None) -> PredictorLike:
-    """Loads a checkpoint or ONNX export with :class:`segflow.inference.Predictor`.
+    """Loads a checkpoint or export with the predictor of its task
+    (:func:`segflow.inference.loader.load_predictor`).
 
     Raises:
         CheckpointError: The file is missing or not a segflow model.
     """
-    from segflow.inference import Predictor  # heavy (torch); imported only when serving a file
+    from segflow.inference.loader import load_predictor as load  # heavy (torch): only when serving
 
-    return Predictor.from_path(path, backend=backend)
+    return load(path, backend=backend)
 
 
 class OptionVariants:

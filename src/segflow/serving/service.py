@@ -7,7 +7,7 @@ import hashlib
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 from prometheus_client import Gauge
@@ -32,6 +32,9 @@ from segflow.serving.runner import (
 )
 from segflow.serving.settings import ServeSettings
 from segflow.viz.palette import Color
+
+if TYPE_CHECKING:
+    from segflow.prompt.base import PromptBackend
 
 RETRY_AFTER_S = 1
 """``Retry-After`` of 503 answers: a full queue drains within about a second at normal load."""
@@ -93,6 +96,8 @@ class Service:
         self.intensity = IntensityPolicy.from_meta(self.meta)
         self.slice_context = model_context(self.meta)
         self.model_id = model_id(settings.model)
+        # Built before the baseline is measured, so a SAM model's weights count as held memory.
+        self.prompt = prompt_backend(settings)
         self.pool = memory_pool(settings, process_rss() if baseline_rss is None else baseline_rss)
         self.cost = CostModel(
             ModelShape(
@@ -240,6 +245,8 @@ class Service:
             "backend": self.backend,
             "segflow_version": self.meta.segflow_version,
             "format_version": self.meta.format_version,
+            "task": self.meta.task,
+            "task_options": self.meta.task_options,
             "architecture": model.arch,
             "encoder": model.encoder,
             "in_channels": self.channels,
@@ -258,8 +265,21 @@ class Service:
                 "timeout_s": self.settings.timeout_s,
                 "max_memory_mb": self.settings.max_memory_mb,
                 "memory_pool_mb": round(self.pool.capacity / BYTES_PER_MIB, 1),
+                "prompt_cache_mb": round(self.settings.prompt_cache_bytes / BYTES_PER_MIB, 1),
                 **self.option_ranges(),
             },
+            "prompt": self.prompt_info(),
+        }
+
+    def prompt_info(self) -> dict[str, Any] | None:
+        """The prompt backend in ``GET /v1/model`` (None: prompting is off)."""
+        if self.prompt is None:
+            return None
+        return {
+            "backend": self.prompt.name,
+            "max_points": self.prompt.max_points,
+            "max_pixels": min(self.settings.max_pixels, self.settings.prompt_max_pixels),
+            "cache": self.prompt.cache.stats(),
         }
 
     def request_defaults(self) -> InferenceOptions:
@@ -312,13 +332,37 @@ def model_id(path: Path) -> str:
     return f"{path.stem}-{digest.hexdigest()[:MODEL_ID_HASH_CHARS]}"
 
 
+def prompt_backend(settings: ServeSettings) -> PromptBackend | None:
+    """The ``--prompt-backend`` (None when not set), its cache sized by ``--prompt-cache-mb``.
+
+    Raises:
+        ConfigError: An unknown backend name.
+        CheckpointError: A SAM / SAM 2 checkpoint that is missing or not one of that model.
+    """
+    if settings.prompt_backend is None:
+        return None
+    from segflow.prompt.base import create_prompt_backend
+
+    return create_prompt_backend(settings.prompt_backend, cache_bytes=settings.prompt_cache_bytes)
+
+
 def memory_pool(settings: ServeSettings, baseline_rss: int) -> MemoryPool:
-    """The pool requests reserve from: this process's budget minus what it already holds.
+    """The pool requests reserve from: this process's budget minus what it already holds, minus
+    the prompt backend's embedding cache at its full size (``--prompt-cache-mb``).
 
     Raises:
         ConfigError: The budget leaves nothing for requests.
     """
-    capacity = settings.memory_budget_bytes - baseline_rss
+    free = settings.memory_budget_bytes - baseline_rss
+    cache = settings.prompt_cache_bytes
+    capacity = free - cache
+    if capacity <= 0 < free:
+        raise ConfigError(
+            f"serve option --prompt-cache-mb {settings.prompt_cache_mb:g} ({mib(cache)}) does not fit in "
+            f"the {mib(free)} the memory budget (--max-memory-mb {settings.max_memory_mb:g}, per worker "
+            f"{mib(settings.memory_budget_bytes)}) leaves beside the loaded model; lower it or raise "
+            "--max-memory-mb"
+        )
     if capacity <= 0:
         raise ConfigError(
             f"serve option --max-memory-mb {settings.max_memory_mb:g} "

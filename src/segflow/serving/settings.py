@@ -47,6 +47,11 @@ MAX_MODEL_BYTES_PER_PX = 1_000_000.0
 """Upper bound of ``model_bytes_per_px`` (1 MB of activations per pixel; real models use ~10^2-10^4)."""
 DEFAULT_VARIANT_CACHE_SIZE = 16
 """Predictor variants (one per distinct set of request options) kept, least recently used dropped."""
+DEFAULT_PROMPT_MAX_PIXELS = 2048 * 2048
+"""Largest prompt image by default (4.2 Mpx): GrabCut's graph cut takes seconds per Mpx on one
+core, and SAM reads images at a 1024-px side anyway."""
+PROMPT_BACKEND_FORMS = ("grabcut", "sam:PATH", "sam2:PATH")
+"""The values ``--prompt-backend`` takes (:func:`segflow.prompt.base.create_prompt_backend`)."""
 
 CLI_OPTIONS: dict[str, str] = {
     "model": "MODEL",
@@ -65,6 +70,8 @@ CLI_OPTIONS: dict[str, str] = {
     "cors_origins": "--cors-origin",
     "forwarded_allow_ips": "--forwarded-allow-ips",
     "log_level": "--log-level",
+    "prompt_backend": "--prompt-backend",
+    "prompt_cache_mb": "--prompt-cache-mb",
 }
 """Setting -> the ``segflow serve`` argument or option that sets it. ``segflow serve`` declares its
 options with these names (:mod:`segflow.cli.serve`), and messages name them; a setting not
@@ -107,6 +114,12 @@ class ServeSettings(BaseSettings):
             the training reference.
         overlay_alpha: Mask opacity of ``format=overlay`` answers.
         warmup: Run one dummy batch before ``/readyz`` says ready.
+        prompt_backend: Promptable backend behind ``POST /v1/prompt`` and the ``/prompt`` page
+            (``grabcut``, ``sam:PATH``, ``sam2:PATH``); None leaves prompting off (409).
+        prompt_cache_mb: Size of the image-embedding LRU cache of the prompt backend, in MiB
+            per worker process; it is taken out of the worker's memory budget at start.
+        prompt_max_pixels: Largest ``width * height`` a prompt image may have (413 beyond;
+            the smaller of this and ``max_pixels`` applies).
     """
 
     model_config = SettingsConfigDict(
@@ -140,6 +153,9 @@ class ServeSettings(BaseSettings):
     drift_window: int = Field(200, ge=1)
     overlay_alpha: float = Field(0.5, ge=0.0, le=1.0)
     warmup: bool = True
+    prompt_backend: str | None = None
+    prompt_cache_mb: float = Field(512.0, ge=0.0)
+    prompt_max_pixels: int = Field(DEFAULT_PROMPT_MAX_PIXELS, ge=1)
 
     @classmethod
     def settings_customise_sources(
@@ -164,6 +180,16 @@ class ServeSettings(BaseSettings):
             )
         return value
 
+    @field_validator("prompt_backend")
+    @classmethod
+    def _prompt_backend_form(cls, value: str | None) -> str | None:
+        if value is None:
+            return None
+        name, _, path = value.partition(":")
+        if (name == "grabcut" and not path) or (name in ("sam", "sam2") and path.strip()):
+            return value
+        raise ValueError(f"expected one of {', '.join(PROMPT_BACKEND_FORMS)} (PATH: a local checkpoint file)")
+
     @field_validator("cors_origins", mode="before")
     @classmethod
     def _split_origins(cls, value: Any) -> Any:
@@ -175,6 +201,11 @@ class ServeSettings(BaseSettings):
     def max_upload_bytes(self) -> int:
         """``max_upload_mb`` in bytes."""
         return int(self.max_upload_mb * BYTES_PER_MB)
+
+    @property
+    def prompt_cache_bytes(self) -> int:
+        """``prompt_cache_mb`` in bytes; 0 when prompting is off (no cache is built)."""
+        return 0 if self.prompt_backend is None else int(self.prompt_cache_mb * BYTES_PER_MB)
 
     @property
     def memory_budget_bytes(self) -> int:

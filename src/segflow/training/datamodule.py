@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 import lightning.pytorch as pl
@@ -25,6 +26,50 @@ def _collate(items: list[dict[str, Any]]) -> dict[str, Any]:
         "mask": torch.stack([item["mask"] for item in items]),
         "name": [item["name"] for item in items],
     }
+
+
+def split_loader(
+    trainer: pl.Trainer | None,
+    dataset: Any,
+    batch_size: int,
+    shuffle: bool,
+    config: TrainConfig,
+    collate: Callable[[list[Any]], Any],
+) -> DataLoader:
+    """The data loader of one split, for every task's data module (one owner of the sharding).
+
+    Under DDP (``trainer.world_size > 1``) each process reads its own share: the train split
+    through a ``DistributedSampler`` seeded by ``config.seed``, the val split through an
+    ``UnrepeatedDistributedSampler``, so validation never repeats an image and metrics summed
+    over processes stay exact. The shares follow the trainer's global rank and world size, which
+    span every node of a ``torchrun``/``srun`` job.
+
+    Args:
+        trainer: The attached trainer, or None (one process).
+        dataset: Map-style dataset.
+        batch_size: Items per batch.
+        shuffle: Train split (shuffled, last partial batch dropped when more than one batch).
+        config: ``trainer.num_workers`` and ``seed``.
+        collate: Batch builder.
+    """
+    sampler: Sampler | None = None
+    if trainer is not None and trainer.world_size > 1:
+        replicas, rank = trainer.world_size, trainer.global_rank
+        if shuffle:
+            sampler = DistributedSampler(dataset, replicas, rank, shuffle=True, seed=config.seed)
+        else:
+            sampler = UnrepeatedDistributedSampler(dataset, num_replicas=replicas, rank=rank, shuffle=False)
+    workers = config.trainer.num_workers
+    return DataLoader(
+        dataset,
+        batch_size=batch_size,
+        shuffle=shuffle and sampler is None,
+        sampler=sampler,
+        num_workers=workers,
+        persistent_workers=workers > 0,
+        collate_fn=collate,
+        drop_last=shuffle and len(dataset) > batch_size,
+    )
 
 
 def use_cache(config: TrainConfig, datasets: list[SegmentationDataset]) -> bool:
@@ -67,33 +112,8 @@ class SegmentationDataModule(pl.LightningDataModule):
         cache = use_cache(config, [self.train_set, self.val_set])
         self.train_set.cache_enabled = self.val_set.cache_enabled = cache
 
-    def _sampler(self, dataset: Any, shuffle: bool) -> Sampler | None:
-        """Distributed samplers; validation never repeats an image, so DDP metrics stay exact.
-
-        The shares follow the trainer's global rank and world size, which span every node of a
-        ``torchrun``/``srun`` job: each rank of each node reads its own share of the split.
-        """
-        trainer = self.trainer
-        if trainer is None or trainer.world_size == 1:
-            return None
-        replicas, rank = trainer.world_size, trainer.global_rank
-        if shuffle:
-            return DistributedSampler(dataset, replicas, rank, shuffle=True, seed=self.config.seed)
-        return UnrepeatedDistributedSampler(dataset, num_replicas=replicas, rank=rank, shuffle=False)
-
     def _loader(self, dataset: Any, batch_size: int, shuffle: bool) -> DataLoader:
-        workers = self.config.trainer.num_workers
-        sampler = self._sampler(dataset, shuffle)
-        return DataLoader(
-            dataset,
-            batch_size=batch_size,
-            shuffle=shuffle and sampler is None,
-            sampler=sampler,
-            num_workers=workers,
-            persistent_workers=workers > 0,
-            collate_fn=_collate,
-            drop_last=shuffle and len(dataset) > batch_size,
-        )
+        return split_loader(self.trainer, dataset, batch_size, shuffle, self.config, _collate)
 
     def train_dataloader(self) -> DataLoader:
         return self._loader(self.train_set, self.config.trainer.batch_size, shuffle=True)

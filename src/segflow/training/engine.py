@@ -37,6 +37,7 @@ from segflow.io_utils import atomic_write, claim_output_dir
 from segflow.models import create_model
 from segflow.models.checkpoint import build_meta, read_meta
 from segflow.models.meta import DataSummary, FingerprintSummary
+from segflow.tasks import SEMANTIC, Task, get_task, register_task
 from segflow.training.callbacks import AtomicCheckpointIO, SampleGridCallback, ThroughputCallback
 from segflow.training.datamodule import SegmentationDataModule
 from segflow.training.losses import create_loss, median_frequency_weights
@@ -211,28 +212,29 @@ def build_loggers(config: TrainConfig, run_dir: Path) -> list[Logger]:
     return loggers
 
 
-def build_callbacks(config: TrainConfig, run_dir: Path, palette: list[Any], classes: list[str]) -> list[Any]:
+def build_callbacks(
+    config: TrainConfig, run_dir: Path, palette: list[Any], classes: list[str], task: Task | None = None
+) -> list[Any]:
     """Best/last checkpoints, sample pictures, throughput, weight EMA, early stopping, progress bar.
 
     With ``trainer.ema_decay`` the exponential moving average of the weights (and batch-norm
     statistics) is what validation scores and checkpoints hold under ``state_dict``; the raw
     weights travel under ``current_model_state`` so that ``--resume`` continues exactly.
     """
+    task = task or get_task(config.task)
+    monitor, mode = task.monitor, task.monitor_mode
     folder = run_dir / "checkpoints"
     # Two callbacks: since Lightning 2.6, save_last only writes when a top-k file is written,
     # which would leave last.ckpt behind whenever val mIoU does not improve.
-    best = ModelCheckpoint(folder, "best", MONITOR, mode="max", save_top_k=1, enable_version_counter=False)
+    best = ModelCheckpoint(folder, "best", monitor, mode=mode, save_top_k=1, enable_version_counter=False)
     last = ModelCheckpoint(folder, "last", monitor=None, save_top_k=1, enable_version_counter=False)
-    callbacks: list[Any] = [
-        best,
-        last,
-        SampleGridCallback(run_dir / "samples", palette, classes),
-        ThroughputCallback(),
-    ]
+    callbacks: list[Any] = [best, last, ThroughputCallback()]
+    if task.sample_grid:
+        callbacks.insert(2, SampleGridCallback(run_dir / "samples", palette, classes))
     if config.trainer.ema_decay:
         callbacks.append(EMAWeightAveraging(decay=config.trainer.ema_decay, use_buffers=True))
     if config.trainer.early_stopping_patience:
-        callbacks.append(EarlyStopping(MONITOR, mode="max", patience=config.trainer.early_stopping_patience))
+        callbacks.append(EarlyStopping(monitor, mode=mode, patience=config.trainer.early_stopping_patience))
     if config.trainer.progress_bar:
         callbacks.append(RichProgressBar(leave=True))
     return callbacks
@@ -402,9 +404,11 @@ def train(
         spec = load_spec(config)
         validate_optimisation(config)
         report = check_before_training(spec)
-        module, datamodule = build_module(config, spec, list(report.class_share.get("val", [])))
+        task = get_task(config.task)
+        assert task.build is not None
+        module, datamodule = task.build(config, spec, list(report.class_share.get("val", [])))
         validate_optimisation(config, len(datamodule.train_set))
-        callbacks = build_callbacks(config, run_dir, module.meta.colors, module.meta.class_names)
+        callbacks = build_callbacks(config, run_dir, module.meta.colors, module.meta.class_names, task)
         trainer = build_trainer(config, run_dir, callbacks)
     except BaseException:
         if created:  # a refused run leaves no empty run folder behind
@@ -590,7 +594,9 @@ def finish_run(
     best = ckpt_dir / "best.ckpt"
     if not best.is_file():
         best = ckpt_dir / "last.ckpt"
-    metrics = final_metrics(best, spec, config.evaluate.tta, run_dir)
+    task = get_task(config.task)
+    assert task.final_metrics is not None
+    metrics = task.final_metrics(best, spec, config.evaluate.tta, run_dir)
     plot_curves(run_dir / "metrics.csv", run_dir / "curves.png")
     throughput = next((c.history for c in callbacks if isinstance(c, ThroughputCallback)), [])
     rate = float(sorted(throughput)[len(throughput) // 2]) if throughput else 0.0
@@ -601,3 +607,14 @@ def finish_run(
     )
     write_model_card(result, config, spec)
     return result
+
+
+register_task(
+    Task(
+        SEMANTIC,
+        "one class per pixel (softmax over K classes)",
+        build=build_module,
+        final_metrics=final_metrics,
+        monitor=MONITOR,
+    )
+)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import random
 from typing import Any
 
@@ -19,7 +20,7 @@ from segflow.training.optim import create_optimizer, create_scheduler
 RNG_KEY = "segflow_rng"
 
 
-def _rng_state() -> dict[str, Any]:
+def rng_state() -> dict[str, Any]:
     """Python, numpy and torch RNG states as primitives/tensors (loadable with weights_only)."""
     np_state: Any = np.random.get_state()
     return {
@@ -29,7 +30,7 @@ def _rng_state() -> dict[str, Any]:
     }
 
 
-def _set_rng_state(state: dict[str, Any]) -> None:
+def set_rng_state(state: dict[str, Any]) -> None:
     version, internal, gauss = state["python"]
     random.setstate((version, tuple(internal), gauss))
     name, keys, *rest = state["numpy"]
@@ -37,7 +38,63 @@ def _set_rng_state(state: dict[str, Any]) -> None:
     torch.set_rng_state(state["torch"])
 
 
-class SegmentationModule(pl.LightningModule):
+class SegflowModule(pl.LightningModule):
+    """What every task's LightningModule shares (semantic, instance, panoptic, multi-label).
+
+    Subclasses set ``net`` (the trained ``nn.Module``), ``meta`` (its ``CheckpointMeta``),
+    ``optimizer_cfg`` and ``scheduler_cfg`` (config dicts, ``segflow.training.optim``). This
+    class builds the optimizer and scheduler from them, and stores the metadata and the Python,
+    numpy and torch RNG states in every checkpoint (restored on ``--resume``).
+    """
+
+    net: Any  # the task's nn.Module (SegmentationNet, MaskRCNN, UniversalNet)
+    meta: CheckpointMeta
+    optimizer_cfg: dict[str, Any]
+    scheduler_cfg: dict[str, Any]
+    log_every_n_steps: int
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.loss_sums: dict[str, torch.Tensor] = {}
+        self.loss_count = 0
+
+    def record_loss(self, loss: torch.Tensor, terms: dict[str, torch.Tensor], count: int) -> None:
+        """Adds one step's loss and its named terms (``loss_ce``, ``loss_mask`` ...) to the epoch
+        sums that :meth:`log_loss_means` logs as ``train/<name>`` (curves.png), and logs the step
+        loss (progress bar; ``train/loss_step`` every ``log_every_n_steps``). ``count``: images."""
+        for name, value in {"loss": loss, **terms}.items():  # summed on device: no sync per step
+            weighted = value.detach() * count
+            self.loss_sums[name] = self.loss_sums[name] + weighted if name in self.loss_sums else weighted
+        self.loss_count += count
+        self.log("loss", loss, on_step=True, on_epoch=False, prog_bar=True, logger=False, batch_size=count)
+        if self.global_step % self.log_every_n_steps == 0:
+            self.log("train/loss_step", loss, on_step=True, on_epoch=False, batch_size=count)
+
+    def log_loss_means(self) -> None:
+        """Logs the epoch means of :meth:`record_loss` (once per epoch: ``self.log`` costs ~1 ms)."""
+        for name, total in self.loss_sums.items():
+            self.log(f"train/{name}", total / max(1, self.loss_count), sync_dist=False)
+        self.loss_sums, self.loss_count = {}, 0
+
+    def configure_optimizers(self) -> Any:
+        optimizer = create_optimizer(self.optimizer_cfg, self.net)
+        total_steps = int(self.trainer.estimated_stepping_batches)
+        steps_per_epoch = max(1, total_steps // max(1, self.trainer.max_epochs or 1))
+        scheduler = create_scheduler(self.scheduler_cfg, optimizer, total_steps, steps_per_epoch)
+        if scheduler is None:
+            return optimizer
+        return {"optimizer": optimizer, "lr_scheduler": scheduler}
+
+    def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        checkpoint[CHECKPOINT_KEY] = self.meta.to_dict()
+        checkpoint[RNG_KEY] = rng_state()
+
+    def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        if RNG_KEY in checkpoint:
+            set_rng_state(checkpoint[RNG_KEY])
+
+
+class SegmentationModule(SegflowModule):
     """Trains a :class:`SegmentationNet`.
 
     Args:
@@ -84,8 +141,6 @@ class SegmentationModule(pl.LightningModule):
             num_classes, ignore_index=ignore_index, class_names=class_names
         )
         self.last_val: dict[str, Any] = {}
-        self.loss_sums: dict[str, torch.Tensor] = {}
-        self.loss_count = 0
         self.sample_predictions: torch.Tensor | None = None
 
     def forward(self, images: torch.Tensor) -> torch.Tensor:
@@ -104,23 +159,14 @@ class SegmentationModule(pl.LightningModule):
             )
         self.train_metrics.update(class_indices(logits.detach()), masks)
         count = len(images)
-        terms = {"loss": loss, **{f"loss_{k}": v for k, v in getattr(self.loss_fn, "last_terms", {}).items()}}
-        for name, value in terms.items():  # epoch means, logged once per epoch (self.log costs ~1 ms)
-            weighted = value.detach() * count
-            self.loss_sums[name] = self.loss_sums[name] + weighted if name in self.loss_sums else weighted
-        self.loss_count += count
-        self.log("loss", loss, on_step=True, on_epoch=False, prog_bar=True, logger=False, batch_size=count)
-        if self.global_step % self.log_every_n_steps == 0:
-            self.log("train/loss_step", loss, on_step=True, on_epoch=False, batch_size=count)
+        self.record_loss(loss, loss_terms(self.loss_fn), count)
         return loss
 
     def on_train_epoch_end(self) -> None:
-        for name, total in self.loss_sums.items():
-            self.log(f"train/{name}", total / max(1, self.loss_count), sync_dist=False)  # curves.png
-        self.loss_sums, self.loss_count = {}, 0
+        self.log_loss_means()
         scores = self.train_metrics.compute()
-        self.log("train/miou", _finite(scores["miou"]), sync_dist=False)
-        self.log("train/pixel_accuracy", _finite(scores["pixel_accuracy"]), sync_dist=False)
+        self.log("train/miou", finite(scores["miou"]), sync_dist=False)
+        self.log("train/pixel_accuracy", finite(scores["pixel_accuracy"]), sync_dist=False)
         self.train_metrics.reset()
 
     def on_validation_epoch_start(self) -> None:
@@ -143,26 +189,14 @@ class SegmentationModule(pl.LightningModule):
         self.val_metrics.reset()
         self.last_val = scores
         for key in ("miou", "pixel_accuracy", "mean_dice", "boundary_f1"):
-            self.log(f"val/{key}", _finite(scores[key]), prog_bar=key == "miou", sync_dist=False)
-
-    def configure_optimizers(self) -> Any:
-        optimizer = create_optimizer(self.optimizer_cfg, self.net)
-        total_steps = int(self.trainer.estimated_stepping_batches)
-        steps_per_epoch = max(1, total_steps // max(1, self.trainer.max_epochs or 1))
-        scheduler = create_scheduler(self.scheduler_cfg, optimizer, total_steps, steps_per_epoch)
-        if scheduler is None:
-            return optimizer
-        return {"optimizer": optimizer, "lr_scheduler": scheduler}
-
-    def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
-        checkpoint[CHECKPOINT_KEY] = self.meta.to_dict()
-        checkpoint[RNG_KEY] = _rng_state()
-
-    def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
-        if RNG_KEY in checkpoint:
-            _set_rng_state(checkpoint[RNG_KEY])
+            self.log(f"val/{key}", finite(scores[key]), prog_bar=key == "miou", sync_dist=False)
 
 
-def _finite(value: float) -> float:
-    """Lightning refuses NaN in monitored values; an undefined score is logged as 0."""
-    return 0.0 if value is None or value != value else float(value)
+def loss_terms(loss_fn: nn.Module) -> dict[str, torch.Tensor]:
+    """A combined loss's last terms as ``loss_<term>`` (``segflow.training.losses.CombinedLoss``)."""
+    return {f"loss_{k}": v for k, v in getattr(loss_fn, "last_terms", {}).items()}
+
+
+def finite(value: float | None) -> float:
+    """Lightning refuses NaN in monitored values; an undefined score (None, NaN, inf) is logged as 0."""
+    return 0.0 if value is None or not math.isfinite(float(value)) else float(value)

@@ -20,7 +20,11 @@ if TYPE_CHECKING:
 
 def model_card_text(result: TrainResult, config: TrainConfig, spec: DataSpec) -> str:
     """The model card as Markdown."""
-    classes = ", ".join(result.metrics.get("per_class", {}))
+    from segflow.models.checkpoint import read_meta
+    from segflow.tasks import get_task
+
+    task = get_task(config.task)
+    classes = ", ".join(read_meta(result.best_checkpoint).class_names)
     m = config.model
     lines = [
         f"# Model card: {config.name}",
@@ -29,7 +33,8 @@ def model_card_text(result: TrainResult, config: TrainConfig, spec: DataSpec) ->
         f"- Architecture: {m.arch} with encoder {m.encoder} (encoder weights: {m.encoder_weights or 'none'})",
         f"- Input policy: {config.input_policy.mode}; loss: {config.loss.terms}; "
         f"optimizer: {config.optimizer}; scheduler: {config.scheduler}",
-        f"- Checkpoints: `{result.best_checkpoint}` (best val mIoU), `{result.last_checkpoint}`",
+        f"- Task: {task.name} ({task.description})",
+        f"- Checkpoints: `{result.best_checkpoint}` (best {task.monitor}), `{result.last_checkpoint}`",
         "",
         "## Data",
         f"- Format: {spec.format}; root: {spec.root}; ignore_index: {spec.ignore_index}",
@@ -46,8 +51,7 @@ def model_card_text(result: TrainResult, config: TrainConfig, spec: DataSpec) ->
         "",
         "## Validation metrics (best checkpoint, full-size val images)",
         "",
-        tta_line(result.metrics),
-        render_markdown(result.metrics),
+        *validation_section(result.metrics, task),
         "",
         "## Limitations",
         "- Measured on the validation split, which also chose the best epoch: expect a somewhat lower "
@@ -56,6 +60,13 @@ def model_card_text(result: TrainResult, config: TrainConfig, spec: DataSpec) ->
         "- The model only knows the classes above and the imaging conditions of the training data.",
     ]
     return "\n".join(lines) + "\n"
+
+
+def validation_section(metrics: dict[str, Any], task: Any) -> list[str]:
+    """The scores: the task's own table (COCO mask AP, PQ ...), or the semantic one."""
+    if task.markdown is not None:
+        return [task.markdown(metrics)]
+    return [tta_line(metrics), render_markdown(metrics)]
 
 
 def fingerprint_lines(summary: FingerprintSummary | None) -> list[str]:

@@ -1,6 +1,6 @@
 """Dataset readers, one module per layout; each registers itself in ``DATASETS``."""
 
-from segflow.data.readers import camvid, cityscapes, coco, folder, shapes, voc
+from segflow.data.readers import camvid, cityscapes, coco, folder, multilabel, shapes, voc
 from segflow.data.readers.base import DATASETS, Reader, Sample, SplitListing, create_reader
 from segflow.data.readers.shapes import shapes_spec
 
@@ -14,6 +14,7 @@ __all__ = [
     "coco",
     "create_reader",
     "folder",
+    "multilabel",
     "shapes",
     "shapes_spec",
     "voc",

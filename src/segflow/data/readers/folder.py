@@ -20,6 +20,7 @@ Options:
     images: images folder name under root (default ``images``).
     masks: masks folder name under root (default ``masks``).
     mask_suffix: mask file name = image stem + this (default ``.png``).
+    instances: instance-id folder name under root (default ``instances``).
     val_fraction: switches to the flat layout (0 < fraction < 1).
     recursive: also read sub-folders of a split (default ``false``): ``images/train/a/x.png``
         pairs with ``masks/train/a/x.png`` and is named ``a/x``. Without it, a sub-folder
@@ -30,6 +31,19 @@ Every other file in a split folder is read or reported: an image folder file who
 not an image type (``.webp``, ``.gif``, ...) and a mask folder file that does not end with
 ``mask_suffix`` (a ``.tif`` mask when masks are ``.png``) are unsupported files, problems that
 ``data check`` and ``train`` refuse.
+
+Instance ids (instance and panoptic tasks), optional, beside the class masks::
+
+    root/instances/<split>/<name>.png    # 16-bit (or 8-bit) PNG: 0 none, 1..N one id per object
+
+An object is the pixels sharing one id; its class is the class mask's (majority) class there,
+and only ``things:`` classes (data YAML) make instances: every other class is stuff. With
+``recursive`` or the flat layout the instance file sits at the same relative place as the mask.
+A sample whose instance PNG is missing or of another size than its image is a ``DataError``
+naming the file when the instances are read (the semantic task never reads them), and an error
+of ``segflow data check`` (so ``train`` refuses before any work) when ``instances/`` exists and
+``things:`` is set (:func:`instance_file_problem`); ``things:`` without ``instances/`` is a warning there
+(:func:`instance_warnings`).
 
 ``classes`` is required. Example (ISBI membrane: ``image/N.png`` + ``label/N.png``)::
 
@@ -47,12 +61,16 @@ import os
 from collections.abc import Callable
 from pathlib import Path
 
-from segflow.data.io import IMAGE_EXTENSIONS
+import numpy as np
+
+from segflow.data.io import IMAGE_EXTENSIONS, read_mask
 from segflow.data.readers.base import DATASETS, Reader, Sample, SplitListing, natural_key
 from segflow.errors import ConfigError, DataError
 
 DEFAULT_IMAGES_DIR = "images"
 DEFAULT_MASKS_DIR = "masks"
+DEFAULT_INSTANCES_DIR = "instances"
+INSTANCE_SUFFIX = ".png"
 DEFAULT_MASK_SUFFIX = ".png"
 FLAT_SPLITS = ("train", "val")
 
@@ -62,7 +80,14 @@ class FolderReader(Reader):
     """Reads ``images/<split>/`` + ``masks/<split>/`` folders (or a flat pair of folders)."""
 
     format_name = "folder"
-    allowed_options: tuple[str, ...] = ("images", "masks", "mask_suffix", "val_fraction", "recursive")
+    allowed_options: tuple[str, ...] = (
+        "images",
+        "masks",
+        "mask_suffix",
+        "val_fraction",
+        "recursive",
+        "instances",
+    )
 
     @property
     def images_dir(self) -> Path:
@@ -73,6 +98,47 @@ class FolderReader(Reader):
     def masks_dir(self) -> Path:
         """Root of the mask files."""
         return self.option_folder("masks", DEFAULT_MASKS_DIR)
+
+    @property
+    def instances_dir(self) -> Path:
+        """Root of the instance-id files (``instances/<split>/<name>.png``)."""
+        return self.option_folder("instances", DEFAULT_INSTANCES_DIR)
+
+    def has_instances(self) -> bool:
+        """Whether the dataset has an instance-id folder at all."""
+        return self.instances_dir.is_dir()
+
+    def instance_path(self, sample: Sample) -> Path:
+        """Instance-id file of ``sample``: the mask's place under ``instances/``, named ``<stem>.png``."""
+        if sample.mask_path is None:
+            raise DataError(f"sample {sample.name} has no mask file, so no instance file either")
+        relative = sample.mask_path.relative_to(self.masks_dir).parent
+        return self.instances_dir / relative / f"{Path(sample.name).name}{INSTANCE_SUFFIX}"
+
+    def read_instance_ids(self, sample: Sample, shape: tuple[int, int]) -> np.ndarray:
+        """Instance ids ``(H, W)`` uint16 of ``sample`` (0: no instance).
+
+        Args:
+            sample: The sample.
+            shape: ``(H, W)`` of its image, which the instance file must match.
+
+        Raises:
+            DataError: The file is missing, unreadable, not single-channel or of another size
+                (one line naming the file).
+        """
+        path = self.instance_path(sample)
+        if not path.is_file():
+            raise DataError(
+                f"instance file {path} is missing (image {sample.image_path}); write a 16-bit PNG of "
+                "instance ids (0 none) for every image, or leave the instance task"
+            )
+        ids = read_mask(path)
+        if ids.shape != tuple(shape):
+            raise DataError(
+                f"instance file {path} is {ids.shape[1]}x{ids.shape[0]} but its image {sample.image_path} "
+                f"is {shape[1]}x{shape[0]} (width x height); instance ids must match the image pixel by pixel"
+            )
+        return ids.astype(np.uint16, copy=False)
 
     @property
     def mask_suffix(self) -> str:
@@ -239,3 +305,39 @@ def _images_by_name(folder: Path, recursive: bool) -> dict[str, Path]:
             )
         images[name] = path
     return images
+
+
+def instance_file_problem(reader: Reader, sample: Sample, shape: tuple[int, ...]) -> str | None:
+    """What is wrong with ``sample``'s instance-id file, for ``segflow data check``.
+
+    Checked only for a ``folder`` (or ``shapes``) dataset that has an ``instances/`` folder and
+    thing classes (``things:``, or the format's own), i.e. one the instance and panoptic tasks can
+    read; other datasets give None.
+
+    Args:
+        reader: The dataset's reader.
+        sample: One sample.
+        shape: ``(H, W)`` of its image.
+
+    Returns:
+        One line naming the file (missing, unreadable, of another size), or None when it is fine.
+    """
+    if not isinstance(reader, FolderReader) or not reader.has_instances():
+        return None
+    if reader.spec.things is None and getattr(reader, "default_things", None) is None:
+        return None  # no things: no task reads the instance ids
+    try:
+        reader.read_instance_ids(sample, (int(shape[0]), int(shape[1])))
+    except DataError as err:
+        return str(err)
+    return None
+
+
+def instance_warnings(reader: Reader) -> list[str]:
+    """``data check`` warnings about instances: ``things:`` named but no ``instances/`` folder."""
+    if isinstance(reader, FolderReader) and reader.spec.things is not None and not reader.has_instances():
+        return [
+            f"'things' is set but the instance folder {reader.instances_dir} does not exist; the instance "
+            "and panoptic tasks will refuse this dataset (write instances/<split>/<stem>.png, 16-bit ids)"
+        ]
+    return []

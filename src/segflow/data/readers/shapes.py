@@ -5,6 +5,11 @@ only: every shape gets a random colour, size and rotation, on a textured backgro
 (colour gradient + stripes or blobs + noise), so a model has to learn shape, not colour.
 Up to four shapes per image, overlapping moderately (each stays mostly visible).
 
+Every shape is also an instance: ``instances/<split>/<stem>.png`` (16-bit PNG) holds ``0`` on
+background and ``1..N`` on the pixels of each shape as it stays visible after the later
+shapes are drawn (ids in drawing order; a shape fully covered would get no id). The four
+shape classes are the things, ``background`` is stuff (``things`` of the data spec).
+
 Options (all optional; ``root`` is not used):
     size: image side in pixels (default 128).
     num_images: images per split, an int for every split or a mapping
@@ -13,8 +18,8 @@ Options (all optional; ``root`` is not used):
     cache_dir: where generated datasets live (default ``$SEGFLOW_CACHE/shapes`` or
         ``~/.cache/segflow/shapes``). Each option set gets a sub-folder named by a hash of
         the options, holding the ``folder`` layout (``images/<split>/*.png`` + palette
-        ``masks/<split>/*.png``). Generation writes to a temporary folder renamed into place
-        at the end, so an interrupted run is never used.
+        ``masks/<split>/*.png`` + 16-bit ``instances/<split>/*.png``). Generation writes to a
+        temporary folder renamed into place at the end, so an interrupted run is never used.
 """
 
 from __future__ import annotations
@@ -40,8 +45,8 @@ from segflow.data.spec import DataSpec
 from segflow.errors import ConfigError
 
 SHAPES_CLASSES = ["background", "circle", "rectangle", "triangle", "star"]
-GENERATOR_VERSION = 3
-"""Bump when the generated pixels change, so caches of older versions are not reused."""
+GENERATOR_VERSION = 4
+"""Bump when the generated files change, so caches of older versions are not reused (4: instance ids)."""
 
 DEFAULT_SIZE = 128
 DEFAULT_NUM_IMAGES = {"train": 384, "val": 64, "test": 32}
@@ -100,6 +105,11 @@ class ShapesReader(FolderReader):
             return Path(str(configured)).expanduser()
         base = os.environ.get(CACHE_ENV)
         return (Path(base) if base else DEFAULT_CACHE.expanduser()) / "shapes"
+
+    @property
+    def default_things(self) -> list[str]:
+        """Thing classes when the spec names none: every class but background (index 0)."""
+        return self.classes[1:]
 
     def native_split_names(self) -> list[str]:
         return [name for name, count in self.settings["num_images"].items() if count > 0]
@@ -176,7 +186,7 @@ def ensure_generated(settings: dict[str, Any], cache_dir: Path) -> Path:
         cache_dir: Parent folder of the per-settings folders.
 
     Returns:
-        Folder with ``images/<split>/`` and ``masks/<split>/``.
+        Folder with ``images/<split>/``, ``masks/<split>/`` and ``instances/<split>/``.
     """
     key = json.dumps({"version": GENERATOR_VERSION, **settings}, sort_keys=True)
     folder = cache_dir / hashlib.sha256(key.encode()).hexdigest()[:16]
@@ -219,17 +229,20 @@ def generate_shapes(out_dir: Path, settings: dict[str, Any]) -> None:
     for split, count in settings["num_images"].items():
         (out_dir / "images" / split).mkdir(parents=True, exist_ok=True)
         (out_dir / "masks" / split).mkdir(parents=True, exist_ok=True)
+        (out_dir / "instances" / split).mkdir(parents=True, exist_ok=True)
         jobs += [(split, index) for index in range(count)]
 
     def write(job: tuple[str, int]) -> None:
         split, index = job
         rng = np.random.default_rng([settings["seed"], SPLIT_IDS[split], index])
-        image, mask = make_sample(rng, settings["size"], settings.get("radius"))
+        image, mask, instances = make_instance_sample(rng, settings["size"], settings.get("radius"))
         name = f"{index:05d}.png"
         Image.fromarray(image).save(out_dir / "images" / split / name, compress_level=PNG_COMPRESS_LEVEL)
         label = Image.fromarray(mask)
         label.putpalette(palette)  # "L" -> "P", values kept as palette indices
         label.save(out_dir / "masks" / split / name, compress_level=PNG_COMPRESS_LEVEL)
+        ids = Image.fromarray(instances)  # uint16 -> "I;16": a 16-bit grayscale PNG
+        ids.save(out_dir / "instances" / split / name, compress_level=PNG_COMPRESS_LEVEL)
 
     with ThreadPoolExecutor(max_workers=GENERATION_THREADS) as pool:
         list(pool.map(write, jobs))  # list() re-raises the first failure
@@ -248,6 +261,24 @@ def make_sample(
     Returns:
         ``(size, size, 3)`` uint8 image and ``(size, size)`` uint8 class-index mask.
     """
+    image, mask, _ = make_instance_sample(rng, size, radius)
+    return image, mask
+
+
+def make_instance_sample(
+    rng: np.random.Generator, size: int, radius: list[float] | None = None
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """One synthetic image, its class mask and its instance ids (same draws as :func:`make_sample`).
+
+    Args:
+        rng: Random generator (all randomness comes from it).
+        size: Image side.
+        radius: ``[min, max]`` shape radius in pixels; default ``RADIUS_RANGE`` scaled to ``size``.
+
+    Returns:
+        ``(size, size, 3)`` uint8 image, ``(size, size)`` uint8 class-index mask and
+        ``(size, size)`` uint16 instance ids (0 background, 1..N visible shapes in drawing order).
+    """
     image = _background(rng, size)
     mask = np.zeros((size, size), dtype=np.uint8)
     placed: list[np.ndarray] = []
@@ -261,7 +292,11 @@ def make_sample(
         placed = [p & ~region for p in placed] + [region]
     sigma = np.float32(rng.uniform(*NOISE_SIGMA_RANGE))
     image += rng.standard_normal(image.shape, dtype=np.float32) * sigma
-    return np.clip(image, 0, 255).round().astype(np.uint8), mask
+    instances = np.zeros((size, size), dtype=np.uint16)
+    visible = [region for region in placed if region.any()]  # drawing order; covered shapes get no id
+    for number, region in enumerate(visible, start=1):
+        instances[region] = number
+    return np.clip(image, 0, 255).round().astype(np.uint8), mask, instances
 
 
 def _background(rng: np.random.Generator, size: int) -> np.ndarray:

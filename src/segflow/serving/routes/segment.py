@@ -338,13 +338,43 @@ def summary_answer(service: Service, timed: Timed, with_rle: bool) -> dict[str, 
     labels = prediction.labels
     top = None if prediction.probs is None else np.max(prediction.probs, axis=0)
     height, width = labels.shape
-    return {
+    answer = {
         "model_id": service.model_id,
         "width": int(width),
         "height": int(height),
         "confidence": float(prediction.confidence),
         "classes": class_summary(labels, top, service.classes, with_rle=with_rle),
     }
+    answer.update(task_answer(prediction, service.classes))
+    return answer
+
+
+def task_answer(prediction: Any, classes: list[str]) -> dict[str, Any]:
+    """What instance, panoptic and multi-label models add to the JSON answer.
+
+    ``instances``: one ``{id, category_id, class, score, segmentation}`` per object, the mask a
+    COCO RLE (``{"size": [H, W], "counts": str}``, pycocotools' encoding). ``segments_info``:
+    a panoptic model's COCO segments (things' pixels are their ``instances`` masks, with ``id``
+    the segment id; stuff segments cover their class in the semantic map). ``masks``: a
+    multi-label model's ``(H, W, K)`` bits, one COCO RLE per class with its pixel count.
+    """
+    extra: dict[str, Any] = {}
+    instances = getattr(prediction, "instances", None)
+    if instances is not None:
+        names = dict(enumerate(classes))  # category_id is the class index (segflow.instance)
+        extra["instances"] = [{**item, "class": names.get(int(item["category_id"]))} for item in instances]
+    panoptic = getattr(prediction, "panoptic", None)
+    if panoptic is not None:
+        extra["segments_info"] = panoptic[1]
+    masks = getattr(prediction, "masks", None)
+    if masks is not None:
+        from segflow.instance.rle import encode_mask
+
+        extra["masks"] = [
+            {"class": name, "pixels": int(masks[..., k].sum()), "segmentation": encode_mask(masks[..., k])}
+            for k, name in enumerate(classes)
+        ]
+    return extra
 
 
 def timing_headers(service: Service, timed: Timed, arrived: float) -> dict[str, str]:
