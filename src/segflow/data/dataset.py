@@ -11,7 +11,7 @@ from torch.utils.data import Dataset
 
 from segflow.data.io import max_value_for, size_mismatch_message
 from segflow.data.labels import LabelRules
-from segflow.data.readers import DATASETS, Reader, Sample, create_reader
+from segflow.data.readers import DATASETS, Reader, Sample, SplitListing, create_reader
 from segflow.data.spec import DataSpec, load_data_spec
 from segflow.errors import DataError
 
@@ -21,6 +21,31 @@ Transform = Callable[[np.ndarray, np.ndarray], dict[str, Any]]
 MAX_LISTED_PROBLEMS = 3
 
 __all__ = ["DATASETS", "SegmentationDataset", "Transform", "create_dataset"]
+
+
+def checked_listing(reader: Reader, split: str, items: str) -> SplitListing:
+    """The samples of ``split``, refused in one line when the split has problems or none.
+
+    Args:
+        reader: The dataset's reader.
+        split: Split name.
+        items: What a sample is, for the empty-split message ("image/mask pairs", "images").
+
+    Raises:
+        DataError: An unknown split, listing problems (the first :data:`MAX_LISTED_PROBLEMS`
+            shown, ``segflow data check`` for all), or no samples.
+    """
+    reader.require_split(split)
+    listing = reader.list_split(split)
+    if listing.problems:
+        shown = "; ".join(listing.problems[:MAX_LISTED_PROBLEMS])
+        raise DataError(
+            f"split {split!r} has {len(listing.problems)} problem(s): {shown}; "
+            "run `segflow data check DATA.yaml` for the full report"
+        )
+    if not listing.samples:
+        raise DataError(f"split {split!r} is empty: no {items} found in {listing.location}")
+    return listing
 
 
 class SegmentationDataset(Dataset):  # type: ignore[type-arg]
@@ -54,16 +79,7 @@ class SegmentationDataset(Dataset):  # type: ignore[type-arg]
     """
 
     def __init__(self, reader: Reader, split: str, transform: Transform | None = None) -> None:
-        reader.require_split(split)
-        listing = reader.list_split(split)
-        if listing.problems:
-            shown = "; ".join(listing.problems[:MAX_LISTED_PROBLEMS])
-            raise DataError(
-                f"split {split!r} has {len(listing.problems)} problem(s): {shown}; "
-                "run `segflow data check DATA.yaml` for the full report"
-            )
-        if not listing.samples:
-            raise DataError(f"split {split!r} is empty: no image/mask pairs found in {listing.location}")
+        listing = checked_listing(reader, split, "image/mask pairs")
         self.reader = reader
         self.split = split
         self.samples: list[Sample] = listing.samples

@@ -18,6 +18,7 @@ import numpy as np
 import torch
 
 from segflow.config import TrainConfig
+from segflow.data.dataset import checked_listing
 from segflow.data.io import max_value_for
 from segflow.data.readers import Sample, create_reader
 from segflow.data.readers.multilabel import TARGET_IGNORE, MultilabelReader
@@ -25,8 +26,6 @@ from segflow.data.spec import DataSpec
 from segflow.data.transforms import SegmentationTransform, build_transforms
 from segflow.errors import ConfigError, DataError
 from segflow.training.datamodule import SegmentationDataModule, use_cache
-
-MAX_LISTED_PROBLEMS = 3
 
 
 class MultilabelTransform:
@@ -88,16 +87,7 @@ class MultilabelDataset(torch.utils.data.Dataset):  # type: ignore[type-arg]
                 f"task multilabel needs a multi-label data format (multilabel_folder, multilabel_coco); "
                 f"the data spec has format {spec.format!r}"
             )
-        reader.require_split(split)
-        listing = reader.list_split(split)
-        if listing.problems:
-            shown = "; ".join(listing.problems[:MAX_LISTED_PROBLEMS])
-            raise DataError(
-                f"split {split!r} has {len(listing.problems)} problem(s): {shown}; "
-                "run `segflow data check DATA.yaml` for the full report"
-            )
-        if not listing.samples:
-            raise DataError(f"split {split!r} is empty: no images found in {listing.location}")
+        listing = checked_listing(reader, split, "images")
         self.reader = reader
         self.split = split
         self.samples: list[Sample] = listing.samples

@@ -158,7 +158,7 @@ class _Truth:
 
 
 def _truth(spec: Any, split: str) -> _Truth:
-    from segflow.data.dataset import MAX_LISTED_PROBLEMS
+    from segflow.data.dataset import checked_listing
 
     reader = panoptic_reader(spec)
     if not is_panoptic_reader(reader):
@@ -174,16 +174,7 @@ def _truth(spec: Any, split: str) -> _Truth:
             lambda sample: sample.name,
             {},
         )
-    reader.require_split(split)
-    listing = reader.list_split(split)
-    if listing.problems:
-        shown = "; ".join(listing.problems[:MAX_LISTED_PROBLEMS])
-        raise DataError(
-            f"split {split!r} has {len(listing.problems)} problem(s): {shown}; "
-            "run `segflow data check DATA.yaml` for the full report"
-        )
-    if not listing.samples:
-        raise DataError(f"split {split!r} is empty: no panoptic ground truth found in {listing.location}")
+    listing = checked_listing(reader, split, "panoptic ground truth")
     json_categories = reader.json_categories()  # its own names, for a spec that renamed the classes
     samples = list(listing.samples)
     return _Truth(
