@@ -52,6 +52,20 @@ class WholeImagePredictor:
 
     _meta: CheckpointMeta
 
+    @staticmethod
+    def require_torch_backend(backend: str | None, models: str) -> None:
+        """Refuses any ``--backend`` but torch (these models are not exported).
+
+        Raises:
+            ConfigError: ``backend`` is given and not ``torch`` (one line naming ``models``).
+        """
+        if backend not in (None, "torch"):
+            from segflow.errors import ConfigError
+
+            raise ConfigError(
+                f"--backend {backend}: {models} run with the torch backend only; leave --backend out"
+            )
+
     @property
     def meta(self) -> CheckpointMeta:
         """The checkpoint metadata."""

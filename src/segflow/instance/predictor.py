@@ -217,11 +217,7 @@ class InstancePredictor(WholeImagePredictor):
             CheckpointError: The file is missing or not an instance checkpoint.
             ConfigError: ``backend`` is not ``torch`` (Mask R-CNN is not exported).
         """
-        if backend not in (None, "torch"):
-            raise ConfigError(
-                f"--backend {backend}: instance (Mask R-CNN) models run with the torch backend only; "
-                "leave --backend out"
-            )
+        cls.require_torch_backend(backend, "instance (Mask R-CNN) models")
         model, meta = load_maskrcnn(path, device)
         return cls(model, meta, options, device=device, **thresholds)
 

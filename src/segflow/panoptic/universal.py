@@ -619,11 +619,7 @@ class UniversalPredictor(WholeImagePredictor):
             CheckpointError: Missing file or not a Mask2Former checkpoint.
             ConfigError: ``backend`` other than ``torch``.
         """
-        if backend not in (None, "torch"):
-            raise ConfigError(
-                f"--backend {backend}: Mask2Former models run with the torch backend only (not exported); "
-                "leave --backend out"
-            )
+        cls.require_torch_backend(backend, "Mask2Former models (not exported)")
         net, meta = load_universal(path, device)
         return cls(net, meta, options, thresholds, device)
 
