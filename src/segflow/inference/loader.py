@@ -13,8 +13,8 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+from segflow.inference.answers import MetaAnswers
 from segflow.inference.options import InferenceOptions
-from segflow.models.meta import CheckpointMeta
 
 
 def load_predictor(
@@ -45,12 +45,10 @@ def load_predictor(
     return loader(Path(path), options, backend)
 
 
-class WholeImagePredictor:
+class WholeImagePredictor(MetaAnswers):
     """What the predictors of instance and panoptic models share: the answers the writers and
     the service read from the model's metadata (``self._meta``, set by the subclass), and no
     tiling (these models see whole images; the service refuses tiled requests for them)."""
-
-    _meta: CheckpointMeta
 
     @staticmethod
     def require_torch_backend(backend: str | None, models: str) -> None:
@@ -65,36 +63,6 @@ class WholeImagePredictor:
             raise ConfigError(
                 f"--backend {backend}: {models} run with the torch backend only; leave --backend out"
             )
-
-    @property
-    def meta(self) -> CheckpointMeta:
-        """The checkpoint metadata."""
-        return self._meta
-
-    @property
-    def classes(self) -> list[str]:
-        """Class names in index order (0: background)."""
-        return self._meta.class_names
-
-    @property
-    def palette(self) -> list[tuple[int, int, int]]:
-        """One RGB colour per class."""
-        return self._meta.colors
-
-    @property
-    def num_classes(self) -> int:
-        """K."""
-        return self._meta.num_classes
-
-    @property
-    def in_channels(self) -> int:
-        """Image channels the network takes."""
-        return self._meta.in_channels
-
-    @property
-    def max_value(self) -> float:
-        """Pixel value mapped to 1.0 (255 or 65535)."""
-        return self._meta.max_value
 
     @property
     def stride(self) -> int:

@@ -33,6 +33,7 @@ from typing import Any, Protocol
 import numpy as np
 
 from segflow.errors import CheckpointError, InferenceError
+from segflow.inference.answers import MetaAnswers
 from segflow.inference.bands import ArrayBandReader, BandReader
 from segflow.inference.options import OUTPUT_FIELDS, PERFORMANCE_FIELDS, InferenceOptions
 from segflow.inference.postprocess import (
@@ -133,7 +134,7 @@ class LabelBand:
     top_sum: float = 0.0
 
 
-class Predictor:
+class Predictor(MetaAnswers):
     """Runs a segmentation backend on images of any size.
 
     Args:
@@ -234,11 +235,6 @@ class Predictor:
         """Tiling for streamed (large) images: :attr:`tile_spec`, or the automatic 512 tile."""
         return self._tile_spec or self.auto_tile_spec()
 
-    @property
-    def max_value(self) -> float:
-        """``normalization.max_value`` of the model: pixel value that its training mapped to 1.0."""
-        return self._meta.max_value
-
     def postprocess(self, labels: np.ndarray) -> np.ndarray:
         """Applies ``min_object_size`` and ``fill_holes`` to an ``(H, W)`` uint8 label map."""
         return postprocess(labels, self.options.min_object_size, self.options.fill_holes)
@@ -248,31 +244,6 @@ class Predictor:
         """The test-time augmentation this predictor runs (``tta="checkpoint"`` resolved)."""
         views = self.options.tta
         return views if isinstance(views, TTAConfig) else None
-
-    @property
-    def meta(self) -> CheckpointMeta:
-        """The model's metadata (:class:`segflow.models.meta.CheckpointMeta`)."""
-        return self._meta
-
-    @property
-    def num_classes(self) -> int:
-        """K, the number of classes (2 for a single-logit binary model)."""
-        return self._meta.num_classes
-
-    @property
-    def in_channels(self) -> int:
-        """Channels the network expects."""
-        return self._meta.in_channels
-
-    @property
-    def classes(self) -> list[str]:
-        """Class names (``class_<i>`` where the metadata has none)."""
-        return self._meta.class_names
-
-    @property
-    def palette(self) -> list[tuple[int, int, int]]:
-        """One (r, g, b) colour per class."""
-        return self._meta.colors
 
     def _activate(self, logits: np.ndarray) -> np.ndarray:
         """Probabilities of logits ``(N, K, H, W)``: softmax, or a sigmoid per class (multi-label)."""
