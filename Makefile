@@ -10,10 +10,10 @@ STAMP := $(VENV)/.installed-stamp
 $(STAMP): pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --upgrade pip
-	$(PY) -m pip install -e ".[dev]"
+	$(PY) -m pip install --no-cache-dir -e ".[dev]"
 	# SAM 2 ships only a source build that needs torch at build time: no build isolation,
 	# which pyproject cannot express (CPU-only: no CUDA extension)
-	SAM2_BUILD_CUDA=0 $(PY) -m pip install --no-build-isolation "sam2>=1.1"
+	SAM2_BUILD_CUDA=0 $(PY) -m pip install --no-cache-dir --no-build-isolation "sam2>=1.1"
 	touch $(STAMP)
 
 demo: $(STAMP)

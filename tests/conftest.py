@@ -10,6 +10,8 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from segflow_test_configs import tiny_training_raw
+
 REPO = Path(__file__).resolve().parents[1]
 
 
@@ -41,30 +43,7 @@ def tiny_data(shapes_cache: Path) -> dict[str, Any]:
 @pytest.fixture
 def tiny_config(tiny_data: dict[str, Any], tmp_path: Path) -> dict[str, Any]:
     """A training config that runs one epoch in a few seconds on a CPU."""
-    return {
-        "name": "tiny",
-        "output_dir": str(tmp_path / "runs"),
-        "seed": 3,
-        "data": tiny_data,
-        "model": {
-            "arch": "unet",
-            "encoder": "resnet18",
-            "encoder_weights": None,
-            "kwargs": {"decoder_channels": [32, 16, 16, 8, 8]},
-        },
-        "optimizer": {"name": "adamw", "lr": 0.001},
-        "scheduler": {"name": "cosine", "warmup_epochs": 0},
-        "trainer": {
-            "max_epochs": 1,
-            "batch_size": 8,
-            "val_batch_size": 4,
-            "num_workers": 0,
-            "precision": "32",
-            "progress_bar": False,
-            "num_sample_images": 2,
-        },
-        "augment": {"preset": "none"},
-    }
+    return tiny_training_raw(tmp_path / "runs", tiny_data)
 
 
 def _all_ignore_dataset(folder: Path, ignore_index: int = 255) -> Path:
@@ -88,3 +67,72 @@ def _all_ignore_dataset(folder: Path, ignore_index: int = 255) -> Path:
 def all_ignore_yaml() -> Any:
     """Factory ``(folder, ignore_index=255) -> data YAML`` of a dataset with no labelled pixel."""
     return _all_ignore_dataset
+
+
+MLFLOW_SERVER_START_S = 180.0
+"""The server imports mlflow and migrates its SQLite store: ~40 s on a loaded 2-core machine."""
+
+
+def _free_port() -> int:
+    import socket
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def _wait_healthy(uri: str, process: Any, log: Path) -> None:
+    import time
+    import urllib.request
+
+    deadline = time.monotonic() + MLFLOW_SERVER_START_S
+    while time.monotonic() < deadline:
+        if process.poll() is not None:
+            pytest.fail(f"mlflow server exited with {process.returncode}: {log.read_text()[-2000:]}")
+        try:
+            with urllib.request.urlopen(f"{uri}/health", timeout=2) as response:
+                if response.status == 200:
+                    return
+        except OSError:
+            time.sleep(0.5)
+    pytest.fail(
+        f"mlflow server at {uri} not healthy after {MLFLOW_SERVER_START_S:.0f} s: {log.read_text()[-2000:]}"
+    )
+
+
+@pytest.fixture(scope="session")
+def mlflow_server(tmp_path_factory: pytest.TempPathFactory) -> Any:
+    """A real ``mlflow server`` (SQLite store, local artefact root) on a free 127.0.0.1 port, shared
+    by the session's tracking tests (one start, ~30-40 s); its process group is stopped after."""
+    import os
+    import signal
+    import subprocess
+    import sys
+
+    pytest.importorskip("mlflow", reason="mlflow is not installed (make test installs it)")
+    root = tmp_path_factory.mktemp("mlflow-server")
+    port = _free_port()
+    uri = f"http://127.0.0.1:{port}"
+    log = root / "server.log"
+    command = [
+        *(sys.executable, "-m", "mlflow", "server"),
+        *("--backend-store-uri", f"sqlite:///{root / 'mlflow.db'}"),
+        *("--artifacts-destination", str(root / "artifacts")),
+        *("--host", "127.0.0.1", "--port", str(port), "--workers", "1"),
+    ]
+    env = {**os.environ, "MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false"}  # no job runner: lighter
+    env.pop("MLFLOW_TRACKING_URI", None)
+    with log.open("wb") as handle:
+        process = subprocess.Popen(
+            command, cwd=root, env=env, stdout=handle, stderr=subprocess.STDOUT, start_new_session=True
+        )
+    try:
+        _wait_healthy(uri, process, log)
+        yield uri
+    finally:
+        os.killpg(process.pid, signal.SIGTERM)
+        try:
+            process.wait(timeout=20)
+        except subprocess.TimeoutExpired:
+            os.killpg(process.pid, signal.SIGKILL)
+            process.wait(timeout=20)

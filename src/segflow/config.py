@@ -80,9 +80,19 @@ class TrainerConfig(_Strict):
     limit_train_batches: int | float | None = None
     limit_val_batches: int | float | None = None
     max_time_minutes: float | None = Field(default=None, gt=0)
-    loggers: list[Literal["csv", "tensorboard", "mlflow"]] = Field(default_factory=lambda: ["csv"])  # type: ignore[arg-type]
+    loggers: list[Literal["csv", "tensorboard"]] = Field(default_factory=lambda: ["csv"])  # type: ignore[arg-type]
     num_sample_images: int = Field(default=4, ge=0, le=16)
     progress_bar: bool = True
+
+    @field_validator("loggers", mode="before")
+    @classmethod
+    def _tracking_has_one_owner(cls, value: Any) -> Any:
+        if isinstance(value, list) and "mlflow" in value:
+            raise ValueError(
+                "mlflow is no longer a logger: experiment tracking has one owner, the top-level "
+                "'tracking:' section, e.g. tracking: {backend: mlflow, uri: http://127.0.0.1:5000}"
+            )
+        return value
 
     @field_validator("precision", mode="before")
     @classmethod
@@ -116,6 +126,21 @@ class EvaluateConfig(_Strict):
         return value
 
 
+class TrackingConfig(_Strict):
+    """Where a run is tracked (one owner: :mod:`segflow.tracking`).
+
+    ``backend: mlflow`` logs params, per-epoch metrics, the dataset fingerprint and the run's
+    artefacts to the MLflow tracking server at ``uri`` (else ``$MLFLOW_TRACKING_URI``), in
+    ``experiment`` (else the run's name), and with ``register_as`` registers the best model
+    as a new version of that registered model.
+    """
+
+    backend: Literal["none", "mlflow"] = "none"
+    uri: str | None = None
+    experiment: str | None = None
+    register_as: str | None = None
+
+
 class TrainConfig(_Strict):
     """The whole training config (``segflow train CONFIG.yaml``)."""
 
@@ -132,6 +157,10 @@ class TrainConfig(_Strict):
     trainer: TrainerConfig = Field(default_factory=TrainerConfig)
     augment: AugmentConfig = Field(default_factory=AugmentConfig)
     evaluate: EvaluateConfig = Field(default_factory=EvaluateConfig)
+    tracking: TrackingConfig = Field(default_factory=TrackingConfig)
+    init_from: str | None = Field(
+        default=None, description="checkpoint whose weights start the run (fine-tuning, a new round)"
+    )
     base_dir: str | None = Field(default=None, description="folder the config was read from")
 
     @field_validator("name")

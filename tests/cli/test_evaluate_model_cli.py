@@ -153,11 +153,15 @@ def test_other_classes_are_refused_before_scoring(
 
 
 def test_model_argument_goes_through_the_one_parser(
-    tmp_path: Path, data64: Path, capsys: pytest.CaptureFixture[str]
+    tmp_path: Path, data64: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
 ) -> None:
+    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
     assert main(["evaluate", "models:/roads@prod", "--data", str(data64)]) == 1
+    err = " ".join(capsys.readouterr().err.split())
+    assert "error: MODEL 'models:/roads@prod': set MLFLOW_TRACKING_URI to the MLflow tracking server" in err
+    assert main(["evaluate", "nosuch:/roads@prod", "--data", str(data64)]) == 1
     err = capsys.readouterr().err
-    assert "error: MODEL 'models:/roads@prod': unknown model scheme 'models'; valid forms: PATH" in err
+    assert "error: MODEL 'nosuch:/roads@prod': unknown model scheme 'nosuch'; valid forms: PATH" in err
 
 
 def test_shipped_shapes_spec_is_what_the_demo_trains_on() -> None:
@@ -234,3 +238,23 @@ def test_a_split_with_no_labelled_pixel_is_refused_before_inference(
         "can be trained or scored; fix the masks, or 'ignore_index:' / 'mask_values:' in the data YAML"
     )
     assert "mIoU" not in captured.out and not out.exists()
+
+
+def test_registry_model_report_goes_to_the_current_folder(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A ``models:/`` MODEL lives in segflow's download cache: its report defaults to
+    ./eval_NAME_vVERSION_SPLIT; a model file the user gave keeps eval_SPLIT beside it."""
+    from segflow.cli.evaluate import default_report_dir
+    from segflow.models.source import ModelSource
+
+    monkeypatch.setenv("SEGFLOW_CACHE", str(tmp_path / "cache"))
+    (tmp_path / "work").mkdir()
+    monkeypatch.chdir(tmp_path / "work")
+    cached = tmp_path / "cache" / "registry" / "mem" / "v3-0123456789ab" / "model.ckpt"
+    registry = ModelSource("file", "models:/mem@champion", path=cached)
+    assert default_report_dir(registry, "val") == tmp_path / "work" / "eval_mem_v3_val"
+    elsewhere = ModelSource("file", "models:/mem/3", path=tmp_path / "other" / "model.ckpt")
+    assert default_report_dir(elsewhere, "test") == tmp_path / "work" / "eval_mem_3_test"
+    local = ModelSource("file", "runs/x/best.ckpt", path=tmp_path / "runs" / "x" / "best.ckpt")
+    assert default_report_dir(local, "val") == tmp_path / "runs" / "x" / "eval_val"

@@ -14,7 +14,7 @@ SPEC_FORM = "arch:encoder:classes (random weights, for benchmark, e.g. unet:resn
 
 
 def test_registered_schemes() -> None:
-    assert MODEL_SCHEMES.names() == ["file", "spec"]
+    assert MODEL_SCHEMES.names() == ["file", "models", "spec"]  # models: segflow.tracking.scheme
 
 
 def test_file_path_and_explicit_prefix(tmp_path: Path) -> None:
@@ -51,7 +51,7 @@ def test_spec() -> None:
             "MODEL 'classical:otsu': unknown model scheme 'classical'; "
             f"valid forms: {FILE_FORM}; {SPEC_FORM}",
         ),
-        ("models:/roads@prod", ("file",), ConfigError, "unknown model scheme 'models'; valid forms: PATH"),
+        ("models:/roads", ("file",), ConfigError, "'models:/roads' is not a registry model; write models:/"),
         ("prompt:points=3,4", ("file",), ConfigError, "unknown model scheme 'prompt'"),
         (
             "unet:resnet34:3",

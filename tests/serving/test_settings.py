@@ -180,6 +180,10 @@ FLOAT_SETTINGS = sorted(
 
 def test_every_float_setting_is_listed():
     assert FLOAT_SETTINGS == [
+        "canary_every",
+        "capture_below",
+        "capture_max_mb",
+        "capture_pixel_below",
         "max_memory_mb",
         "max_upload_mb",
         "max_wait_ms",

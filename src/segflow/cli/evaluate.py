@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -14,7 +15,12 @@ from segflow.cli.app import app
 from segflow.cli.tta_option import TTA_HELP, tta_choice
 from segflow.constants import DEFAULT_BOUNDARY_TOLERANCE, MAX_BOUNDARY_TOLERANCE
 from segflow.errors import ConfigError
-from segflow.models.source import parse_model_source
+from segflow.models.source import ModelSource, parse_model_source
+from segflow.tracking.scheme import SCHEME as REGISTRY_SCHEME
+
+REGISTRY_PREFIX = f"{REGISTRY_SCHEME}:"
+"""A MODEL from the registry: fetched into segflow's cache, not a file the user placed."""
+_UNSAFE = re.compile(r"[^A-Za-z0-9._-]")
 
 
 @app.command()
@@ -22,7 +28,13 @@ def evaluate(
     data: Annotated[Path, typer.Option(help="Dataset YAML.")],
     model: Annotated[str | None, typer.Argument(help="Checkpoint or segflow export (MODEL).")] = None,
     split: Annotated[str, typer.Option(help="Split to score.")] = "val",
-    out: Annotated[Path | None, typer.Option(help="Report folder (default: next to the model).")] = None,
+    out: Annotated[
+        Path | None,
+        typer.Option(
+            help="Report folder (default: eval_SPLIT next to a model file; for a registry model "
+            "(models:/...) ./eval_NAME_vVERSION_SPLIT in the current folder, not the download cache)."
+        ),
+    ] = None,
     predictions: Annotated[Path | None, typer.Option(help="Score index PNGs in this folder instead.")] = None,
     backend: Annotated[
         str | None,
@@ -68,6 +80,8 @@ def evaluate(
     source = None if model is None else parse_model_source(model, accept=("file",), command="evaluate")
     spec = load_data_spec(data)
     kind = _task_for(task, source.path if source is not None else None)
+    if out is None and source is not None:
+        out = default_report_dir(source, split)
     if kind is not None:
         _evaluate_task(kind, source.path if source is not None else None, predictions, spec, split, out)
         return
@@ -79,7 +93,7 @@ def evaluate(
             predictions, spec, split, out_dir, boundary_tolerance=boundary_tolerance, topology=topology
         )
     elif source is not None and source.path is not None:
-        out_dir = out or source.path.parent / f"eval_{split}"
+        out_dir = out or default_report_dir(source, split)
         errors = Console(stderr=True)
         metrics = evaluate_model(
             source.path,
@@ -108,6 +122,19 @@ def evaluate(
             "means over foreground classes)"
         )
     console.print(escape(f"report: {out_dir}/metrics.json, metrics.md, confusion.png, per_class_iou.png"))
+
+
+def default_report_dir(source: ModelSource, split: str) -> Path:
+    """Where ``evaluate`` writes without ``--out``: ``eval_SPLIT`` next to a model file the user
+    gave; for a registry model (``models:/...``, fetched into segflow's cache) the current folder's
+    ``eval_NAME_vVERSION_SPLIT``, so the report is not buried in the download cache."""
+    assert source.path is not None
+    if not source.text.startswith(REGISTRY_PREFIX):
+        return source.path.parent / f"eval_{split}"
+    from segflow.tracking.registry import cached_version_label
+
+    label = cached_version_label(source.path) or source.text[len(REGISTRY_PREFIX) :].strip("/")
+    return Path.cwd() / f"eval_{_UNSAFE.sub('_', label)}_{_UNSAFE.sub('_', split)}"
 
 
 def _task_for(task: str | None, model: Path | None) -> Any:

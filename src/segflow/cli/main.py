@@ -11,7 +11,20 @@ from rich.text import Text
 from segflow.cli.app import app
 from segflow.errors import SegflowError
 
-COMMAND_MODULES = ("demo", "train", "evaluate", "predict", "data", "export", "benchmark", "serve")
+COMMAND_MODULES = (
+    "demo",
+    "train",
+    "evaluate",
+    "predict",
+    "data",
+    "export",
+    "benchmark",
+    "serve",
+    "rank",
+    "label",
+    "registry",
+    "runs",
+)
 
 
 def _register_commands(argv: list[str]) -> None:

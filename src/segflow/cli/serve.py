@@ -142,6 +142,65 @@ def serve(
             f"{default('prompt_cache_mb')}.",
         ),
     ] = None,
+    canary: Annotated[
+        Path | None,
+        typer.Option(
+            CLI_OPTIONS["canary"],
+            help="Labelled data YAML scored in the background between requests; exports "
+            "segflow_canary_miou and per-class IoU (default: off). Checked before serving.",
+        ),
+    ] = None,
+    canary_split: Annotated[
+        str | None,
+        typer.Option(
+            CLI_OPTIONS["canary_split"], help=f"Split of --canary to score {default('canary_split')}."
+        ),
+    ] = None,
+    canary_every: Annotated[
+        float | None,
+        typer.Option(
+            CLI_OPTIONS["canary_every"], help=f"Seconds between canary runs {default('canary_every')}."
+        ),
+    ] = None,
+    capture: Annotated[
+        Path | None,
+        typer.Option(
+            CLI_OPTIONS["capture"],
+            help="STORES USER IMAGES: save low-confidence requests (image, predicted mask, JSON) to "
+            "this folder, a bounded review queue for `segflow label push --from-capture` (default: off).",
+        ),
+    ] = None,
+    capture_below: Annotated[
+        float | None,
+        typer.Option(
+            CLI_OPTIONS["capture_below"],
+            help="Capture requests whose mean top-class probability is below this "
+            f"{default('capture_below')}.",
+        ),
+    ] = None,
+    capture_area: Annotated[
+        float | None,
+        typer.Option(
+            CLI_OPTIONS["capture_area"],
+            help="Also capture requests whose share of low-confidence pixels is above this (default: off).",
+        ),
+    ] = None,
+    capture_pixel_below: Annotated[
+        float | None,
+        typer.Option(
+            CLI_OPTIONS["capture_pixel_below"],
+            help="A pixel is low-confidence below this top-class probability "
+            f"{default('capture_pixel_below')}.",
+        ),
+    ] = None,
+    capture_max_mb: Annotated[
+        float | None,
+        typer.Option(
+            CLI_OPTIONS["capture_max_mb"],
+            help="Size of the capture folder in MiB; oldest entries removed beyond "
+            f"{default('capture_max_mb')}.",
+        ),
+    ] = None,
 ) -> None:
     """Serve MODEL over HTTP: POST /v1/segment, GET /v1/model, /healthz, /readyz, /metrics, /docs, /
     (with --prompt-backend also POST /v1/prompt and the /prompt page)."""
@@ -170,8 +229,18 @@ def serve(
         log_level=log_level,
         prompt_backend=prompt_backend,
         prompt_cache_mb=prompt_cache_mb,
+        canary=canary,
+        canary_split=canary_split,
+        canary_every=canary_every,
+        capture=capture,
+        capture_below=capture_below,
+        capture_area=capture_area,
+        capture_pixel_below=capture_pixel_below,
+        capture_max_mb=capture_max_mb,
     )
-    parse_model_source(settings.model, accept=("file",), command="serve")  # one line for a bad MODEL
+    source = parse_model_source(settings.model, accept=("file",), command="serve")  # one line for a bad MODEL
+    if source.path is not None and source.path != settings.model:  # models:/NAME@alias -> its cached file
+        settings = settings.model_copy(update={"model": source.path})
     common = {
         "host": settings.host,
         "port": settings.port,
@@ -184,5 +253,25 @@ def serve(
         # Loaded here so that a bad model file ends the command with one clear error line.
         uvicorn.run(create_app(settings), **common)  # type: ignore[arg-type]
         return
+    _check_monitoring_inputs(settings)  # the workers load the model; refuse bad inputs here first
     os.environ.update(settings.to_environ())
     uvicorn.run(APP_FACTORY, factory=True, workers=settings.workers, **common)  # type: ignore[arg-type]
+
+
+def _check_monitoring_inputs(settings: ServeSettings) -> None:
+    """Refuses a bad ``--canary`` split or ``--capture`` folder in one line before the workers
+    start (each worker checks the canary classes against the model it loads).
+
+    Raises:
+        ConfigError: An invalid data spec, a capture folder that cannot be written, or a non-empty
+            folder that is not a segflow capture folder.
+        DataError: A missing, empty or unlabelled canary split.
+    """
+    if settings.canary is not None:
+        from segflow.serving.canary import open_canary_data
+
+        open_canary_data(settings.canary, settings.canary_split)
+    if settings.capture is not None:
+        from segflow.serving.capture import check_capture_folder
+
+        check_capture_folder(settings.capture)

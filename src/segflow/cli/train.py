@@ -17,6 +17,10 @@ def train(
     config: Annotated[Path, typer.Argument(help="Training config YAML.")],
     overrides: Annotated[list[str] | None, typer.Argument(help="dotted.key=value overrides.")] = None,
     resume: Annotated[Path | None, typer.Option(help="last.ckpt of a run to continue.")] = None,
+    init_from: Annotated[
+        str | None,
+        typer.Option("--init-from", help="Checkpoint (or models:/NAME@alias) whose weights start this run."),
+    ] = None,
     overwrite: Annotated[
         bool,
         typer.Option("--overwrite", help="Replace the outputs of an earlier run in a non-empty run folder."),
@@ -32,7 +36,8 @@ def train(
     check_environment()  # before Lightning parses the launcher's variables on import
     from segflow.config import load_config
 
-    cfg = load_config(config, overrides or [])
+    extra = [f"init_from={init_from}"] if init_from else []
+    cfg = load_config(config, [*(overrides or []), *extra])
     from segflow.training.engine import train as run_training
 
     result = run_training(cfg, resume=resume, overwrite=overwrite)

@@ -14,7 +14,9 @@ loaded.
 from __future__ import annotations
 
 import io
+import os
 from collections import Counter
+from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -82,6 +84,20 @@ class SplitStats:
         }
 
 
+def dataset_location(fmt: str, root: Path | None, sources: Sequence[Path] = ()) -> str:
+    """Where a dataset is, for one-line headers: ``folder at /data/roads``, ``shapes at
+    (generated)``, or for a ``sources:`` union its data YAMLs relative to the folder that holds
+    them all (``sources base.yaml, r1/data.yaml in /data/loop``)."""
+    if not sources:
+        return f"{fmt} at {root or '(generated)'}"
+    paths = [Path(path).resolve() for path in sources]
+    try:
+        common = Path(os.path.commonpath([path.parent for path in paths]))
+    except ValueError:  # different drives: absolute paths
+        return f"{fmt} {', '.join(str(path) for path in paths)}"
+    return f"{fmt} {', '.join(path.relative_to(common).as_posix() for path in paths)} in {common}"
+
+
 @dataclass
 class CheckReport:
     """Result of :func:`check_dataset`.
@@ -97,6 +113,7 @@ class CheckReport:
             ignored class, when ``ignore_index`` is a class index, is always 0).
         ignored_class: The class index equal to ``ignore_index``, or ``None``.
         splits: Split -> ``SplitStats``.
+        sources: The data YAMLs of a ``sources:`` union (absolute), else empty.
     """
 
     format: str
@@ -108,6 +125,7 @@ class CheckReport:
     class_share: dict[str, list[float]] = field(default_factory=dict)
     splits: dict[str, SplitStats] = field(default_factory=dict)
     ignored_class: int | None = None
+    sources: list[Path] = field(default_factory=list)
 
     @property
     def ok(self) -> bool:
@@ -138,7 +156,10 @@ class CheckReport:
         buffer = io.StringIO()
         console = Console(file=buffer, width=RENDER_WIDTH, no_color=True, highlight=False)
         console.print(
-            escape(f"dataset: {self.format} at {self.root or '(generated)'}; {len(self.classes)} classes")
+            escape(
+                f"dataset: {dataset_location(self.format, self.root, self.sources)}; "
+                f"{len(self.classes)} classes"
+            )
         )
         console.print(self._splits_table())
         console.print(self._share_table())
@@ -213,6 +234,7 @@ def check_dataset(
         reader.classes,
         rules.ignore_index,
         ignored_class=rules.ignored_class,
+        sources=list(reader.spec.sources),
     )
     report.warnings.extend(rules.warnings())
     report.warnings.extend(instance_warnings(reader))

@@ -13,6 +13,10 @@ Example (``configs/data/membrane.yaml``)::
 sub-folders for ``folder``/``camvid``, list files for ``voc``); leave it out for the
 format's default splits (the flat ``folder`` layout above makes train/val itself).
 
+``sources: [base.yaml, round1/data.yaml]`` makes one dataset of several data YAMLs (each
+with its own format and label rules; paths relative to this YAML's folder): the rules are in
+:mod:`segflow.data.readers.sources`.
+
 ``mask_values``, when given, is the complete mapping from stored values to class indices
 (or to ``ignore_index``); a stored value it does not list, other than ``ignore_index``
 itself, is a ``DataError`` naming the file, the value and its pixel count (in ``data check``,
@@ -36,6 +40,9 @@ from segflow.yaml_io import read_yaml
 
 MAX_MASK_VALUE = 65535
 """Largest value a (16-bit) mask file can store."""
+
+SOURCES_FORMAT = "sources"
+"""The format of a union of data YAMLs (``sources:``)."""
 
 PATH_OPTIONS = ("cache_dir",)
 """Options holding paths that resolve against the YAML file's folder, like ``root``."""
@@ -71,6 +78,8 @@ class DataSpec(BaseModel):
         things: Names of the countable classes (instance and panoptic tasks): each object of
             a thing class is one instance; every other class is stuff. ``None``: the
             format's own (``shapes``: its four shapes; ``coco``: every category).
+        sources: Data YAMLs whose union this dataset is (``format: sources``, implied by the
+            key); absolute after :func:`load_data_spec` (:mod:`segflow.data.readers.sources`).
     """
 
     model_config = ConfigDict(extra="forbid", frozen=True)
@@ -88,13 +97,17 @@ class DataSpec(BaseModel):
     split_lists: dict[str, Path] = Field(default_factory=dict)
     intensity: IntensityPolicy | None = None
     things: list[str] | None = None
+    sources: list[Path] = Field(default_factory=list)
 
     @model_validator(mode="before")
     @classmethod
     def _split_mappings(cls, raw: Any) -> Any:
-        """``coco_panoptic``'s ``splits: {val: {images, annotations, masks}}`` as reader options."""
+        """``coco_panoptic``'s ``splits: {val: {images, annotations, masks}}`` as reader options;
+        ``sources:`` without ``format:`` means ``format: sources``."""
         from segflow.data.readers.coco_panoptic import split_mappings_to_options
 
+        if isinstance(raw, dict) and "sources" in raw and "format" not in raw:
+            raw = {**raw, "format": SOURCES_FORMAT}
         return split_mappings_to_options(raw)
 
     @field_validator("classes")
@@ -157,7 +170,19 @@ def load_data_spec(source: str | Path | dict[str, Any] | DataSpec, base_dir: Pat
     _check_mask_values(spec, origin)
     _check_colors(spec, origin)
     _check_things(spec, origin)
-    return _resolve_paths(spec, base)
+    resolved = _resolve_paths(spec, base)
+    if spec.sources and spec.format != SOURCES_FORMAT:
+        raise ConfigError(
+            f"{origin}: 'sources:' makes a union of data YAMLs (format {SOURCES_FORMAT!r}), not a "
+            f"{spec.format} dataset; drop 'format: {spec.format}' or 'sources:'"
+        )
+    if spec.format == SOURCES_FORMAT:
+        from segflow.data.readers.sources import complete_sources_spec
+
+        own = None if isinstance(source, dict) else Path(source)
+        resolved = complete_sources_spec(resolved, origin, own, set(raw))
+        _check_things(resolved, origin)
+    return resolved
 
 
 def _validate(raw: dict[str, Any], origin: str) -> DataSpec:
@@ -227,6 +252,7 @@ def _resolve_paths(spec: DataSpec, base: Path) -> DataSpec:
         if options.get(key) is not None:
             options[key] = str(_absolute(Path(str(options[key])), base))
     updates["options"] = options
+    updates["sources"] = [_absolute(path, base) for path in spec.sources]
     return spec.model_copy(update=updates)
 
 

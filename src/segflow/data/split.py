@@ -758,7 +758,9 @@ def _write_outputs(
 def _header(spec: DataSpec, num_images: int, groups: list[str], group_by: str | None, seed: int) -> str:
     """First line of the printed report: the dataset, its images and groups, the seed."""
     names = sorted(set(groups), key=natural_key)
-    where = f"{spec.format} at {spec.root or '(generated)'}"
+    from segflow.data.check import dataset_location
+
+    where = dataset_location(spec.format, spec.root, spec.sources)
     if group_by is None:
         return f"dataset: {where}; {num_images} images in {len(names)} groups (one per image); seed {seed}"
     shown = ", ".join(names[:MAX_GROUPS_NAMED]) + (", ..." if len(names) > MAX_GROUPS_NAMED else "")

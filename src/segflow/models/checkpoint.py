@@ -281,6 +281,18 @@ def _net_weights(path: Path, state: Any) -> dict[str, torch.Tensor]:
     return weights
 
 
+def read_net_weights(path: str | os.PathLike[str]) -> tuple[CheckpointMeta, dict[str, torch.Tensor]]:
+    """The metadata and the network's weights of a checkpoint, on the CPU (``weights_only``), no
+    network built: ``(meta, {name: tensor})`` with the ``net.`` prefix removed.
+
+    Raises:
+        CheckpointError: Missing, unreadable, not segflow, or without network weights.
+    """
+    file = Path(path)
+    meta, state = _read(file, "cpu", weights=True)
+    return meta, _net_weights(file, state)
+
+
 def _key_list(keys: list[str], limit: int = 3) -> str:
     more = f" (+{len(keys) - limit} more)" if len(keys) > limit else ""
     return f"{len(keys)} {keys[:limit]}{more}"

@@ -196,13 +196,19 @@ class DataSummary(_Meta):
     def differences(self, data: DataSummary) -> list[str]:
         """Each way ``data`` differs from this (the model's) summary, one phrase per difference.
 
-        Unknown values (None on either side) are not compared.
+        Unknown values (None on either side) are not compared, and neither is the format when
+        either side is a ``sources:`` union (``segflow.data.spec.SOURCES_FORMAT``), whose sources have formats
+        of their own (a model trained on ``base.yaml + round1`` scored on ``test.yaml``).
         """
+        from segflow.data.spec import SOURCES_FORMAT
+
         found = []
         if self.classes != data.classes:
             found.append(f"classes: model {self.classes}, data {data.classes}")
         for field in ("format", "in_channels", "ignore_index"):
             mine, theirs = getattr(self, field), getattr(data, field)
+            if field == "format" and SOURCES_FORMAT in (mine, theirs):
+                continue  # a union holds other formats' data: scoring on one of them is no difference
             if mine is not None and theirs is not None and mine != theirs:
                 label = "channels" if field == "in_channels" else field
                 found.append(f"{label}: model {mine!r}, data {theirs!r}")

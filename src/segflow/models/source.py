@@ -179,3 +179,6 @@ def _parse(given: str) -> ModelSource:
             return scheme.parse(given, given)
     scheme_name = prefixed["scheme"] if prefixed else given
     raise ConfigError(f"MODEL {given!r}: unknown model scheme {scheme_name!r}; valid forms: {valid_forms()}")
+
+
+import segflow.tracking.scheme  # noqa: E402, F401  (registers models:/NAME@ALIAS; light, mlflow only on use)

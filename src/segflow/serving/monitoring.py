@@ -135,6 +135,11 @@ class ServiceMetrics:
             registry=reg,
         )
         self.queue_depth = Gauge("segflow_queue_depth", "Images waiting for the model.", registry=reg)
+        self.queue_capacity = Gauge(
+            "segflow_queue_capacity",
+            "Images that may wait for the model (both queues); 503 beyond.",
+            registry=reg,
+        )
         self.ready = Gauge("segflow_model_ready", "1 once the model is loaded and warmed up.", registry=reg)
         self.model_info = Info("segflow_model", "Served model.", registry=reg)
 
@@ -198,3 +203,102 @@ class ServiceMetrics:
         self.confidence_mean.set(self.window.mean_confidence())
         self.drift_requests.set(len(self.window))
         self.drift.set(self.drift_score())
+
+
+CAPTURE_DROP_REASONS = ("queue_full", "evicted", "unsupported")
+"""Why a captured request left (or never reached) the review queue: the writer's in-memory
+queue was full, the folder went over ``--capture-max-mb`` (oldest first), or the image cannot
+be stored as PNG (channel count other than 1, 3, 4)."""
+
+
+class CanaryMetrics:
+    """Gauges of the canary (:mod:`segflow.serving.canary`), on the service's registry.
+
+    Args:
+        registry: The service's registry.
+        class_names: The K class names (label values of the per-class IoU).
+    """
+
+    def __init__(self, registry: CollectorRegistry, class_names: Sequence[str]) -> None:
+        self.class_names = list(class_names)
+        self.miou = Gauge(
+            "segflow_canary_miou",
+            "Mean IoU of the last complete canary run (the mIoU of segflow evaluate); NaN before it.",
+            registry=registry,
+        )
+        self.class_iou = Gauge(
+            "segflow_canary_class_iou",
+            "Per-class IoU of the last complete canary run (NaN: class absent from both).",
+            ["class_name"],
+            registry=registry,
+        )
+        self.last_run = Gauge(
+            "segflow_canary_last_run_timestamp_seconds",
+            "Unix time the last complete canary run ended (0 before it).",
+            registry=registry,
+        )
+        self.images = Gauge(
+            "segflow_canary_images", "Images scored by the last complete canary run.", registry=registry
+        )
+        self.duration = Gauge(
+            "segflow_canary_duration_seconds",
+            "Wall time of the last complete canary run (it yields to requests, so it grows with load).",
+            registry=registry,
+        )
+        self.runs = Counter("segflow_canary_runs", "Complete canary runs.", registry=registry)
+        self.failures = Counter(
+            "segflow_canary_failures",
+            "Canary runs that stopped on an error (see the log).",
+            registry=registry,
+        )
+        self.miou.set(math.nan)
+        for name in self.class_names:
+            self.class_iou.labels(class_name=name).set(math.nan)
+
+    def record(
+        self, miou: float, class_iou: Sequence[float], images: int, seconds: float, ended: float
+    ) -> None:
+        """Publishes one complete run: its mIoU, ``(K,)`` per-class IoU, image count, duration
+        and end time (Unix seconds)."""
+        for name, value in zip(self.class_names, class_iou, strict=True):
+            self.class_iou.labels(class_name=name).set(float(value))
+        self.miou.set(float(miou))
+        self.images.set(images)
+        self.duration.set(seconds)
+        self.last_run.set(ended)
+        self.runs.inc()
+
+
+class CaptureMetrics:
+    """Counters of the capture of low-confidence requests (:mod:`segflow.serving.capture`).
+
+    Args:
+        registry: The service's registry.
+    """
+
+    def __init__(self, registry: CollectorRegistry) -> None:
+        self.saved = Counter(
+            "segflow_capture_saved", "Requests stored in the capture review queue.", registry=registry
+        )
+        self.dropped = Counter(
+            "segflow_capture_dropped",
+            "Captured requests dropped, by reason: queue_full (writer behind), evicted (oldest "
+            "removed over --capture-max-mb), unsupported (image not storable as PNG).",
+            ["reason"],
+            registry=registry,
+        )
+        self.errors = Counter(
+            "segflow_capture_errors",
+            "Errors while capturing (logged once; requests unaffected).",
+            registry=registry,
+        )
+        self.queue_bytes = Gauge(
+            "segflow_capture_queue_bytes", "Bytes in the capture folder's review queue.", registry=registry
+        )
+        self.pending = Gauge(
+            "segflow_capture_pending",
+            "Captured requests waiting for the background writer.",
+            registry=registry,
+        )
+        for reason in CAPTURE_DROP_REASONS:
+            self.dropped.labels(reason=reason)

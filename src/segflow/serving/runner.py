@@ -80,6 +80,13 @@ VariantFactory = Callable[[InferenceOptions], PredictorLike]
 """Returns a predictor applying the given options and sharing the loaded model."""
 BatchObserver = Callable[[list[Job]], None]
 """Called with every batch just before it goes to the model (for batch-size and wait metrics)."""
+ResultHook = Callable[[Job, PredictionLike], PredictionLike]
+"""Called on the runner thread with each job and its prediction before the request gets it;
+returns the prediction to hand over (the capture inspects it and drops probabilities the request
+did not ask for). It must not raise."""
+IdleHook = Callable[[], bool]
+"""Called on the runner thread when a poll found no job; runs at most one piece of background
+work (a canary image) and says whether it did."""
 
 
 class ModelRunner:
@@ -95,6 +102,10 @@ class ModelRunner:
             by the compute threads it spawns); the tiled runner uses it so that small requests
             get the cores first.
         name: Thread name.
+        keep_probs: Ask the predictor for the ``(K, H, W)`` probabilities of every whole image
+            (not only when the request wants them), for ``on_result``; tiled jobs never are.
+        on_result: See :data:`ResultHook`.
+        on_idle: See :data:`IdleHook`.
     """
 
     def __init__(
@@ -105,12 +116,20 @@ class ModelRunner:
         on_batch: BatchObserver | None = None,
         niceness: int = 0,
         name: str = "segflow-model-runner",
+        keep_probs: bool = False,
+        on_result: ResultHook | None = None,
+        on_idle: IdleHook | None = None,
     ) -> None:
         self.batcher = batcher
         self.variant = variant
         self.warmup_image = warmup_image
         self.on_batch = on_batch
         self.niceness = niceness
+        self.keep_probs = keep_probs
+        self.on_result = on_result
+        self.on_idle = on_idle
+        self.busy = False
+        """True while a group of jobs runs (read by other threads to see the runner is idle)."""
         self.native_id: int | None = None
         self.ready = threading.Event()
         self._stop = threading.Event()
@@ -142,9 +161,15 @@ class ModelRunner:
             if not jobs:
                 if self._stop.is_set():
                     return
+                if self.on_idle is not None:
+                    self.on_idle()
                 continue
-            for group in group_by_options(jobs):
-                self._run_group(group)
+            self.busy = True
+            try:
+                for group in group_by_options(jobs):
+                    self._run_group(group)
+            finally:
+                self.busy = False
 
     def _warm_up(self) -> None:
         if self.warmup_image is None:
@@ -185,10 +210,19 @@ class ModelRunner:
                 self._run_single(job)
             return
         for job, prediction in zip(live, predictions, strict=False):
-            job.future.set_result(prediction)
+            self._answer(job, prediction)
+
+    def _answer(self, job: Job, prediction: PredictionLike) -> None:
+        """Hands ``prediction`` to ``job``'s request, through ``on_result`` when set."""
+        if self.on_result is not None:
+            try:
+                prediction = self.on_result(job, prediction)
+            except Exception:  # the hook's own bug must not fail the request
+                logger.exception("result hook failed")
+        job.future.set_result(prediction)
 
     def _predict(self, options: InferenceOptions, images: list[np.ndarray]) -> Sequence[PredictionLike]:
-        return self.variant(options).predict_batch(images, return_probs=options.probs)
+        return self.variant(options).predict_batch(images, return_probs=options.probs or self.keep_probs)
 
     def _run_tiled(self, job: Job) -> None:
         """Runs one tiled job, stopping at the next window batch once its request gave up."""
@@ -200,8 +234,9 @@ class ModelRunner:
         try:
             check_cancelled(0)
             predictor = self.variant(job.options)
-            job.future.set_result(
-                predictor.predict(job.image, return_probs=job.options.probs, progress=check_cancelled)
+            # never keep_probs here: a tiled image's probabilities are only assembled when asked for
+            self._answer(
+                job, predictor.predict(job.image, return_probs=job.options.probs, progress=check_cancelled)
             )
         except JobCancelled as err:
             logger.info("%s", err)
@@ -213,9 +248,11 @@ class ModelRunner:
 
     def _run_single(self, job: Job) -> None:
         try:
-            job.future.set_result(self._predict(job.options, [job.image])[0])
+            prediction = self._predict(job.options, [job.image])[0]
         except Exception as err:
             job.future.set_exception(err)
+            return
+        self._answer(job, prediction)
 
 
 def lower_priority(thread_id: int, niceness: int) -> None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import hashlib
 import time
 from dataclasses import dataclass
@@ -18,10 +19,12 @@ from segflow.errors import ConfigError, InferenceError
 from segflow.inference.options import InferenceOptions
 from segflow.models.meta import TTA_FROM_CHECKPOINT, CheckpointMeta
 from segflow.serving.batcher import Batcher, Job, QueueFullError
+from segflow.serving.canary import Canary, open_canary_data
+from segflow.serving.capture import Capture, CaptureRule
 from segflow.serving.cost import BadOption, CostModel, ImageHeader, ModelShape, OptionLimits, Plan, views
 from segflow.serving.errors import Unavailable
 from segflow.serving.memory import MemoryPool, Reservation, mib, process_rss
-from segflow.serving.monitoring import ServiceMetrics
+from segflow.serving.monitoring import CanaryMetrics, CaptureMetrics, ServiceMetrics
 from segflow.serving.runner import (
     WARMUP_SIZE,
     ModelRunner,
@@ -77,7 +80,9 @@ class Service:
             pool is the budget minus this.
 
     Raises:
-        ConfigError: The memory budget is below what the process already holds.
+        ConfigError: The memory budget is below what the process already holds, the capture
+            folder cannot be written, or the canary data spec is invalid.
+        DataError: The canary split is missing, unlabelled or of other classes than the model.
     """
 
     def __init__(
@@ -118,6 +123,7 @@ class Service:
             self.classes, self.meta.class_distribution, settings.drift_window, settings.max_batch
         )
         self.metrics.queue_depth.set_function(lambda: self.batcher.depth() + self.tiled_batcher.depth())
+        self.metrics.queue_capacity.set(settings.queue_size + TILED_QUEUE_SIZE)
         self.metrics.ready.set_function(lambda: float(self.ready))
         self.metrics.model_info.info(
             {"model_id": self.model_id, "backend": self.backend, "num_classes": str(len(self.classes))}
@@ -134,11 +140,26 @@ class Service:
             registry=self.metrics.registry,
         )
         capacity.set(self.pool.capacity)
+        self.capture = self._capture() if settings.capture is not None else None
         warmup = warmup_image(self.meta, self.channels) if settings.warmup else None
-        self.runner = ModelRunner(self.batcher, self.variant, warmup, on_batch=self._observe_batch)
-        self.tiled_runner = ModelRunner(
-            self.tiled_batcher, self.variant, None, niceness=TILED_NICENESS, name="segflow-tiled-runner"
+        self.runner = ModelRunner(
+            self.batcher,
+            self.variant,
+            warmup,
+            on_batch=self._observe_batch,
+            keep_probs=self.capture is not None and self.capture.rule.needs_probs,
+            on_result=self._inspect if self.capture is not None else None,
+            on_idle=self._idle_slot if settings.canary is not None else None,
         )
+        self.tiled_runner = ModelRunner(
+            self.tiled_batcher,
+            self.variant,
+            None,
+            niceness=TILED_NICENESS,
+            name="segflow-tiled-runner",
+            on_result=self._inspect if self.capture is not None else None,
+        )
+        self.canary = self._canary() if settings.canary is not None else None
 
     @property
     def backend(self) -> str:
@@ -151,14 +172,82 @@ class Service:
         return self.runner.ready.is_set() and self.runner.is_alive() and self.tiled_runner.is_alive()
 
     def start(self) -> None:
-        """Starts the runner threads (the batch runner warms the model up first)."""
+        """Starts the runner threads (the batch runner warms the model up first), the capture
+        writer and the canary."""
+        if self.capture is not None:
+            self.capture.start()
         self.runner.start()
         self.tiled_runner.start()
+        if self.canary is not None:
+            self.canary.start()
 
     def stop(self) -> None:
-        """Finishes the queued jobs, then stops the runner threads."""
+        """Ends the canary run, finishes the queued jobs, stops the runner threads, then writes
+        the pending captures."""
+        if self.canary is not None:
+            self.canary.stop()
         self.runner.stop()
         self.tiled_runner.stop()
+        if self.capture is not None:
+            self.capture.stop()
+
+    def _capture(self) -> Capture:
+        """The ``--capture`` review queue writer (metrics registered on this service's registry)."""
+        settings = self.settings
+        assert settings.capture is not None
+        rule = CaptureRule(settings.capture_below, settings.capture_area, settings.capture_pixel_below)
+        metrics = CaptureMetrics(self.metrics.registry)
+        return Capture(
+            settings.capture,
+            rule,
+            settings.capture_max_bytes,
+            self.model_id,
+            self.classes,
+            self.palette,
+            metrics,
+        )
+
+    def _inspect(self, job: Job, prediction: PredictionLike) -> PredictionLike:
+        """Runner result hook: offers the request to the capture, then drops the probabilities the
+        runner kept for it when the request did not ask for them."""
+        assert self.capture is not None
+        self.capture.inspect(job.image, prediction.labels, float(prediction.confidence), prediction.probs)
+        if prediction.probs is not None and not job.options.probs and dataclasses.is_dataclass(prediction):
+            return dataclasses.replace(prediction, probs=None)  # type: ignore[type-var]
+        return prediction
+
+    def _canary(self) -> Canary:
+        """The ``--canary`` scorer, its split checked now (before the service answers anything)."""
+        settings = self.settings
+        assert settings.canary is not None
+        data = open_canary_data(settings.canary, settings.canary_split, self.meta)
+        metrics = CanaryMetrics(self.metrics.registry, data.classes)
+        return Canary(
+            data,
+            self.variant,
+            self.request_defaults(),
+            metrics,
+            settings.canary_every,
+            self.runner.ready,
+            self._canary_reservation,
+        )
+
+    def _canary_reservation(self, image: np.ndarray) -> Reservation:
+        """Reserves one canary image's whole-image cost from the pool (Unavailable while busy)."""
+        height, width = image.shape[:2]
+        cost = self.cost.whole_cost(height, width, self.request_defaults(), image.dtype.itemsize)
+        return self.pool.reserve(cost, False, "canary image")
+
+    def _idle_slot(self) -> bool:
+        """Batch runner idle hook: one canary image, only while no request waits or runs tiled."""
+        if (
+            self.canary is None
+            or self.batcher.depth()
+            or self.tiled_batcher.depth()
+            or self.tiled_runner.busy
+        ):
+            return False
+        return self.canary.run_idle_slot()
 
     def check_ready(self) -> None:
         """Raises Unavailable (503 + Retry-After) until the model is loaded and warmed up."""

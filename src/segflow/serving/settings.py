@@ -37,6 +37,8 @@ from segflow.yaml_io import read_yaml
 
 ENV_PREFIX = "SEGFLOW_"
 LIST_SEPARATOR = ","
+PATH_KEYS = ("model", "canary", "capture")
+"""Settings that are paths: relative ones in a ``--config`` file are relative to that file."""
 SECRET_FIELDS = frozenset({"api_key"})
 """Fields whose value never appears in error messages."""
 DEFAULT_AUTO_TILE_PIXELS = 2048 * 2048
@@ -52,6 +54,14 @@ DEFAULT_PROMPT_MAX_PIXELS = 2048 * 2048
 core, and SAM reads images at a 1024-px side anyway."""
 PROMPT_BACKEND_FORMS = ("grabcut", "sam:PATH", "sam2:PATH")
 """The values ``--prompt-backend`` takes (:func:`segflow.prompt.base.create_prompt_backend`)."""
+DEFAULT_CANARY_EVERY_S = 600.0
+"""Seconds between the starts of two canary runs (``--canary-every``)."""
+MIN_CANARY_EVERY_S = 1.0
+"""Shortest canary period: a run every second already keeps an idle model busy."""
+MAX_CANARY_EVERY_S = 7 * 24 * 3600.0
+"""Longest canary period (7 days): a finite wait the thread's timer can take (1e300 s overflows it)."""
+MAX_CAPTURE_MAX_MB = 16 * 1024 * 1024.0
+"""Largest ``--capture-max-mb`` (16 TiB): a finite size whose byte count is an exact integer."""
 
 CLI_OPTIONS: dict[str, str] = {
     "model": "MODEL",
@@ -72,6 +82,14 @@ CLI_OPTIONS: dict[str, str] = {
     "log_level": "--log-level",
     "prompt_backend": "--prompt-backend",
     "prompt_cache_mb": "--prompt-cache-mb",
+    "canary": "--canary",
+    "canary_split": "--canary-split",
+    "canary_every": "--canary-every",
+    "capture": "--capture",
+    "capture_below": "--capture-below",
+    "capture_area": "--capture-area",
+    "capture_pixel_below": "--capture-pixel-below",
+    "capture_max_mb": "--capture-max-mb",
 }
 """Setting -> the ``segflow serve`` argument or option that sets it. ``segflow serve`` declares its
 options with these names (:mod:`segflow.cli.serve`), and messages name them; a setting not
@@ -120,6 +138,22 @@ class ServeSettings(BaseSettings):
             per worker process; it is taken out of the worker's memory budget at start.
         prompt_max_pixels: Largest ``width * height`` a prompt image may have (413 beyond;
             the smaller of this and ``max_pixels`` applies).
+        canary: Labelled data spec (a segflow data YAML) scored in the background between
+            requests (:mod:`segflow.serving.canary`); None: no canary.
+        canary_split: Split of ``canary`` that is scored.
+        canary_every: Seconds between the starts of two canary runs, in
+            [:data:`MIN_CANARY_EVERY_S`, :data:`MAX_CANARY_EVERY_S`] (1 s to 7 days).
+        capture: Folder of the review queue of low-confidence requests
+            (:mod:`segflow.serving.capture`); None: nothing is stored. It stores user images.
+        capture_below: A request whose mean top-class probability is below this is captured
+            (a probability, in [0, 1]).
+        capture_area: A request whose share of low-confidence pixels is above this is captured
+            too (a share, in [0, 1]); None: this rule is off (and no per-pixel probabilities are
+            kept for it).
+        capture_pixel_below: A pixel is low-confidence when its top-class probability is below
+            this (in [0, 1]).
+        capture_max_mb: Size of the review queue on disk in MiB, in (0, :data:`MAX_CAPTURE_MAX_MB`];
+            the oldest entries go first beyond.
     """
 
     model_config = SettingsConfigDict(
@@ -156,6 +190,14 @@ class ServeSettings(BaseSettings):
     prompt_backend: str | None = None
     prompt_cache_mb: float = Field(512.0, ge=0.0)
     prompt_max_pixels: int = Field(DEFAULT_PROMPT_MAX_PIXELS, ge=1)
+    canary: Path | None = None
+    canary_split: str = Field("val", min_length=1)
+    canary_every: float = Field(DEFAULT_CANARY_EVERY_S, ge=MIN_CANARY_EVERY_S, le=MAX_CANARY_EVERY_S)
+    capture: Path | None = None
+    capture_below: float = Field(0.6, ge=0.0, le=1.0)
+    capture_area: float | None = Field(None, ge=0.0, le=1.0)
+    capture_pixel_below: float = Field(0.5, ge=0.0, le=1.0)
+    capture_max_mb: float = Field(500.0, gt=0.0, le=MAX_CAPTURE_MAX_MB)
 
     @classmethod
     def settings_customise_sources(
@@ -208,6 +250,11 @@ class ServeSettings(BaseSettings):
         return 0 if self.prompt_backend is None else int(self.prompt_cache_mb * BYTES_PER_MB)
 
     @property
+    def capture_max_bytes(self) -> int:
+        """``capture_max_mb`` in bytes."""
+        return int(self.capture_max_mb * BYTES_PER_MB)
+
+    @property
     def memory_budget_bytes(self) -> int:
         """This worker process's share of ``max_memory_mb``, in bytes (the budget / ``workers``)."""
         return int(self.max_memory_mb * BYTES_PER_MB / self.workers)
@@ -253,16 +300,25 @@ class ServeSettings(BaseSettings):
 
 
 def _read_config(path: Path) -> dict[str, Any]:
-    """The settings of a ``--config`` file; a relative ``model`` is relative to the file's folder.
+    """The settings of a ``--config`` file; a relative path (``model``, ``canary``, ``capture``)
+    is relative to the file's folder.
 
     Raises:
         ConfigError: The file is missing, not YAML, or not a mapping.
     """
     values = read_yaml(path, "serve config", allow_empty=True)
-    model = values.get("model")
-    if isinstance(model, str) and model and not Path(model).is_absolute():
-        values["model"] = str(path.parent / model)
+    for key in PATH_KEYS:
+        value = values.get(key)
+        if isinstance(value, str) and value and not Path(value).is_absolute() and not _is_scheme(value):
+            values[key] = str(path.parent / value)
     return values
+
+
+def _is_scheme(value: str) -> bool:
+    """``models:/NAME@alias`` and other MODEL schemes (not a path to resolve), unless a file exists."""
+    from segflow.models.source import SCHEME_PREFIX
+
+    return SCHEME_PREFIX.match(value) is not None and not Path(value).exists()
 
 
 @contextmanager

@@ -62,6 +62,8 @@ RUN_OUTPUTS = (
     "curves.png",
     "model_card.md",
     "fingerprint.json",
+    "rounds.json",
+    "tracking.json",
     "distributed",
     ".*.partial-*",
 )
@@ -194,21 +196,17 @@ def validate_optimisation(config: TrainConfig, train_images: int | None = None) 
 
 
 def build_loggers(config: TrainConfig, run_dir: Path) -> list[Logger]:
-    """CSV always; TensorBoard or MLflow when the config asks."""
+    """CSV always; TensorBoard when ``trainer.loggers`` asks; the ``tracking:`` backend's logger."""
     loggers: list[Logger] = [CSVLogger(save_dir=str(run_dir), name="", version="")]
     if "tensorboard" in config.trainer.loggers:
         from lightning.pytorch.loggers import TensorBoardLogger
 
         loggers.append(TensorBoardLogger(save_dir=str(run_dir), name="tensorboard", version=""))
-    if "mlflow" in config.trainer.loggers:
-        try:
-            from lightning.pytorch.loggers import MLFlowLogger
+    from segflow.tracking import create_tracking_logger
 
-            loggers.append(MLFlowLogger(experiment_name=config.name, save_dir=str(run_dir / "mlruns")))
-        except ModuleNotFoundError:
-            raise ConfigError(
-                "trainer.loggers asks for mlflow, which is not installed: pip install 'segflow[mlflow]'"
-            ) from None
+    tracker = create_tracking_logger(config, run_dir)  # tracking: has one owner, segflow.tracking
+    if tracker is not None:
+        loggers.append(tracker)
     return loggers
 
 
@@ -407,6 +405,10 @@ def train(
         task = get_task(config.task)
         assert task.build is not None
         module, datamodule = task.build(config, spec, list(report.class_share.get("val", [])))
+        if config.init_from and resume is None:
+            from segflow.training.init_from import apply_init_from
+
+            apply_init_from(module, config)
         validate_optimisation(config, len(datamodule.train_set))
         callbacks = build_callbacks(config, run_dir, module.meta.colors, module.meta.class_names, task)
         trainer = build_trainer(config, run_dir, callbacks)
@@ -605,7 +607,12 @@ def finish_run(
     result = TrainResult(
         run_dir, best, ckpt_dir / "last.ckpt", metrics, seconds, rate, stored, num_nodes, devices
     )
+    from segflow.active.rounds import record_rounds
+    from segflow.tracking import finish_tracking
+
+    record_rounds(config, spec, result)  # rounds.json, read by the model card
     write_model_card(result, config, spec)
+    finish_tracking(config, result)
     return result
 
 

@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import platform
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import torch
 
 import segflow
 from segflow.config import TrainConfig
+from segflow.data.check import dataset_location
 from segflow.data.spec import DataSpec
 from segflow.io_utils import atomic_write
 from segflow.metrics import render_markdown
@@ -37,7 +39,8 @@ def model_card_text(result: TrainResult, config: TrainConfig, spec: DataSpec) ->
         f"- Checkpoints: `{result.best_checkpoint}` (best {task.monitor}), `{result.last_checkpoint}`",
         "",
         "## Data",
-        f"- Format: {spec.format}; root: {spec.root}; ignore_index: {spec.ignore_index}",
+        f"- Format: {dataset_location(spec.format, spec.root, spec.sources)}; "
+        f"ignore_index: {spec.ignore_index}",
         f"- Classes: {classes}",
         *fingerprint_lines(result.data_fingerprint),
         "",
@@ -53,6 +56,7 @@ def model_card_text(result: TrainResult, config: TrainConfig, spec: DataSpec) ->
         "",
         *validation_section(result.metrics, task),
         "",
+        *rounds_section(result.run_dir),
         "## Limitations",
         "- Measured on the validation split, which also chose the best epoch: expect a somewhat lower "
         "score on truly unseen data; report a held-out test split for claims.",
@@ -67,6 +71,36 @@ def validation_section(metrics: dict[str, Any], task: Any) -> list[str]:
     if task.markdown is not None:
         return [task.markdown(metrics)]
     return [tta_line(metrics), render_markdown(metrics)]
+
+
+def rounds_section(run_dir: Path) -> list[str]:
+    """The active-learning rounds of ``run_dir/rounds.json`` as a table (none: no lines).
+
+    One row per round: its number, the data YAML of its pulled labels, the ranking CSV its
+    images were chosen from (file name; the full path is in ``rounds.json``), images pulled,
+    labelled train images after it, val mIoU and the run that trained it.
+    """
+    from segflow.active.rounds import read_rounds
+
+    rounds = read_rounds(run_dir)
+    if not rounds:
+        return []
+    lines = [
+        "## Rounds (active learning, `rounds.json`)",
+        "",
+        "| round | source | ranking | pulled | labelled images | val mIoU | run |",
+        "|---:|---|---|---:|---:|---:|---|",
+    ]
+    for entry in rounds:
+        miou = (entry.get("val") or {}).get("miou")
+        score = "n/a" if miou is None else f"{miou:.4f}"
+        run = "n/a" if entry.get("run_dir") is None else f"`{entry.get('run_dir')}`"
+        ranking = "n/a" if not entry.get("ranking") else f"`{Path(str(entry['ranking'])).name}`"
+        lines.append(
+            f"| {entry.get('round')} | `{entry.get('source')}` | {ranking} | "
+            f"{len(entry.get('pulled') or [])} | {entry.get('labelled_images')} | {score} | {run} |"
+        )
+    return [*lines, ""]
 
 
 def fingerprint_lines(summary: FingerprintSummary | None) -> list[str]:

@@ -1,0 +1,1 @@
+"""Active learning: rank by uncertainty, hand images to annotators, take labels back, retrain."""
