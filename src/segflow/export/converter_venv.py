@@ -225,7 +225,8 @@ def converter_python(
     partial = cache / f"{final.name}.partial-{os.getpid()}"
     shutil.rmtree(partial, ignore_errors=True)
     if log is not None:
-        log(f"building the {name} converter venv in {final} (once; pip install -r {requirements.name})")
+        tool = "uv pip" if installer == "uv" and uv_binary() else "pip"
+        log(f"building the {name} converter venv in {final} (once; {tool} install -r {requirements.name})")
     started = time.perf_counter()
     try:
         _build(partial, name, requirements, no_deps, timeout, installer)
