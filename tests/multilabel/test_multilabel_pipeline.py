@@ -26,6 +26,7 @@ from segflow.multilabel.dataset import MultilabelDataset
 from segflow.multilabel.metrics import THRESHOLD_GRID, choose_thresholds, threshold_histogram
 from segflow.multilabel.outputs import unpack_masks
 from segflow.training.engine import train
+from segflow_test_configs import tiny_training_raw
 
 pytestmark = pytest.mark.slow
 
@@ -37,27 +38,9 @@ def run(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
     data_yaml = root / "data.yaml"
     data_yaml.write_text(yaml.safe_dump(data))
     config = {
-        "name": "ml",
+        **tiny_training_raw(root / "runs", data, "ml", max_epochs=2, batch_size=4, num_sample_images=4),
         "task": "multilabel",
-        "output_dir": str(root / "runs"),
-        "seed": 3,
-        "data": data,
-        "model": {
-            "arch": "unet",
-            "encoder": "resnet18",
-            "encoder_weights": None,
-            "kwargs": {"decoder_channels": [32, 16, 16, 8, 8]},
-        },
         "optimizer": {"name": "adamw", "lr": 0.01},
-        "scheduler": {"name": "cosine", "warmup_epochs": 0},
-        "trainer": {
-            "max_epochs": 2,
-            "batch_size": 4,
-            "val_batch_size": 4,
-            "num_workers": 0,
-            "precision": "32",
-            "progress_bar": False,
-        },
         "augment": {"preset": "light"},
     }
     result = train(build_config(config))
