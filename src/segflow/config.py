@@ -10,7 +10,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, ValidationInfo, field_validator
 
 from segflow.errors import ConfigError, describe_validation_error
 from segflow.yaml_io import read_yaml
@@ -106,7 +106,7 @@ class TrainerConfig(_Strict):
 class AugmentConfig(_Strict):
     """Albumentations preset, optional train crop and a custom list of transforms."""
 
-    preset: Literal["none", "light", "strong"] = "light"
+    preset: Literal["none", "light", "photometric", "strong"] = "light"
     crop_size: tuple[int, int] | None = None
     transforms: list[dict[str, Any]] = Field(default_factory=list)
 
@@ -141,6 +141,27 @@ class TrackingConfig(_Strict):
     register_as: str | None = None
 
 
+class DistillConfig(_Strict):
+    """Knowledge distillation from a trained teacher (semantic task only; see
+    :mod:`segflow.training.distill` and docs/frontier.md).
+
+    The run minimises ``(1 - weight) * L_task + weight * temperature**2 * KL`` (Hinton, Vinyals &
+    Dean 2015, "Distilling the Knowledge in a Neural Network"), the KL divergence of the student's
+    softened class distribution from the teacher's, averaged over labelled pixels.
+
+    Attributes:
+        teacher: The teacher's checkpoint (e.g. its run's ``checkpoints/best.ckpt``); a relative
+            path resolves against the config file's folder, as ``data:`` does (on the command
+            line, ``distill.teacher=PATH`` against the current folder).
+        weight: ``w`` in [0, 1]: the share of the distillation term (0: the task loss alone).
+        temperature: ``T`` > 0 that softens both distributions (``softmax(logits / T)``).
+    """
+
+    teacher: str = Field(min_length=1)
+    weight: float = Field(default=0.5, ge=0, le=1)
+    temperature: float = Field(default=2.0, gt=0)
+
+
 class TrainConfig(_Strict):
     """The whole training config (``segflow train CONFIG.yaml``)."""
 
@@ -158,6 +179,7 @@ class TrainConfig(_Strict):
     augment: AugmentConfig = Field(default_factory=AugmentConfig)
     evaluate: EvaluateConfig = Field(default_factory=EvaluateConfig)
     tracking: TrackingConfig = Field(default_factory=TrackingConfig)
+    distill: DistillConfig | None = Field(default=None, description="a teacher to distil (semantic)")
     init_from: str | None = Field(
         default=None, description="checkpoint whose weights start the run (fine-tuning, a new round)"
     )
@@ -168,6 +190,17 @@ class TrainConfig(_Strict):
     def _plain_name(cls, value: str) -> str:
         if not value or "/" in value or value.startswith("."):
             raise ValueError("must be a plain folder name such as 'camvid-unet' (no '/', not hidden)")
+        return value
+
+    @field_validator("distill")
+    @classmethod
+    def _distill_semantic_only(cls, value: DistillConfig | None, info: ValidationInfo) -> Any:
+        task = info.data.get("task", "semantic")
+        if value is not None and task != "semantic":
+            raise ValueError(
+                f"knowledge distillation trains semantic models only, got task: {task}; "
+                "remove the distill: section or train task: semantic"
+            )
         return value
 
     @field_validator("loss", mode="before")
@@ -302,6 +335,9 @@ def load_config(path: str | Path, overrides: list[str] | None = None) -> TrainCo
     updates = parse_overrides(overrides or [])
     if isinstance(updates.get("data"), str):  # a data path given on the command line is relative to the cwd
         updates["data"] = str(Path(updates["data"]).resolve())
+    distill = updates.get("distill")
+    if isinstance(distill, dict) and isinstance(distill.get("teacher"), str):  # likewise the teacher
+        distill["teacher"] = str(Path(distill["teacher"]).resolve())
     raw = apply_overrides(read_yaml(path), updates)
     return build_config(raw, source=str(path), base_dir=path.resolve().parent)
 

@@ -87,7 +87,11 @@ def test_custom_transform_appended() -> None:
 @pytest.mark.parametrize(
     ("augment", "policy", "message"),
     [
-        ({"preset": "heavy"}, None, r"unknown augment.preset 'heavy'; valid presets: none, light, strong"),
+        (
+            {"preset": "heavy"},
+            None,
+            r"unknown augment.preset 'heavy'; valid presets: none, light, photometric, strong",
+        ),
         ({"transforms": [{"NoSuchAug": {}}]}, None, r"unknown albumentations transform 'NoSuchAug'"),
         (
             {"transforms": [{"VerticalFlip": {"prob": 1}}]},
@@ -228,3 +232,44 @@ def test_a_blending_mask_interpolation_is_refused() -> None:
     pattern = r"^augment\.transforms Rotate: writes mask value\(s\) .* keep mask_interpolation nearest \(0\)$"
     with pytest.raises(ConfigError, match=pattern):
         build_transforms(augment, True, None, 255, 255)
+
+
+def test_photometric_preset_darkens_and_brightens_a_frame_within_its_ranges() -> None:
+    """The illumination jitter reaches dusk-dark frames (brightness down to 0.35) and brighter ones,
+    never moves labels, and keeps the image in [0, 1]."""
+    from segflow.data import transforms as T
+
+    rng = np.random.default_rng(0)
+    image = np.full((24, 32, 3), 128, np.uint8)
+    mask = rng.integers(0, 4, (24, 32)).astype(np.uint8)
+    transform = build_transforms({"preset": "photometric"}, True, {"multiple": 1}, 255, IGNORE)
+    np.random.seed(0)
+    means = []
+    for _ in range(60):
+        out = transform(image, mask)
+        assert float(out["image"].min()) >= 0.0 and float(out["image"].max()) <= 1.0
+        centre = out["image"][:, 8:16, 12:20]  # away from affine borders
+        means.append(float(centre.mean()))
+    low, high = T.ILLUMINATION_BRIGHTNESS
+    assert min(means) < 0.5 * 128 / 255  # some frames as dark as a dusk drive
+    assert max(means) > 1.1 * 128 / 255
+    assert min(means) >= low * 0.5 * 128 / 255  # gamma and contrast stay within bounds
+    light = build_transforms({"preset": "light"}, True, {"multiple": 1}, 255, IGNORE)
+    assert not any(isinstance(op, T.AlphaSafeColorJitter) for op in _ops(light))
+    assert any(isinstance(op, T.AlphaSafeColorJitter) for op in _ops(transform))
+
+
+def _ops(transform: object) -> list[object]:
+    """The albumentations transforms inside a built pipeline (searched by attribute)."""
+    found: list[object] = []
+    stack = [transform]
+    while stack:
+        item = stack.pop()
+        found.append(item)
+        for name in ("transforms", "pipeline", "augment", "compose"):
+            child = getattr(item, name, None)
+            if isinstance(child, list | tuple):
+                stack.extend(child)
+            elif child is not None and child is not item and not isinstance(child, str | int | float):
+                stack.append(child)
+    return found

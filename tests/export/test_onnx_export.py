@@ -70,6 +70,7 @@ def test_backend_meta_round_trips_checkpoint_meta(onnx_model: Path, meta: dict) 
         "data_fingerprint": None,
         "task": "semantic",
         "task_options": {},
+        "pruned": None,
     }
     assert backend.output_stride == backend.meta.stride == STRIDE
     props = {p.key: p.value for p in onnx.load(str(onnx_model)).metadata_props}

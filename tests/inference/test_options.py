@@ -30,6 +30,7 @@ def test_defaults() -> None:
         "vectorize": None,
         "min_area": 0.0,
         "volume_output": "nifti",
+        "upsample": "probs",
     }
 
 

@@ -1,4 +1,4 @@
-"""``segflow benchmark MODEL --size 512 --batch 1,4 --backend torch,onnx-plain,onnx,onnx-int8,openvino,
+"""``segflow benchmark MODEL --size 512|WxH --batch 1,4 --backend torch,onnx-plain,onnx,onnx-int8,openvino,
 openvino-int8 [--out DIR]``."""
 
 from __future__ import annotations
@@ -33,6 +33,25 @@ def parse_list(option: str, text: str) -> list[str]:
     return items
 
 
+def parse_size(text: str) -> int | tuple[int, int]:
+    """``"512"`` -> ``512`` (square side); ``"480x360"`` -> ``(480, 360)`` (frame ``W x H``).
+
+    Raises:
+        ConfigError: Anything else, in one line naming --size and both forms.
+    """
+    parts = text.strip().lower().split("x")
+    if all(part.strip().isdigit() for part in parts) and len(parts) in (1, 2):
+        values = [int(part) for part in parts]
+        if len(values) == 1:
+            return values[0]
+        if min(values) > 0:
+            return values[0], values[1]
+    raise ConfigError(
+        f"--size {text!r} is invalid; give N (a square network input, a multiple of 32, e.g. 512) or WxH "
+        "(a frame size in pixels, e.g. 480x360)"
+    )
+
+
 def parse_batches(text: str) -> list[int]:
     """``"1,4"`` -> ``[1, 4]``; ConfigError naming --batch for anything else."""
     try:
@@ -49,7 +68,14 @@ def benchmark_command(
             help="Checkpoint, .onnx export, or arch:encoder:classes spec (not an .xml or .tflite export)."
         ),
     ],
-    size: Annotated[int, typer.Option(help="Square input side (multiple of 32).")] = 512,
+    size: Annotated[
+        str,
+        typer.Option(
+            metavar="N|WxH",
+            help="N: square network input side (multiple of 32). WxH: frame size; the rows time the network "
+            "at the model's input for that frame and add e2e p50 ms (uint8 frame in memory to labels).",
+        ),
+    ] = "512",
     batch: Annotated[str, typer.Option(help="Batch sizes, comma-separated.")] = "1",
     backend: Annotated[
         str,
@@ -63,27 +89,44 @@ def benchmark_command(
     iters: Annotated[int, typer.Option(help="Timed calls per row.")] = 20,
     threads: Annotated[int | None, typer.Option(help="Intra-op threads (default: physical cores).")] = None,
     out: Annotated[Path, typer.Option(help="Folder for benchmark.json and benchmark.md.")] = DEFAULT_OUT,
+    upsample: Annotated[
+        str,
+        typer.Option(
+            metavar="probs|labels",
+            help="WxH: the predictor's upsample for e2e p50 ms, as segflow predict --upsample (probs: "
+            "logits resized to the frame, then argmax; labels: argmax at the network's resolution, nearest "
+            "upsampling).",
+        ),
+    ] = "probs",
 ) -> None:
-    """Latency, throughput, FLOPs, % of the measured matmul peak and peak RSS per backend."""
-    from segflow.inference.benchmarking import render_markdown, run_benchmark, table_rows
+    """Latency, throughput, FLOPs, % of the measured matmul peak and peak RSS per backend.
 
+    With `--size WxH` (e.g. 480x360) each backend also gets its end-to-end latency per frame
+    through the predictor (the path `segflow predict` runs).
+    """
+    from segflow.cli.tta_option import upsample_choice
+    from segflow.inference.benchmarking import render_markdown, run_benchmark, size_title, table_rows
+
+    parsed_size = parse_size(size)
+    upsample = upsample_choice(upsample)
     console = Console() if sys.stdout.isatty() else Console(width=TABLE_WIDTH)
     report = run_benchmark(
         model,
-        size=size,
+        size=parsed_size,
         batches=parse_batches(batch),
         backends=parse_list("--backend", backend),
         warmup=warmup,
         iters=iters,
         threads=threads,
         log=lambda line: console.print(f"[dim]{escape(line)}[/]"),
+        upsample=upsample,
     )
     with atomic_write(out / JSON_NAME) as tmp:
         tmp.write_text(json.dumps(report, indent=2))
     with atomic_write(out / MARKDOWN_NAME) as tmp:
         tmp.write_text(render_markdown(report))
     header, rows = table_rows(report)
-    table = Table(title=escape(f"{model} at {size}x{size}"))
+    table = Table(title=escape(f"{model} at {size_title(report)}"))
     for title in header:
         table.add_column(title, justify="right")
     for cells in rows:

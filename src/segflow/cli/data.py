@@ -169,19 +169,33 @@ GROUP_BY_HELP = (
     "Regex on the image file name (on the path under the root when it holds a '/'); "
     "its first group (else the match) is the group."
 )
+HOLD_OUT_HELP = (
+    "Groups (of --group-by, comma separated) whose images are the test split; the others keep the "
+    "dataset's own train/val, or are stratified into train/val when it has no such pair."
+)
 
 
 @data_app.command("split")
 def split_command(
     data: Annotated[Path, typer.Argument(help="Dataset YAML (all its images).", show_default=False)],
     out: Annotated[Path, typer.Option("--out", help="Folder for the lists and YAML.", show_default=False)],
-    val: Annotated[float, typer.Option("--val", help="Share of images for val, in [0, 1).")] = 0.15,
-    test: Annotated[float, typer.Option("--test", help="Share for test, in [0, 1); 0: none.")] = 0.15,
+    val: Annotated[
+        float | None, typer.Option("--val", help="Share of images for val, in [0, 1); default 0.15.")
+    ] = None,
+    test: Annotated[
+        float | None, typer.Option("--test", help="Share for test, in [0, 1); 0: none; default 0.15.")
+    ] = None,
     group_by: Annotated[str | None, typer.Option("--group-by", help=GROUP_BY_HELP)] = None,
+    hold_out: Annotated[
+        str | None, typer.Option("--hold-out", metavar="GROUP[,GROUP]", help=HOLD_OUT_HELP)
+    ] = None,
     seed: Annotated[int, typer.Option("--seed", help="Seed of the random tie-breaks.")] = 0,
     overwrite: Annotated[bool, typer.Option("--overwrite", help="Replace an earlier split.")] = False,
 ) -> None:
-    """Grouped, class-stratified train/val/test lists and a data YAML that reads them."""
+    """Grouped, class-stratified train/val/test lists and a data YAML that reads them.
+
+    `--group-by '^([^_]+)_' --hold-out 0001TP` makes CamVid's drive 0001TP the test split.
+    """
     from rich.text import Text
 
     from segflow.data.split import split_dataset
@@ -194,6 +208,7 @@ def split_command(
         val=val,
         test=test,
         group_by=group_by,
+        hold_out=hold_out,
         seed=seed,
         overwrite=overwrite,
         progress=lambda line: console.print(line, markup=False),

@@ -12,7 +12,7 @@ from rich.markup import escape
 from rich.text import Text
 
 from segflow.cli.app import app
-from segflow.cli.tta_option import TTA_HELP, tta_choice
+from segflow.cli.tta_option import TTA_HELP, UPSAMPLE_HELP, tta_choice, upsample_choice
 from segflow.constants import DEFAULT_BOUNDARY_TOLERANCE, MAX_BOUNDARY_TOLERANCE
 from segflow.errors import ConfigError
 from segflow.models.source import ModelSource, parse_model_source
@@ -44,6 +44,7 @@ def evaluate(
         ),
     ] = None,
     tta: Annotated[str | None, typer.Option("--tta", help=TTA_HELP)] = None,
+    upsample: Annotated[str, typer.Option(metavar="probs|labels", help=UPSAMPLE_HELP)] = "probs",
     boundary_tolerance: Annotated[
         int,
         typer.Option(
@@ -77,12 +78,17 @@ def evaluate(
     if (model is None) == (predictions is None):
         raise ConfigError("give either a model (CKPT or .onnx) or --predictions DIR, not both or neither")
     views = tta_choice(tta)
+    upsample = upsample_choice(upsample)
+    if upsample != "probs" and model is None:
+        raise ConfigError("--upsample applies to a model's predictions; --predictions are scored as they are")
     source = None if model is None else parse_model_source(model, accept=("file",), command="evaluate")
     spec = load_data_spec(data)
     kind = _task_for(task, source.path if source is not None else None)
     if out is None and source is not None:
         out = default_report_dir(source, split)
     if kind is not None:
+        if upsample != "probs":
+            raise ConfigError(f"--upsample {upsample} is for semantic models; this is a {kind.name} model")
         _evaluate_task(kind, source.path if source is not None else None, predictions, spec, split, out)
         return
     from segflow.metrics.evaluate import evaluate_model, evaluate_predictions  # torch: semantic path only
@@ -102,6 +108,7 @@ def evaluate(
             out_dir,
             backend=backend,
             tta=views,
+            upsample=upsample,
             boundary_tolerance=boundary_tolerance,
             warn=lambda line: errors.print(Text.assemble(("warning: ", "bold yellow"), line), soft_wrap=True),
             topology=topology,

@@ -18,6 +18,7 @@ COMMAND_MODULES = (
     "predict",
     "data",
     "export",
+    "prune",
     "benchmark",
     "serve",
     "rank",

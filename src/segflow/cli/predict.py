@@ -14,7 +14,7 @@ from rich.markup import escape as rich_escape
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TaskID, TextColumn, TimeRemainingColumn
 
 from segflow.cli.app import app
-from segflow.cli.tta_option import TTA_HELP, tta_choice
+from segflow.cli.tta_option import TTA_HELP, UPSAMPLE_HELP, tta_choice, upsample_choice
 from segflow.data.io import IMAGE_EXTENSIONS
 from segflow.distributed.ray_predict import DEFAULT_RAY_BATCH, RayOptions
 from segflow.domains.route import SLIDE_SUFFIXES, is_volume
@@ -142,6 +142,7 @@ def predict(
         int, typer.Option(help="Tiles per forward pass (memory grows with it; see streaming docs).")
     ] = CLI_TILE_BATCH,
     tta: Annotated[str | None, typer.Option("--tta", help=TTA_HELP)] = None,
+    upsample: Annotated[str, typer.Option(metavar="probs|labels", help=UPSAMPLE_HELP)] = "probs",
     min_object_size: Annotated[int, typer.Option(help="Relabel objects smaller than this (pixels).")] = 0,
     fill_holes: Annotated[int, typer.Option(help="Fill enclosed holes smaller than this (pixels).")] = 0,
     threshold: Annotated[float | None, typer.Option(help="Binary models: class 1 where p1 >= this.")] = None,
@@ -236,7 +237,10 @@ def predict(
     prompt:grabcut / prompt:sam:PATH / prompt:sam2:PATH (docs/prompt.md, with --prompts); an
     instance, panoptic or multi-label checkpoint writes that task's outputs (docs/kinds.md).
     """
+    upsample = upsample_choice(upsample)
     kind = _kind_of(model, server, ray, instances)
+    if kind is not None and upsample != "probs":
+        raise ConfigError(f"--upsample {upsample} is for plain semantic predictions, not {kind[0]} ({model})")
     if kind is not None:
         if instances is not None:
             param = [f"method={instances}", *(param or [])]
@@ -248,6 +252,8 @@ def predict(
             f"semantic model {model!r} takes neither"
         )
     ray_options = _ray_options(ray, address, workers, ray_batch, server)
+    if server is not None and upsample != "probs":
+        raise ConfigError("--upsample is not sent to a server; leave it out with --server")
     if server is not None:
         _predict_via_server(server, [model, *(inputs or [])], out, overlay, api_key, overwrite, resume)
         return
@@ -273,6 +279,7 @@ def predict(
         vectorize=vectorize,
         min_area=min_area,
         volume_output=volume_output,
+        upsample=upsample,
     )
     if ray_options is not None:
         _predict_on_ray(model, model_path, backend, options, inputs, out, overwrite, resume, ray_options)

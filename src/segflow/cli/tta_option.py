@@ -6,11 +6,15 @@
 
 typer cannot declare an option whose value is optional, so :func:`expand_bare_flags` rewrites
 a bare ``--tta`` (one not followed by a view name) to ``--tta=checkpoint`` before parsing.
+
+``--upsample probs|labels`` (:func:`upsample_choice`), the other whole-image option the two
+commands share, is checked here too.
 """
 
 from __future__ import annotations
 
 from segflow.errors import ConfigError
+from segflow.inference.options import UPSAMPLE_MODES
 from segflow.inference.tta import TTA_WORDS, parse_tta_option
 from segflow.models.meta import TTA_FROM_CHECKPOINT
 
@@ -20,6 +24,12 @@ TTA_CHOICES = TTA_WORDS
 TTA_HELP = (
     "Test-time augmentation: none, hflip, vflip, flip (both; true = flip, false = none); "
     "--tta alone, --tta checkpoint or no --tta: what the checkpoint was validated with."
+)
+
+UPSAMPLE_HELP = (
+    "probs: logits resized (bilinear) to the image, softmax and argmax there (default); labels: argmax "
+    "at the network's resolution, labels enlarged by nearest neighbour (faster; no --tta views, --tile "
+    "or --probs)."
 )
 
 
@@ -55,4 +65,15 @@ def tta_choice(value: str | None) -> str:
     except ConfigError as err:
         reason = str(err).removeprefix(f"tta={value!r} ")
         raise ConfigError(f"--tta {value!r} {reason} (or --tta alone)") from None
+    return value
+
+
+def upsample_choice(value: str) -> str:
+    """The ``--upsample`` value, checked.
+
+    Raises:
+        ConfigError: Not one of :data:`segflow.inference.options.UPSAMPLE_MODES` (named in one line).
+    """
+    if value not in UPSAMPLE_MODES:
+        raise ConfigError(f"--upsample {value!r} is invalid; use {' or '.join(UPSAMPLE_MODES)}")
     return value

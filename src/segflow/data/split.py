@@ -19,6 +19,9 @@ What it does, in order:
    memory at a time, O(images x classes) integers kept. Images themselves are not read
    (``data check`` compares image and mask sizes).
 4. Assigns whole groups to the splits by iterative stratification (:func:`stratify`).
+   With ``--hold-out GROUP[,GROUP]`` (:func:`plan_hold_out`): the named groups' images are
+   ``test``; the others keep their ``train``/``val`` split of the data YAML when it has both,
+   else they are stratified into train/val as above.
 5. Warns about splits far from their target size (naming the classes whose coverage forced
    it) and classes missing from a split.
 6. Writes ``train.txt``, ``val.txt``, ``test.txt`` (only the splits asked for that got an
@@ -669,22 +672,35 @@ def split_dataset(
     data: str | Path,
     out: str | Path,
     *,
-    val: float = DEFAULT_FRACTION,
-    test: float = DEFAULT_FRACTION,
+    val: float | None = None,
+    test: float | None = None,
     group_by: str | None = None,
+    hold_out: str | Sequence[str] | None = None,
     seed: int = 0,
     overwrite: bool = False,
     progress: Callable[[str], None] | None = None,
 ) -> SplitResult:
     """Splits a dataset into grouped, class-stratified train/val/test lists (module docstring).
 
+    With ``hold_out`` (the held-out protocol, e.g. CamVid's drive ``0001TP`` as an unseen-drive
+    test set): every image of the named groups goes to ``test``; the other images keep their
+    split in the data YAML (its ``split_lists`` when it has them, else the format's own) when
+    that YAML has both ``train`` and ``val``; otherwise they are stratified into train/val by
+    :func:`stratify` (``val`` share of them). Images of a third split (e.g. a native ``test``)
+    outside the held-out groups are then in no list (a warning counts them).
+
     Args:
         data: The source data YAML.
         out: Output folder (``train.txt``, ``val.txt``, ``test.txt``, ``split_report.json``,
             ``data.yaml``); refused when not empty unless ``overwrite``.
-        val: Share of images for val, in [0, 1); 0 writes no val split.
-        test: Share of images for test, in [0, 1); 0 writes no test split.
+        val: Share of images for val, in [0, 1); 0 writes no val split. ``None``:
+            :data:`DEFAULT_FRACTION`. With ``hold_out``: the share of the not-held-out images,
+            refused when the data YAML has its own train and val.
+        test: Share of images for test, in [0, 1); 0 writes no test split. ``None``:
+            :data:`DEFAULT_FRACTION`; refused with ``hold_out`` (the held-out groups are test).
         group_by: Regex giving each image's group (see :func:`assign_groups`).
+        hold_out: Group names (a list, or one comma-separated string) whose images become
+            ``test``; needs ``group_by``.
         seed: Seed of the assignment's random tie-breaks.
         overwrite: Replace the files an earlier split wrote in ``out``.
         progress: Called with one line before the masks are read.
@@ -694,12 +710,17 @@ def split_dataset(
 
     Raises:
         ConfigError: Bad shares, a bad or non-matching regex, a bad spec, an output that
-            would replace an input file (:func:`refuse_inputs_among_outputs`), or a
-            non-empty ``out`` without ``overwrite``.
+            would replace an input file (:func:`refuse_inputs_among_outputs`), a
+            non-empty ``out`` without ``overwrite``; with ``hold_out``: no ``group_by``, a
+            held-out group that does not exist (the existing groups are named), ``test`` or
+            (with native train and val) ``val`` given, or an empty train left.
         DataError: The dataset has problems, no image, fewer groups than splits, or a
             mask that cannot be read or holds an unknown value.
     """
-    shares = split_fractions(val, test)
+    held = hold_out_groups(hold_out, group_by, val=val, test=test)
+    shares = split_fractions(
+        DEFAULT_FRACTION if val is None else val, DEFAULT_FRACTION if test is None else test
+    )
     if group_by is not None:
         compile_group_regex(group_by)
     spec = load_data_spec(data)
@@ -710,7 +731,8 @@ def split_dataset(
     samples, listing_warnings = list_images(reader, source)
     paths = [reader.relative_path(s.image_path) for s in samples]
     groups = assign_groups(paths, group_by)
-    if len(set(groups)) < len(shares):
+    plan = None if not held else plan_hold_out(reader, samples, groups, held, val, group_by or "", source)
+    if plan is None and len(set(groups)) < len(shares):
         count = len(set(groups))
         raise DataError(
             f"{source}: {count} group(s) for {len(shares)} splits ({', '.join(shares)}); each split needs a "
@@ -720,7 +742,13 @@ def split_dataset(
     if progress is not None:
         progress(f"reading {len(samples)} masks")
     stats = image_stats(reader, samples)
-    split_of_image, forced = _assign(stats, groups, shares, seed)
+    if plan is None:
+        split_of_image, forced = _assign(stats, groups, shares, seed)
+        method = STRATIFIED_METHOD
+    else:
+        split_of_image, shares, forced = _assign_held_out(stats, groups, plan, seed)
+        listing_warnings += plan.warnings
+        method = plan.method
     report, warnings = build_report(stats, groups, split_of_image, shares, rules, forced)
     warnings = [*listing_warnings, *warnings]
     report = {
@@ -729,13 +757,229 @@ def split_dataset(
         "root": None if spec.root is None else str(spec.root),
         "seed": seed,
         "group_by": group_by,
-        "method": "iterative stratification of groups (Sechidis, Tsoumakas & Vlahavas 2011)",
+        "hold_out": held or None,
+        "method": method,
         **report,
         "warnings": warnings,
     }
     result = SplitResult(report, warnings, _write_outputs(folder, spec, stats.paths, split_of_image, report))
-    result.text = render_report(report, _header(spec, len(stats.paths), groups, group_by, seed))
+    result.text = render_report(report, _header(spec, len(stats.paths), groups, group_by, seed, held))
     return result
+
+
+# -- held-out groups --------------------------------------------------------------------------
+STRATIFIED_METHOD = "iterative stratification of groups (Sechidis, Tsoumakas & Vlahavas 2011)"
+HELD_OUT_NATIVE = "held-out groups -> test; the other images keep their train/val split of the data YAML"
+HELD_OUT_STRATIFIED = f"held-out groups -> test; the other images: {STRATIFIED_METHOD} into train/val"
+MAX_GROUPS_LISTED = 30
+"""Existing groups named by the refusal of an unknown ``--hold-out`` group."""
+
+
+@dataclass
+class HoldOutPlan:
+    """Where each image goes under ``--hold-out``, decided before any mask is read.
+
+    Attributes:
+        split_of_image: Per image: ``test`` (held out), its native ``train``/``val``, ``""``
+            (in no list), or ``None`` (to be stratified into train/val).
+        rest_shares: Target shares of the stratified images (``{}`` when none is stratified).
+        method: The report's ``method``.
+        warnings: One line each (images left out, an empty native val).
+    """
+
+    split_of_image: list[str | None]
+    rest_shares: dict[str, float]
+    method: str
+    warnings: list[str] = field(default_factory=list)
+
+
+def hold_out_groups(
+    hold_out: str | Sequence[str] | None,
+    group_by: str | None,
+    *,
+    val: float | None = None,
+    test: float | None = None,
+) -> list[str]:
+    """The ``--hold-out`` group names, checked against the other arguments.
+
+    Args:
+        hold_out: Group names, or one comma-separated string (``"0001TP,0006R0"``); ``None``
+            or empty: no hold-out.
+        group_by: The ``--group-by`` regex (required with names).
+        val: ``--val`` as given (``None``: not given); checked later against the dataset.
+        test: ``--test`` as given (``None``: not given).
+
+    Returns:
+        The names, stripped, duplicates dropped, in the order given; ``[]`` without hold-out.
+
+    Raises:
+        ConfigError: Names without ``group_by``, a list naming no group, or ``test`` given.
+    """
+    if hold_out is None or (isinstance(hold_out, str) and not hold_out):
+        return []
+    raw = hold_out.split(",") if isinstance(hold_out, str) else list(hold_out)
+    text = hold_out if isinstance(hold_out, str) else ",".join(raw)
+    names = list(dict.fromkeys(name.strip() for name in raw if name.strip()))
+    if not names:
+        raise ConfigError(
+            f"--hold-out '{text}' names no group; give group names separated by commas, "
+            "e.g. --hold-out 0001TP"
+        )
+    if group_by is None:
+        raise ConfigError(
+            f"--hold-out {text} needs --group-by: the held-out names are groups, e.g. --group-by '^([^_]+)_' "
+            "puts '0001TP_006690.png' in group '0001TP'"
+        )
+    if test is not None:
+        raise ConfigError(
+            f"--test {test:g} and --hold-out exclude each other: the held-out groups are the test split; "
+            "drop --test"
+        )
+    return names
+
+
+def native_split_of(reader: Reader, samples: Sequence[Sample]) -> list[str | None]:
+    """Each image's split in the data YAML (its ``split_lists``, else the format's own).
+
+    Args:
+        reader: The dataset's reader.
+        samples: The images (from :func:`list_images`; the reader lists the same paths again).
+
+    Returns:
+        Per sample the first split (in the YAML's order) listing it, ``None`` when none does.
+    """
+    where: dict[tuple[Path, int | None], str] = {}
+    for name in reader.split_names():
+        for sample in reader.list_split(name).samples:
+            where.setdefault((sample.image_path, sample.key), name)
+    return [where.get((sample.image_path, sample.key)) for sample in samples]
+
+
+def plan_hold_out(
+    reader: Reader,
+    samples: Sequence[Sample],
+    groups: Sequence[str],
+    held: Sequence[str],
+    val: float | None,
+    group_by: str,
+    source: str,
+) -> HoldOutPlan:
+    """Places held-out groups in ``test`` and keeps (or marks for stratification) the rest.
+
+    Args:
+        reader: The dataset's reader.
+        samples: The images (from :func:`list_images`).
+        groups: Group of each image.
+        held: The held-out group names (from :func:`hold_out_groups`).
+        val: ``--val`` as given (``None``: not given, :data:`DEFAULT_FRACTION` when stratifying).
+        group_by: The regex (for messages).
+        source: The data YAML (for messages).
+
+    Returns:
+        The plan (see :class:`HoldOutPlan`).
+
+    Raises:
+        ConfigError: A held-out group that does not exist (the existing ones are named), ``val``
+            given while the YAML has its own train and val, or no train image left.
+        DataError: Too few not-held-out groups for train and val when stratifying.
+    """
+    existing = sorted(set(groups), key=natural_key)
+    missing = [name for name in held if name not in existing]
+    if missing:
+        shown = ", ".join(existing[:MAX_GROUPS_LISTED])
+        more = f" (and {len(existing) - MAX_GROUPS_LISTED} more)" if len(existing) > MAX_GROUPS_LISTED else ""
+        raise ConfigError(
+            f"--hold-out: no group {', '.join(repr(m) for m in missing)} in {source} by --group-by "
+            f"'{group_by}'; its {len(existing)} group(s): {shown}{more}"
+        )
+    is_held = [group in held for group in groups]
+    names = ",".join(held)
+    split_names = reader.split_names()
+    if "train" in split_names and "val" in split_names:
+        if val is not None:
+            raise ConfigError(
+                f"--val {val:g} is not used with --hold-out: {source} has its own train and val splits, "
+                "which the other images keep; drop --val"
+            )
+        native = native_split_of(reader, samples)
+        plan: list[str | None] = [
+            "test" if h else (n if n in ("train", "val") else "")
+            for h, n in zip(is_held, native, strict=True)
+        ]
+        if "train" not in plan:
+            raise ConfigError(
+                f"--hold-out {names} leaves train empty: every train image of {source} is in a held-out "
+                "group; hold out fewer groups"
+            )
+        warnings = []
+        left = [n or "(none)" for p, n in zip(plan, native, strict=True) if p == ""]
+        if left:
+            counts = ", ".join(f"{count} of split {name!r}" for name, count in _counted(left))
+            warnings.append(
+                f"{len(left)} image(s) outside the held-out groups ({counts}) are in no list: with "
+                "--hold-out, test is the held-out groups, train and val the data YAML's own"
+            )
+        if "val" not in plan:
+            warnings.append(
+                f"every val image of {source} is in a held-out group; val.txt is not written and data.yaml "
+                "has no 'val' split"
+            )
+        return HoldOutPlan(plan, {}, HELD_OUT_NATIVE, warnings)
+    share = DEFAULT_FRACTION if val is None else val
+    rest_shares = split_fractions(share, 0.0)
+    rest = {group for group, h in zip(groups, is_held, strict=True) if not h}
+    if not rest:
+        raise ConfigError(
+            f"--hold-out {names} leaves train empty: every image of {source} is in a held-out group; "
+            "hold out fewer groups"
+        )
+    if len(rest) < len(rest_shares):
+        raise DataError(
+            f"{source}: 1 group outside --hold-out {names} for train and val; each split needs a whole "
+            "group: add --val 0 (no val split) or group more finely (--group-by)"
+        )
+    return HoldOutPlan(["test" if h else None for h in is_held], rest_shares, HELD_OUT_STRATIFIED)
+
+
+def _counted(values: Sequence[str]) -> list[tuple[str, int]]:
+    """``(value, count)`` in first-seen order."""
+    counts: dict[str, int] = {}
+    for value in values:
+        counts[value] = counts.get(value, 0) + 1
+    return list(counts.items())
+
+
+def _assign_held_out(
+    stats: ImageStats, groups: list[str], plan: HoldOutPlan, seed: int
+) -> tuple[list[str], dict[str, float], dict[str, list[int]]]:
+    """Split of each image under a hold-out plan (the open images stratified by :func:`_assign`),
+    the splits' target shares of all images, and the classes that forced groups (as :func:`_assign`).
+
+    Targets: the kept native splits and the held-out test have their actual share as target;
+    stratified train/val have their share of the stratified images.
+    """
+    chosen = list(plan.split_of_image)
+    forced: dict[str, list[int]] = {}
+    total = len(chosen)
+    open_rows = [i for i, split in enumerate(chosen) if split is None]
+    targets: dict[str, float] = {}
+    if open_rows:
+        subset = ImageStats(
+            [stats.paths[i] for i in open_rows], stats.present[open_rows], stats.pixels[open_rows]
+        )
+        placed, forced = _assign(subset, [groups[i] for i in open_rows], plan.rest_shares, seed)
+        for row, split in zip(open_rows, placed, strict=True):
+            chosen[row] = split
+        targets = {name: share * len(open_rows) / total for name, share in plan.rest_shares.items()}
+    final = [split or "" for split in chosen]
+    shares: dict[str, float] = {}
+    for name in SPLIT_NAMES:
+        count = final.count(name)
+        if name in targets:
+            shares[name] = targets[name]
+        elif count:
+            shares[name] = count / total
+    return final, shares, forced
 
 
 def _write_outputs(
@@ -755,8 +999,11 @@ def _write_outputs(
     return [*written, folder / DATA_YAML]
 
 
-def _header(spec: DataSpec, num_images: int, groups: list[str], group_by: str | None, seed: int) -> str:
-    """First line of the printed report: the dataset, its images and groups, the seed."""
+def _header(
+    spec: DataSpec, num_images: int, groups: list[str], group_by: str | None, seed: int, held: list[str]
+) -> str:
+    """First line of the printed report: the dataset, its images and groups, the seed, the
+    held-out groups."""
     names = sorted(set(groups), key=natural_key)
     from segflow.data.check import dataset_location
 
@@ -764,10 +1011,11 @@ def _header(spec: DataSpec, num_images: int, groups: list[str], group_by: str | 
     if group_by is None:
         return f"dataset: {where}; {num_images} images in {len(names)} groups (one per image); seed {seed}"
     shown = ", ".join(names[:MAX_GROUPS_NAMED]) + (", ..." if len(names) > MAX_GROUPS_NAMED else "")
-    return (
+    line = (
         f"dataset: {where}; {num_images} images in {len(names)} groups by --group-by '{group_by}' "
         f"({shown}); seed {seed}"
     )
+    return line + (f"; held out as test: {', '.join(held)}" if held else "")
 
 
 def _assign(

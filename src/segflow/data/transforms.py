@@ -23,7 +23,10 @@ refuses the transform, with one line, if any other value than the sentinel or
 
 ``augment`` (train only)::
 
-    preset: none | light | strong   # light: h-flip + small affine; strong: + colour, noise, blur, warp
+    preset: none | light | photometric | strong
+                                    # light: h-flip + small affine; photometric: light + wide
+                                    # illumination jitter (time of day, exposure); strong: light +
+                                    # colour, noise, blur, warp
     crop_size: [h, w] | null        # pad (mask fill ignore_index) then random crop
     transforms: [{ClassName: {kwargs}}, ...]   # extra albumentations transforms, appended
 
@@ -50,7 +53,7 @@ from segflow.errors import ConfigError, DataError
 IMAGE_FILL = 0
 """Image value of area exposed by a geometric transform or padding (black)."""
 
-PRESETS = ("none", "light", "strong")
+PRESETS = ("none", "light", "photometric", "strong")
 POLICY_MODES = ("keep", "resize", "scale")
 AUGMENT_KEYS = ("preset", "crop_size", "transforms")
 POLICY_KEYS = ("mode", "size", "multiple", "scale")
@@ -69,6 +72,14 @@ NOISE_STD = (0.01, 0.04)
 BLUR_P = 0.2
 BLUR_SIGMA = (0.1, 1.0)
 WARP_P = 0.2
+ILLUMINATION_P = 0.8
+ILLUMINATION_BRIGHTNESS = (0.35, 1.35)
+"""Multiplicative brightness of the ``photometric`` preset: down to 0.35 covers a dusk drive
+(CamVid 0001TP's mean grey is 0.4-0.5 of the daytime drives'), up to 1.35 an over-exposed one."""
+ILLUMINATION_CONTRAST = (0.6, 1.4)
+ILLUMINATION_SATURATION = (0.5, 1.4)
+GAMMA_P = 0.3
+GAMMA_LIMIT = (70, 150)
 WARP_DISTORT = 0.2
 RGBA_CHANNELS = 4
 RGB_CHANNELS = 3
@@ -229,6 +240,8 @@ def _preset_ops(preset: str, ignore_index: int) -> list[Any]:
             p=AFFINE_P,
         ),
     ]
+    if preset == "photometric":
+        ops += _illumination_ops()
     if preset == "strong":
         ops += [
             AlphaSafeColorJitter(
@@ -249,6 +262,22 @@ def _preset_ops(preset: str, ignore_index: int) -> list[Any]:
             ),
         ]
     return ops
+
+
+def _illumination_ops() -> list[Any]:
+    """Wide multiplicative brightness/contrast/saturation jitter plus gamma: what changes between
+    drives, cameras and times of day, with the scene's geometry left alone (torchvision
+    ``ColorJitter`` semantics; gamma as ``x ** (g / 100)``)."""
+    return [
+        AlphaSafeColorJitter(
+            brightness=ILLUMINATION_BRIGHTNESS,
+            contrast=ILLUMINATION_CONTRAST,
+            saturation=ILLUMINATION_SATURATION,
+            hue=HUE_SHIFT,
+            p=ILLUMINATION_P,
+        ),
+        A.RandomGamma(gamma_limit=GAMMA_LIMIT, p=GAMMA_P),
+    ]
 
 
 def _exposed_area_fill(parameters: Any, kwargs: dict[str, Any], ignore_index: int) -> dict[str, Any]:

@@ -3,6 +3,10 @@
 Every file is written under a temporary name and renamed only after its check passed, so a
 refused export leaves nothing that looks valid: a failed parity check leaves no model, and a
 refused INT8 model leaves the (checked) fp32 model and no ``.int8.onnx`` file.
+
+Every format exports the same net: the checkpoint's eval net with its Conv2d + BatchNorm2d pairs
+folded (:func:`fused_for_export`, :mod:`segflow.models.fusion`), so no artefact carries a
+``BatchNormalization`` node for a BN that follows a conv.
 """
 
 from __future__ import annotations
@@ -57,6 +61,7 @@ from segflow.inference.backends import (
 from segflow.inference.litert_backend import TFLITE_SUFFIX
 from segflow.inference.openvino_backend import IR_SUFFIX, WEIGHTS_SUFFIX
 from segflow.io_utils import atomic_write
+from segflow.models.fusion import describe_fusion, fuse_conv_bn
 from segflow.models.meta import CheckpointMeta
 
 EXPORT_SOURCE_KINDS = {ONNX_SUFFIX: "ONNX", IR_SUFFIX: "OpenVINO", TFLITE_SUFFIX: "TFLite"}
@@ -289,6 +294,27 @@ def parity_batches(meta: CheckpointMeta, calib: Path | None) -> list[np.ndarray]
     return sample_batches(meta.in_channels, meta.stride)
 
 
+def fused_for_export(net: nn.Module, batches: list[np.ndarray], log: Log) -> nn.Module:
+    """The net every format exports: ``net`` with its Conv2d + BatchNorm2d pairs folded
+    (:func:`segflow.models.fusion.fuse_conv_bn`; ``net`` itself is unchanged), checked against
+    ``net`` on the parity images before any format sees it. Each format's own parity check then
+    compares its artefact with this fused net.
+
+    Args:
+        net: The eval-mode eager net, float32 ``(N, C, H, W)`` in [0, 1] -> logits ``(N, K, H, W)``.
+        batches: The parity images (:func:`parity_batches`).
+        log: Receives the fold count and the fusion's parity line.
+
+    Raises:
+        ExportCheckError: The fused net's argmax disagrees with ``net`` on more than 0.1 % of
+            pixels (nothing is written).
+    """
+    fused = fuse_conv_bn(net)
+    log(describe_fusion(net, fused))
+    checked(check_parity(torch_forward(net), torch_forward(fused), batches), "conv-bn fusion", log)
+    return fused
+
+
 def export_torch_format(request: ExportRequest, fmt: str) -> ExportResult:
     """TorchScript or torch.export, parity-checked before the file is renamed into place."""
     writer = export_torchscript if fmt == "torchscript" else export_program
@@ -411,7 +437,9 @@ def export_model(
         net, meta, _ = load_torch_model(Path(source))
     net = net.eval()
     calib = calib if calib is not None else (int8.calib if int8 else None)
-    request = ExportRequest(net, meta, out, parity_batches(meta, calib), input_format, opset, int8, log)
+    batches = parity_batches(meta, calib)
+    fused = fused_for_export(net, batches, log)
+    request = ExportRequest(fused, meta, out, batches, input_format, opset, int8, log)
     result = chosen.write(request)
     if chosen.int8 and int8 is None:
         remove_stale_int8(result.path, log)

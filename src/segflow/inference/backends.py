@@ -10,8 +10,10 @@ It also exposes ``meta`` (the model's :class:`segflow.models.meta.CheckpointMeta
 
 - ``torch``: eager PyTorch on a checkpoint (``.ckpt``/``.pt``), a TorchScript export
   (``segflow export --format torchscript``), a ``torch.export`` program (``.pt2``) or an
-  ``nn.Module``. Eval mode, ``torch.inference_mode()``, channels_last memory layout, and
-  bf16 autocast on CPUs with native bf16 (AVX512-BF16 or AMX) when ``precision="auto"``.
+  ``nn.Module``. Eval mode, Conv2d + BatchNorm2d pairs folded once at load
+  (:func:`segflow.models.fusion.fuse_conv_bn`, on a copy), ``torch.inference_mode()``,
+  channels_last memory layout, and bf16 autocast on CPUs with native bf16 (AVX512-BF16 or AMX)
+  when ``precision="auto"``.
 - ``onnx``: ONNX Runtime on a segflow ONNX export (CPUExecutionProvider, all graph
   optimisations, one intra-op thread per physical core). The metadata comes from the
   model's ``metadata_props`` (key ``segflow``); a file without it, with metadata that is not
@@ -258,7 +260,11 @@ class TorchBackend(Backend):
             # torch.export programs are already in inference form: .eval()/.to() are unsupported
             self.module = module
         else:
-            self.module = module.eval().to(self.device).to(memory_format=torch.channels_last)
+            from segflow.models.fusion import fuse_conv_bn
+
+            # once, at load: a fused copy of the eval net (the module passed in keeps its BNs);
+            # TorchScript comes back unchanged (torch.jit.freeze already folded its BNs)
+            self.module = fuse_conv_bn(module.eval()).to(self.device).to(memory_format=torch.channels_last)
         self.use_bf16 = precision == "bf16" or (
             precision == "auto" and self.device.type == "cpu" and cpu_has_native_bf16()
         )

@@ -22,6 +22,15 @@ are compared under the same conditions:
   (ONNX Runtime QDQ for ``onnx-int8``, NNCF for ``openvino-int8``).
 - Memory: peak resident set size sampled every few ms while each backend runs, and the
   process peak (``ru_maxrss``) at the end.
+- Sizes: ``size=N`` times the network on ``N x N`` inputs. ``size=(W, H)`` (CLI ``WxH``) is a
+  frame size: the rows time the network at the model's input for that frame
+  (:func:`network_input_size`: the checkpoint's input policy, then padding to its multiple;
+  e.g. scale 0.5 on 480x360 -> 240x180 -> 256x192), and each backend also gets an
+  end-to-end latency (``e2e_p50_ms``, :func:`measure_end_to_end`): ms per ``H x W x 3``
+  uint8 frame already decoded in memory through :meth:`Predictor.predict
+  <segflow.inference.predictor.Predictor.predict>`, the path ``segflow predict`` runs, with its
+  ``upsample`` option (``"probs"``: logits resized to the frame, softmax, argmax; ``"labels"``:
+  argmax at the network's resolution, labels enlarged by nearest neighbour).
 """
 
 from __future__ import annotations
@@ -91,6 +100,7 @@ class BackendResult:
     percent_of_peak: float
     peak_rss_mb: float
     speedup_vs_torch: float | None = None
+    e2e_p50_ms: float | None = None
 
 
 @dataclass
@@ -159,12 +169,88 @@ def openvino_matmul_peak(size: int = MATMUL_SIZE, threads: int | None = None) ->
     return 2 * size**3 / timed_repeats(lambda: request.infer(feed)) / GIGA
 
 
-def count_gflops(net: nn.Module, in_channels: int, size: int) -> float:
-    """GFLOPs (2 x MACs) of one eager forward on a ``(1, C, size, size)`` input."""
+def network_shape(size: int | tuple[int, int]) -> tuple[int, int]:
+    """``(H, W)`` of a network input given as a square side ``N`` or as ``(H, W)``."""
+    return (size, size) if isinstance(size, int) else (int(size[0]), int(size[1]))
+
+
+def count_gflops(net: nn.Module, in_channels: int, size: int | tuple[int, int]) -> float:
+    """GFLOPs (2 x MACs) of one eager forward on a ``(1, C, H, W)`` input.
+
+    Args:
+        net: The eager net.
+        in_channels: ``C``.
+        size: Square side ``N`` (``H = W = N``), or ``(H, W)``.
+    """
+    height, width = network_shape(size)
     counter = FlopCounterMode(display=False)
     with torch.inference_mode(), counter:
-        net.eval()(torch.rand(1, in_channels, size, size))
+        net.eval()(torch.rand(1, in_channels, height, width))
     return counter.get_total_flops() / GIGA
+
+
+def network_input_size(meta: CheckpointMeta, frame: tuple[int, int]) -> tuple[int, int]:
+    """The network's input ``(H, W)`` for a ``frame = (W, H)`` image, as the Predictor sizes it.
+
+    The model's input policy (:func:`segflow.inference.preprocess.policy_input_size`: keep,
+    resize to a size, or scale by a factor), then padding to the policy's multiple
+    (:func:`segflow.inference.preprocess.padded_size`). E.g. scale 0.5, multiple 32 on a
+    480x360 frame: 240x180 -> (192, 256).
+    """
+    from segflow.inference.preprocess import InputPolicy, padded_size, policy_input_size
+
+    policy = InputPolicy.from_meta(meta)
+    width, height = frame
+    return padded_size(*policy_input_size(height, width, policy), policy.multiple)
+
+
+def synthetic_frame(frame: tuple[int, int], in_channels: int = DEFAULT_CHANNELS) -> np.ndarray:
+    """A seeded random uint8 frame ``(H, W, C)`` for ``frame = (W, H)``; ``C`` = 3 (RGB) for
+    1- and 3-channel models (the Predictor converts to grey), else ``in_channels``."""
+    width, height = frame
+    channels = DEFAULT_CHANNELS if in_channels <= DEFAULT_CHANNELS else in_channels
+    return np.random.default_rng(0).integers(0, 256, (height, width, channels), dtype=np.uint8)
+
+
+def measure_end_to_end(
+    backend: Backend, frame: np.ndarray, warmup: int, iters: int, upsample: str = "probs"
+) -> tuple[np.ndarray, np.ndarray]:
+    """Seconds per frame through the Predictor (the path of ``segflow predict``), and its labels.
+
+    One call = :meth:`segflow.inference.predictor.Predictor.predict` with default options (no
+    TTA, no tiling) but ``upsample`` on ``frame``: pixels / max value (the model's normalisation
+    runs inside the backend), resize to the input policy's size and pad to its multiple,
+    forward, logits cropped, then ``"probs"``: resized (bilinear) back to the frame, softmax,
+    argmax to uint8 labels; ``"labels"``: softmax and argmax at the network's resolution, labels
+    (and top probabilities) enlarged by nearest neighbour to the frame; then the class shares
+    and confidence.
+
+    Args:
+        backend: Any backend (``forward`` on ``(1, C, h, w)`` float32 in [0, 1] and ``meta``).
+        frame: ``(H, W, C)`` uint8 image, already decoded.
+        warmup: Untimed calls.
+        iters: Timed calls.
+        upsample: ``"probs"`` or ``"labels"`` (:class:`segflow.inference.options.InferenceOptions`).
+
+    Returns:
+        ``(times, labels)``: ``iters`` seconds per call and the last call's ``(H, W)`` uint8 labels.
+
+    Raises:
+        InferenceError: ``upsample`` is not ``"probs"`` or ``"labels"``.
+    """
+    from segflow.inference.options import InferenceOptions
+    from segflow.inference.predictor import Predictor
+
+    predictor = Predictor(backend, InferenceOptions(upsample=upsample))
+    last: list[np.ndarray] = []
+
+    def run(image: np.ndarray) -> np.ndarray:
+        labels = predictor.predict(image).labels
+        last[:] = [labels]
+        return labels
+
+    times = time_calls(run, frame, warmup, iters)
+    return times, last[0]
 
 
 @contextmanager
@@ -259,15 +345,17 @@ def load_model(model: str) -> LoadedModel:
     return LoadedModel(model, net, meta, None, path)
 
 
-def synthetic_batches(in_channels: int, size: int, count: int = CALIB_IMAGES) -> list[np.ndarray]:
-    """Random ``(1, C, size, size)`` images with values k / 255 (INT8 calibration for specs)."""
+def synthetic_batches(
+    in_channels: int, size: int | tuple[int, int], count: int = CALIB_IMAGES
+) -> list[np.ndarray]:
+    """Random ``(1, C, H, W)`` images (``size``: ``N`` or ``(H, W)``) with values k / 255 (INT8
+    calibration for specs)."""
     rng = np.random.default_rng(0)
-    return [
-        np.rint(rng.random((1, in_channels, size, size)) * 255).astype(np.float32) / 255 for _ in range(count)
-    ]
+    shape = (1, in_channels, *network_shape(size))
+    return [np.rint(rng.random(shape) * 255).astype(np.float32) / 255 for _ in range(count)]
 
 
-def ensure_onnx(loaded: LoadedModel, workdir: Path, size: int, want_int8: bool) -> None:
+def ensure_onnx(loaded: LoadedModel, workdir: Path, size: int | tuple[int, int], want_int8: bool) -> None:
     """Exports the eager model to ONNX (and synthetic-calibrated INT8) in ``workdir`` if needed."""
     from segflow.export.onnx import export_onnx
     from segflow.export.quantize import quantize_int8
@@ -286,7 +374,7 @@ def ensure_onnx(loaded: LoadedModel, workdir: Path, size: int, want_int8: bool) 
         )
 
 
-def ensure_openvino_int8(loaded: LoadedModel, workdir: Path, size: int) -> None:
+def ensure_openvino_int8(loaded: LoadedModel, workdir: Path, size: int | tuple[int, int]) -> None:
     """Finds ``<stem>.int8.xml`` next to the ONNX model, or makes one in ``workdir`` with NNCF
     and synthetic calibration images (the way ``onnx-int8`` is made here)."""
     from segflow.export.openvino import quantize_openvino
@@ -308,7 +396,7 @@ class PlainOnnxBackend(Backend):
     """Benchmark-only reference: a plain static ``torch.onnx`` export in a default ORT session.
 
     The export is what a user gets from ``torch.onnx.export(net, x, path)`` with the
-    TorchScript-based exporter: fixed ``(batch, C, size, size)`` input, one ``logits``
+    TorchScript-based exporter: fixed ``(batch, C, H, W)`` input, one ``logits``
     output, no segflow metadata. Not registered as a backend.
 
     Args:
@@ -316,21 +404,27 @@ class PlainOnnxBackend(Backend):
         meta: Its metadata.
         path: Where to write the export.
         batch: Fixed batch size.
-        size: Fixed square input side.
+        size: Fixed input: square side ``N``, or ``(H, W)``.
         threads: Intra-op threads (None: ONNX Runtime's default).
     """
 
     name = PLAIN_ONNX
 
     def __init__(
-        self, net: nn.Module, meta: CheckpointMeta, path: Path, batch: int, size: int, threads: int | None
+        self,
+        net: nn.Module,
+        meta: CheckpointMeta,
+        path: Path,
+        batch: int,
+        size: int | tuple[int, int],
+        threads: int | None,
     ) -> None:
         import warnings
 
         import onnxruntime as ort
 
         super().__init__(meta)
-        example = torch.rand(batch, meta.in_channels, size, size)
+        example = torch.rand(batch, meta.in_channels, *network_shape(size))
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
             torch.onnx.export(net.eval(), (example,), str(path), opset_version=PLAIN_OPSET, dynamo=False)
@@ -341,7 +435,7 @@ class PlainOnnxBackend(Backend):
         self.input_name = self.session.get_inputs()[0].name
 
     def forward(self, x: np.ndarray) -> np.ndarray:
-        """``(batch, C, size, size)`` float32 in [0, 1] -> float32 logits."""
+        """``(batch, C, H, W)`` float32 in [0, 1] (the export's fixed shape) -> float32 logits."""
         (logits,) = self.session.run(None, {self.input_name: np.ascontiguousarray(x, dtype=np.float32)})
         return np.asarray(logits, dtype=np.float32)
 
@@ -357,7 +451,9 @@ def make_backend(loaded: LoadedModel, name: str, threads: int | None) -> Backend
     return create_backend(name, path or "", threads=threads)
 
 
-def plain_backend(loaded: LoadedModel, workdir: Path, batch: int, size: int, threads: int | None) -> Backend:
+def plain_backend(
+    loaded: LoadedModel, workdir: Path, batch: int, size: int | tuple[int, int], threads: int | None
+) -> Backend:
     """The ``onnx-plain`` reference for one batch size (a static export per batch)."""
     if loaded.net is None:
         raise ConfigError(f"{loaded.description}: no eager model for the {PLAIN_ONNX} export")
@@ -365,11 +461,12 @@ def plain_backend(loaded: LoadedModel, workdir: Path, batch: int, size: int, thr
 
 
 def measure_backend(
-    backend: Backend, batch: int, size: int, warmup: int, iters: int
+    backend: Backend, batch: int, size: int | tuple[int, int], warmup: int, iters: int
 ) -> tuple[np.ndarray, float]:
-    """Call times (s) at one batch size and the peak RSS (MiB) while running."""
+    """Call times (s) at one batch size on ``(batch, C, H, W)`` inputs (``size``: ``N`` or
+    ``(H, W)``) and the peak RSS (MiB) while running."""
     channels = backend.meta.in_channels
-    x = np.random.default_rng(0).random((batch, channels, size, size), dtype=np.float32)
+    x = np.random.default_rng(0).random((batch, channels, *network_shape(size)), dtype=np.float32)
     with rss_peak() as peak:
         times = time_calls(backend.forward, x, warmup, iters)
     return times, peak[0]
@@ -396,11 +493,16 @@ def add_speedups(rows: list[BackendResult]) -> None:
 
 
 def check_request(
-    size: int, batches: Sequence[int], backends: Sequence[str], warmup: int, iters: int
+    size: int | tuple[int, int], batches: Sequence[int], backends: Sequence[str], warmup: int, iters: int
 ) -> None:
-    """Validates the CLI options (ConfigError naming the option)."""
-    if size < 1 or size % 32:
+    """Validates the CLI options (ConfigError naming the option); ``size`` is ``N`` or ``(W, H)``."""
+    if isinstance(size, int) and (size < 1 or size % 32):
         raise ConfigError(f"--size {size} is invalid; use a positive multiple of 32 (e.g. 512)")
+    if not isinstance(size, int) and (len(size) != 2 or min(size) < 1):
+        raise ConfigError(
+            f"--size {'x'.join(str(v) for v in size)} is invalid; give the frame as WxH with positive "
+            "sides (e.g. 480x360)"
+        )
     if not batches or min(batches) < 1:
         raise ConfigError(f"--batch {list(batches)} is invalid; use positive integers like 1,4")
     valid = ", ".join(DEFAULT_BACKENDS)
@@ -418,7 +520,11 @@ def check_request(
 
 
 def prepare_models(
-    loaded: LoadedModel, workdir: Path, size: int, backends: Sequence[str], log: Callable[[str], None]
+    loaded: LoadedModel,
+    workdir: Path,
+    size: int | tuple[int, int],
+    backends: Sequence[str],
+    log: Callable[[str], None],
 ) -> None:
     """Exports ONNX and quantises INT8 models for the rows that need them (once, before timing)."""
     if not any(name not in ("torch", PLAIN_ONNX) for name in backends):
@@ -433,58 +539,97 @@ def prepare_models(
 
 def run_benchmark(
     model: str,
-    size: int = 512,
+    size: int | tuple[int, int] = 512,
     batches: Sequence[int] = (1,),
     backends: Sequence[str] = DEFAULT_BACKENDS,
     warmup: int = 3,
     iters: int = 20,
     threads: int | None = None,
     log: Callable[[str], None] = print,
+    upsample: str = "probs",
 ) -> dict[str, Any]:
     """Benchmarks backends on one model; returns the JSON-ready report.
 
     Args:
         model: Checkpoint, ONNX export, or ``arch:encoder:classes`` spec (random weights); not
             an OpenVINO or TFLite export.
-        size: Square input side (multiple of 32).
+        size: Square network input side ``N`` (multiple of 32), or a frame ``(W, H)``: the rows
+            then time the network at the model's input for that frame
+            (:func:`network_input_size`) and each backend gets ``e2e_p50_ms``
+            (:func:`measure_end_to_end`, batch 1, ``warmup`` + ``iters`` calls).
         batches: Batch sizes.
         backends: Backend names, from :data:`DEFAULT_BACKENDS`.
         warmup: Untimed calls per backend and batch.
         iters: Timed calls per backend and batch.
         threads: Intra-op threads for torch and ORT (None: torch default / physical cores).
         log: Progress lines.
+        upsample: The Predictor's ``upsample`` for the end-to-end latency (``"probs"`` or
+            ``"labels"``, see :func:`measure_end_to_end`); recorded in ``end_to_end``.
 
     Returns:
-        ``{"model", "size", "machine": {...}, "flops": {...}, "results": [row, ...],
-        "process_peak_rss_mb"}``.
+        ``{"model", "size", "network_input", "end_to_end", "warmup", "iters", "machine": {...},
+        "flops": {...}, "results": [row, ...], "process_peak_rss_mb"}``. ``size`` is ``N`` or
+        ``[W, H]``; ``network_input`` is ``[W, H]`` of the timed network input; ``end_to_end``
+        is ``None`` for ``N``, else ``{"frame": [W, H], "label_shape": [H, W], "upsample", "path"}``
+        (the Predictor's labels, as returned). Rows carry ``e2e_p50_ms`` only for ``(W, H)``.
+
+    Raises:
+        ConfigError: A bad size, batch, backend, count or ``upsample`` (one line).
     """
     check_request(size, batches, backends, warmup, iters)
+    if upsample not in E2E_PATHS:
+        raise ConfigError(f"upsample={upsample!r} is invalid; use {' or '.join(E2E_PATHS)}")
     if threads:
         torch.set_num_threads(threads)
     loaded = load_model(model)
     channels = loaded.meta.in_channels
+    frame_size = None if isinstance(size, int) else (int(size[0]), int(size[1]))
+    shape = network_shape(size) if frame_size is None else network_input_size(loaded.meta, frame_size)
+    frame = None if frame_size is None else synthetic_frame(frame_size, channels)
     log("measuring the fp32 matmul peak")
     peaks = {"torch": torch_matmul_peak(), "onnx": ort_matmul_peak(threads=threads)}
     if any(name in OPENVINO_ROWS for name in backends):
         peaks["openvino"] = openvino_matmul_peak(threads=threads)
-    gflops = count_gflops(loaded.net, channels, size) if loaded.net is not None else float("nan")
+    gflops = count_gflops(loaded.net, channels, shape) if loaded.net is not None else float("nan")
     rows: list[BackendResult] = []
+    label_shapes: set[tuple[int, ...]] = set()
     with tempfile.TemporaryDirectory(prefix="segflow-bench-") as workdir:
-        prepare_models(loaded, Path(workdir), size, backends, log)
+        prepare_models(loaded, Path(workdir), shape, backends, log)
         for name in backends:
             backend = None if name == PLAIN_ONNX else make_backend(loaded, name, threads)
             peak = peaks["torch" if name == "torch" else "openvino" if name in OPENVINO_ROWS else "onnx"]
+            start = len(rows)
+            e2e_ms: float | None = None
             for batch in batches:
                 log(f"timing {name} at batch {batch}")
-                runner = backend or plain_backend(loaded, Path(workdir), batch, size, threads)
-                times, rss = measure_backend(runner, batch, size, warmup, iters)
+                runner = backend or plain_backend(loaded, Path(workdir), batch, shape, threads)
+                times, rss = measure_backend(runner, batch, shape, warmup, iters)
                 rows.append(summarise(name, batch, times, rss, gflops, peak))
+                if frame is not None and e2e_ms is None and (backend is not None or batch == 1):
+                    e2e_ms, labels = _end_to_end_ms(runner, frame, warmup, iters, name, log, upsample)
+                    label_shapes.add(labels.shape)
                 del runner
+            if frame is not None and e2e_ms is None:  # onnx-plain without batch 1: a batch-1 export
+                runner = plain_backend(loaded, Path(workdir), 1, shape, threads)
+                e2e_ms, labels = _end_to_end_ms(runner, frame, warmup, iters, name, log, upsample)
+                label_shapes.add(labels.shape)
+                del runner
+            for row in rows[start:]:
+                row.e2e_p50_ms = e2e_ms
             del backend
     add_speedups(rows)
     return {
         "model": model,
-        "size": size,
+        "size": size if frame_size is None else list(frame_size),
+        "network_input": [shape[1], shape[0]],
+        "end_to_end": None
+        if frame_size is None
+        else {
+            "frame": list(frame_size),
+            "label_shape": list(next(iter(label_shapes))) if len(label_shapes) == 1 else None,
+            "upsample": upsample,
+            "path": E2E_PATHS[upsample],
+        },
         "warmup": warmup,
         "iters": iters,
         "machine": {
@@ -498,9 +643,47 @@ def run_benchmark(
             "matmul_size": MATMUL_SIZE,
         },
         "flops": {"gflops_per_image": gflops, "convention": "FLOPs = 2 x MACs (torch FlopCounterMode)"},
-        "results": [asdict(row) for row in rows],
+        "results": [_row_record(row, with_e2e=frame_size is not None) for row in rows],
         "process_peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
     }
+
+
+E2E_PATH = (
+    "Predictor.predict (segflow predict's path) on an HxWx3 uint8 frame in memory: /max value, "
+    "resize by the input policy and pad, forward (normalisation inside), logits resized back, "
+    "softmax, argmax"
+)
+"""What the end-to-end latency covers with ``upsample="probs"`` (the report's ``end_to_end.path``)."""
+E2E_LABELS_PATH = (
+    "Predictor.predict (segflow predict's path, --upsample labels) on an HxWx3 uint8 frame in memory: "
+    "/max value, resize by the input policy and pad, forward (normalisation inside), logits cropped, "
+    "softmax and argmax at the network's resolution, labels upsampled (nearest) to the frame"
+)
+E2E_PATHS = {"probs": E2E_PATH, "labels": E2E_LABELS_PATH}
+"""``end_to_end.path`` per ``upsample`` value."""
+
+
+def _end_to_end_ms(
+    backend: Backend,
+    frame: np.ndarray,
+    warmup: int,
+    iters: int,
+    name: str,
+    log: Callable[[str], None],
+    upsample: str = "probs",
+) -> tuple[float, np.ndarray]:
+    """Median end-to-end ms per frame of one backend (:func:`measure_end_to_end`) and its labels."""
+    log(f"timing {name} end to end on a {frame.shape[1]}x{frame.shape[0]} frame (upsample {upsample})")
+    times, labels = measure_end_to_end(backend, frame, warmup, iters, upsample)
+    return float(np.percentile(times, 50)) * MS, labels
+
+
+def _row_record(row: BackendResult, with_e2e: bool) -> dict[str, Any]:
+    """One row of the JSON; ``e2e_p50_ms`` only when an end-to-end latency was measured."""
+    record = asdict(row)
+    if not with_e2e:
+        del record["e2e_p50_ms"]
+    return record
 
 
 TABLE_COLUMNS = (
@@ -515,16 +698,31 @@ TABLE_COLUMNS = (
     ("percent_of_peak", "% peak", "{:.0f}"),
     ("peak_rss_mb", "peak RSS MiB", "{:.0f}"),
 )
+E2E_COLUMN = ("e2e_p50_ms", "e2e p50 ms", "{:.1f}")
+"""Added after the latency columns when the report has end-to-end latencies (``size=(W, H)``)."""
 
 
 def table_rows(report: dict[str, Any]) -> tuple[list[str], list[list[str]]]:
-    """Header and formatted cells of the results table."""
-    header = [title for _, title, _ in TABLE_COLUMNS]
+    """Header and formatted cells of the results table (``e2e p50 ms`` after ``p95 ms/img``
+    when the rows carry ``e2e_p50_ms``)."""
+    columns = list(TABLE_COLUMNS)
+    if any("e2e_p50_ms" in row for row in report["results"]):
+        columns.insert(4, E2E_COLUMN)
+    header = [title for _, title, _ in columns]
     rows = [
-        ["-" if row[key] is None else fmt.format(row[key]) for key, _, fmt in TABLE_COLUMNS]
+        ["-" if row.get(key) is None else fmt.format(row[key]) for key, _, fmt in columns]
         for row in report["results"]
     ]
     return header, rows
+
+
+def size_title(report: dict[str, Any]) -> str:
+    """``512x512`` for a square size; ``480x360 frames (network 256x192)`` for a frame (W x H)."""
+    size = report["size"]
+    if isinstance(size, int):
+        return f"{size}x{size}"
+    network = report.get("network_input") or size
+    return f"{size[0]}x{size[1]} frames (network {network[0]}x{network[1]})"
 
 
 def render_markdown(report: dict[str, Any]) -> str:
@@ -539,7 +737,7 @@ def render_markdown(report: dict[str, Any]) -> str:
         + " (% peak: each row against its own runtime's peak)"
     )
     lines = [
-        f"# segflow benchmark: {report['model']} at {report['size']}x{report['size']}",
+        f"# segflow benchmark: {report['model']} at {size_title(report)}",
         "",
         f"- CPU: {machine['cpu']} ({machine['cpu_capability']}), {machine['physical_cores']} physical cores, "
         f"torch threads {machine['torch_threads']}",
@@ -553,6 +751,11 @@ def render_markdown(report: dict[str, Any]) -> str:
                 "session options, the reference for segflow's own onnx export"
             ]
             if any(row["backend"] == PLAIN_ONNX for row in report["results"])
+            else []
+        ),
+        *(
+            [f"- e2e p50 ms: per frame, batch 1, through {report['end_to_end']['path']}"]
+            if report.get("end_to_end")
             else []
         ),
         "",

@@ -30,7 +30,7 @@ from collections.abc import Mapping
 from typing import Any, Literal
 
 import numpy as np
-from pydantic import BaseModel, ConfigDict, ValidationError, field_validator
+from pydantic import BaseModel, ConfigDict, ValidationError, field_validator, model_validator
 
 from segflow.errors import InferenceError
 from segflow.inference.preprocess import PAD_MODES
@@ -57,6 +57,8 @@ MAX_MPP = 1000.0
 """Largest target resolution in microns per pixel (a 1 mm pixel is coarser than any slide level)."""
 VECTOR_FORMATS = ("geojson", "gpkg")
 VOLUME_OUTPUTS = ("nifti", "seg")
+UPSAMPLE_MODES = ("probs", "labels")
+"""``upsample``: what is brought back from the network's resolution to the input's size."""
 PERFORMANCE_FIELDS = frozenset({"tile_batch", "batch"})
 """Fields that change speed and memory but not the predicted labels or probabilities."""
 OUTPUT_FIELDS = frozenset({"probs", "overlay", "vectorize", "min_area", "volume_output"})
@@ -142,6 +144,12 @@ class InferenceOptions(BaseModel):
             square microns for slides); ``>= 0``.
         volume_output: Volumes: ``nifti`` (``<case>.nii.gz``) or ``seg`` (also a DICOM SEG
             for a DICOM source).
+        upsample: Whole-image path: ``"probs"`` (default) resizes the logits bilinearly to the
+            input size, then softmax and argmax there; ``"labels"`` argmaxes at the network's
+            resolution (policy padding cropped) and enlarges the ``(h, w)`` label map to the
+            input size by nearest neighbour (OpenCV ``INTER_NEAREST``, as training resizes
+            masks), several ms faster per frame, slightly blockier edges. ``"labels"`` refuses
+            ``tile``, test-time augmentation and ``probs`` (no full-size probabilities exist).
     """
 
     model_config = ConfigDict(frozen=True, extra="forbid", arbitrary_types_allowed=True)
@@ -163,6 +171,7 @@ class InferenceOptions(BaseModel):
     vectorize: Literal["geojson", "gpkg"] | None = None
     min_area: float = 0.0
     volume_output: Literal["nifti", "seg"] = "nifti"
+    upsample: Literal["probs", "labels"] = "probs"
 
     def __init__(self, **fields: Any) -> None:
         """Validates ``fields``; raises :class:`InferenceError` (one line) on a bad value."""
@@ -243,6 +252,33 @@ class InferenceOptions(BaseModel):
     def _volume_output(cls, value: Any) -> str:
         return _choice("volume_output", value, VOLUME_OUTPUTS)
 
+    @field_validator("upsample", mode="before")
+    @classmethod
+    def _upsample(cls, value: Any) -> str:
+        return _choice("upsample", value, UPSAMPLE_MODES)
+
+    @model_validator(mode="after")
+    def _labels_alone(self) -> InferenceOptions:
+        # upsample="labels" is the whole-image path without views to average or full-size
+        # probabilities to return; tta="checkpoint" is checked once resolved (resolved()).
+        if self.upsample != "labels":
+            return self
+        if self.tile is not None:
+            raise ValueError(
+                f"upsample='labels' runs whole images, not tiles: drop tile={self.tile} or use "
+                "upsample='probs'"
+            )
+        if isinstance(self.tta, TTAConfig):
+            raise ValueError(
+                "upsample='labels' cannot average test-time augmentation views: set tta='none' or use "
+                "upsample='probs'"
+            )
+        if self.probs:
+            raise ValueError(
+                "upsample='labels' keeps no input-size probabilities: drop probs or use upsample='probs'"
+            )
+        return self
+
     # --- derived views ----------------------------------------------------------------
 
     def replace(self, **changes: Any) -> InferenceOptions:
@@ -263,7 +299,14 @@ class InferenceOptions(BaseModel):
         """
         if self.tta != TTA_FROM_CHECKPOINT:
             return self
-        return self.replace(tta=CheckpointMeta.of(meta).resolve_tta(TTA_FROM_CHECKPOINT))
+        views = CheckpointMeta.of(meta).resolve_tta(TTA_FROM_CHECKPOINT)
+        if views is not None and self.upsample == "labels":
+            raise InferenceError(
+                "upsample='labels' cannot average test-time augmentation views, and tta='checkpoint' (the "
+                "default) means the views this model was validated with: set tta='none' (--tta none) or "
+                "use upsample='probs'"
+            )
+        return self.replace(tta=views)
 
     def prediction_key(self) -> InferenceOptions:
         """These options with the output and performance fields at their defaults.

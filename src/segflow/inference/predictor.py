@@ -12,9 +12,12 @@ ask the predictor for that spec. This module imports nothing that imports it bac
 
 Whole-image path: image / max_value -> policy (keep: pad bottom/right to a multiple of the
 stride; resize; scale) -> forward -> logits back to the input size -> softmax -> TTA mean ->
-labels -> post-processing. Tiled path (``tile`` set): windows at native resolution (the
-input policy is not applied to windows), each window's probabilities (with TTA) blended by
-:mod:`segflow.inference.tiling`.
+labels -> post-processing. With ``upsample="labels"`` (whole images, no TTA): forward ->
+logits cropped to the policy's size -> argmax (and top softmax probability) at the network's
+resolution -> nearest-neighbour enlargement to the input size (:func:`upsample_nearest`) ->
+post-processing; the full-size probabilities never exist. Tiled path (``tile`` set): windows
+at native resolution (the input policy is not applied to windows), each window's
+probabilities (with TTA) blended by :mod:`segflow.inference.tiling`.
 
 A multi-label model (``meta.task == "multilabel"``) takes the same paths with a sigmoid per
 class instead of the softmax, so TTA and tiling blend sigmoid probabilities; its
@@ -30,6 +33,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol
 
+import cv2
 import numpy as np
 
 from segflow.errors import CheckpointError, InferenceError
@@ -75,6 +79,18 @@ KEEP_POLICY = InputPolicy(mode="keep")
 AUTO_TILE = 512
 """Tile used when a large image is streamed and no ``tile`` was given."""
 AUTO_OVERLAP = 0.25
+
+
+def upsample_nearest(values: np.ndarray, size: tuple[int, int]) -> np.ndarray:
+    """Nearest-neighbour resize of an ``(h, w)`` map (uint8 labels or float32 scores) to ``size = (H, W)``.
+
+    OpenCV ``INTER_NEAREST``, the interpolation training uses for masks
+    (``segflow.data.transforms``): output pixel ``(i, j)`` reads ``values[min(floor(i * s_y),
+    h - 1), min(floor(j * s_x), w - 1)]`` with ``s_y = 1 / (H / h)`` and ``s_x = 1 / (W / w)``.
+    """
+    if values.shape == tuple(size):
+        return values
+    return cv2.resize(values, (int(size[1]), int(size[0])), interpolation=cv2.INTER_NEAREST)
 
 
 class Backend(Protocol):
@@ -171,6 +187,11 @@ class Predictor(MetaAnswers):
             )
         else:
             check_threshold(self.options.threshold, self.num_classes)
+        if self.head is not None and self.options.upsample == "labels":
+            raise InferenceError(
+                "upsample='labels' is for single-label models; this multi-label model needs every class's "
+                "probability at the input size: use upsample='probs'"
+            )
         self._tile_spec = (
             None
             if self.options.tile is None
@@ -265,11 +286,14 @@ class Predictor(MetaAnswers):
         size = policy_input_size(height, width, self.policy)
         return padded_size(size[0], size[1], self.policy.multiple)
 
-    def _probs_padded_group(self, inputs: list[np.ndarray]) -> list[np.ndarray]:
+    def _logits_padded_group(self, inputs: list[np.ndarray]) -> list[np.ndarray]:
         """One forward for inputs ``(C, H_i, W_i)`` that share their padded network size.
 
         Each input is resized by the policy and padded on its own exactly as a single image
         would be, so every result equals the single-image result.
+
+        Returns:
+            float32 logits ``(K, h_i, w_i)`` per input at the policy's size (padding cropped).
         """
         sized = [resize(x[None], policy_input_size(x.shape[1], x.shape[2], self.policy))[0] for x in inputs]
         canvas_h, canvas_w = self._network_size(*inputs[0].shape[1:])
@@ -281,11 +305,51 @@ class Predictor(MetaAnswers):
                 f"internal: group padded to {batch.shape[2:]}, expected {(canvas_h, canvas_w)}"
             )
         logits = np.asarray(self.backend.forward(batch), dtype=np.float32)
-        out = []
-        for x, s, item in zip(inputs, sized, logits, strict=True):
-            restored = resize(item[None, :, : s.shape[1], : s.shape[2]], tuple(x.shape[1:]))
-            out.append(self._activate(restored)[0])
-        return out
+        return [item[:, : s.shape[1], : s.shape[2]] for s, item in zip(sized, logits, strict=True)]
+
+    def _probs_padded_group(self, inputs: list[np.ndarray]) -> list[np.ndarray]:
+        """Probabilities ``(K, H_i, W_i)`` of inputs sharing their padded network size: the
+        logits resized (bilinear) to each input's size, then activated."""
+        logits = self._logits_padded_group(inputs)
+        return [
+            self._activate(resize(item[None], tuple(x.shape[1:])))[0]
+            for x, item in zip(inputs, logits, strict=True)
+        ]
+
+    def _network_groups(self, inputs: list[np.ndarray]) -> list[list[int]]:
+        """Indices of ``inputs`` grouped by padded network size (first-seen order)."""
+        groups: dict[tuple[int, ...], list[int]] = {}
+        for index, x in enumerate(inputs):
+            groups.setdefault(self._network_size(*x.shape[1:]), []).append(index)
+        return list(groups.values())
+
+    def _whole_image_labels(self, inputs: list[np.ndarray]) -> list[Prediction]:
+        """``upsample="labels"``: each input's labels from argmax at the network's resolution."""
+        results: list[Prediction | None] = [None] * len(inputs)
+        for members in self._network_groups(inputs):
+            logits = self._logits_padded_group([inputs[i] for i in members])
+            for i, item in zip(members, logits, strict=True):
+                results[i] = self._finish_labels(item, tuple(inputs[i].shape[1:]))
+        return [p for p in results if p is not None]
+
+    def _finish_labels(self, logits: np.ndarray, size: tuple[int, ...]) -> Prediction:
+        """Prediction at ``size = (H, W)`` from network-resolution logits ``(K, h, w)``.
+
+        Labels: argmax of the logits (the softmax's argmax up to float ties; a binary
+        ``threshold`` or a one-channel sigmoid output goes through the probabilities), enlarged
+        by :func:`upsample_nearest`, then post-processed. Confidence: the mean over the ``H x W``
+        pixels of the top softmax probability, enlarged the same way.
+        """
+        probs = softmax(logits, axis=0)
+        if self.options.threshold is None and logits.shape[0] > 1:
+            small = logits.argmax(axis=0).astype(np.uint8)
+        else:
+            small = probs_to_labels(probs, self.options.threshold)
+        height, width = int(size[0]), int(size[1])
+        labels = self.postprocess(upsample_nearest(small, (height, width)))
+        top = upsample_nearest(probs.max(axis=0), (height, width))
+        confidence = float(top.mean(dtype=np.float64))
+        return Prediction(labels, None, confidence, class_share(labels, probs.shape[0]))
 
     def _whole_image_probs(self, inputs: list[np.ndarray]) -> list[np.ndarray]:
         """Probabilities for each ``(C, H, W)`` input; inputs are grouped into forwards.
@@ -345,6 +409,11 @@ class Predictor(MetaAnswers):
         Yields:
             :class:`LabelBand` objects top to bottom (labels before post-processing).
         """
+        if self.options.upsample == "labels":
+            raise InferenceError(
+                f"{name}: upsample='labels' runs whole images, but this one is predicted in tiles "
+                f"({reader.width}x{reader.height} pixels, or a tiled input path): use upsample='probs'"
+            )
         scale = pixel_scale(reader.dtype, self.max_value)
         warned = False
 
@@ -473,12 +542,16 @@ class Predictor(MetaAnswers):
 
         Args:
             image: ``(H, W, C)`` (or ``(H, W)``) uint8/uint16.
-            return_probs: Keep the ``(K, H, W)`` probabilities in the result.
+            return_probs: Keep the ``(K, H, W)`` probabilities in the result (refused with
+                ``upsample="labels"``).
             progress: Tiled path only: called with the number of windows done.
             name: Names the image in warnings and errors (e.g. its file name).
 
         Returns:
             :class:`Prediction` at the input's exact size.
+
+        Raises:
+            InferenceError: ``return_probs`` with ``upsample="labels"``, or an unusable image.
         """
         if self._tile_spec is not None:
             return self.predict_tiled(image, return_probs, progress, name)
@@ -499,6 +572,11 @@ class Predictor(MetaAnswers):
             names: Name of each image in warnings and errors (default ``image <i>``).
         """
         labels = list(names) if names is not None else [f"image {i}" for i in range(len(images))]
+        if return_probs and self.options.upsample == "labels":
+            raise InferenceError(
+                "upsample='labels' keeps no input-size probabilities: do not ask for them "
+                "(return_probs, --probs) or use upsample='probs'"
+            )
         if self._tile_spec is not None:
             return [
                 self.predict(image, return_probs, name=name)
@@ -508,6 +586,8 @@ class Predictor(MetaAnswers):
             to_chw(image, self.in_channels, self.max_value, name)
             for image, name in zip(images, labels, strict=True)
         ]
+        if self.options.upsample == "labels":
+            return self._whole_image_labels(inputs)
         return [self._finish(p, return_probs) for p in self._whole_image_probs(inputs)]
 
     def __repr__(self) -> str:

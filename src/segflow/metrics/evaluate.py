@@ -191,6 +191,7 @@ def evaluate_model(
     boundary_tolerance: int = DEFAULT_BOUNDARY_TOLERANCE,
     warn: Callable[[str], None] | None = None,
     topology: Topology | None = None,
+    upsample: str = "probs",
 ) -> dict[str, Any]:
     """Scores a checkpoint or export on a split through the one inference path (Predictor).
 
@@ -213,6 +214,9 @@ def evaluate_model(
             each rank scores :func:`shard_indices`, the counts are summed over a gloo process
             group (set up here unless one exists), and only rank 0 warns and writes the report.
             Every rank of the job must call it. None: this process scores the whole split.
+        upsample: ``"probs"`` or ``"labels"`` (:class:`segflow.inference.options.InferenceOptions`
+            ``upsample``: labels argmaxed at the network's resolution and enlarged by nearest
+            neighbour); recorded as ``metrics["upsample"]``.
 
     Returns:
         The metrics dict (layout in docs/metrics.md), with ``train_overlap``: ``{count,
@@ -232,10 +236,11 @@ def evaluate_model(
 
     ranks = topology or Topology()
     say = (warn or _warn) if ranks.is_main else _silent
+    options = InferenceOptions(tta=tta, upsample=upsample)  # refusals before any image is read
     dataset = create_dataset(spec, split)
     require_labelled_pixel(dataset.reader, split, dataset.samples)  # before any inference
     classes = list(dataset.classes)
-    predictor = Predictor.from_path(model, InferenceOptions(tta=tta), backend=backend)
+    predictor = Predictor.from_path(model, options, backend=backend)
     summary = DataSummary.from_spec(spec, classes, dataset.in_channels)
     check_data_match(predictor.meta, summary, str(model), say)
     overlap = _train_overlap(predictor.meta, dataset, say) if ranks.is_main else None
@@ -247,6 +252,7 @@ def evaluate_model(
     scored = pairs if volumes is None else volumes.collect(zip(samples, pairs, strict=True))
     metrics = _score_on_ranks(scored, dataset, volumes, ranks, boundary_tolerance)
     metrics["tta"] = None if views is None else {**asdict(views), "scales": list(views.scales)}
+    metrics["upsample"] = predictor.options.upsample
     metrics["train_overlap"] = overlap
     if out_dir is not None and ranks.is_main:
         write_report(metrics, Path(out_dir))

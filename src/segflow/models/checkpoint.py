@@ -298,10 +298,31 @@ def _key_list(keys: list[str], limit: int = 3) -> str:
     return f"{len(keys)} {keys[:limit]}{more}"
 
 
+def build_net(meta: CheckpointMeta) -> SegmentationNet:
+    """The unpruned network ``meta.model`` describes, randomly initialised (train mode).
+
+    Raises:
+        ConfigError: This segflow cannot build the recorded architecture.
+    """
+    model = meta.model
+    return create_model(
+        model.arch,
+        model.encoder,
+        in_channels=model.in_channels,
+        num_classes=model.num_classes,
+        mean=meta.normalization.mean,
+        std=meta.normalization.std,
+        **model.arch_kwargs,
+    )
+
+
 def load_checkpoint(
     path: str | os.PathLike[str], map_location: str | torch.device = "cpu"
 ) -> tuple[SegmentationNet, CheckpointMeta]:
     """Rebuilds the network of a checkpoint and loads its weights (``weights_only=True``).
+
+    A pruned checkpoint (``meta.pruned``, ``segflow prune``) is rebuilt from ``model`` and each
+    layer resized to its stored weights' shapes first (``segflow.models.pruning.resize_to_state``).
 
     Args:
         path: Slim model file (torch or ``.safetensors``) or full Lightning checkpoint.
@@ -317,19 +338,14 @@ def load_checkpoint(
     file = Path(path)
     meta, state = _read(file, map_location, weights=True)
     weights = _net_weights(file, state)
-    model = meta.model
     try:
-        net = create_model(
-            model.arch,
-            model.encoder,
-            in_channels=model.in_channels,
-            num_classes=model.num_classes,
-            mean=meta.normalization.mean,
-            std=meta.normalization.std,
-            **model.arch_kwargs,
-        )
+        net = build_net(meta)
     except ConfigError as err:
         raise CheckpointError(f"{file} describes a model this segflow cannot build: {err}") from err
+    if meta.pruned is not None:  # narrower layers than `model` builds: take the stored shapes
+        from segflow.models.pruning import resize_to_state
+
+        resize_to_state(net, weights, str(file))
     expected = set(net.state_dict())
     missing = sorted(expected - set(weights))
     unexpected = sorted(set(weights) - expected)

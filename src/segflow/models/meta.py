@@ -20,7 +20,12 @@ Layout (format 2)::
     data: {format, classes, ignore_index, in_channels, options} | null,  # what it was trained on
     data_fingerprint: {method, combined, splits: {name: sha256}, files: int,
                        train_images: [16 hex] | null} | null,  # segflow.data.fingerprint
-    config: {...}                          # the resolved training config
+    config: {...},                         # the resolved training config
+    pruned: {amount, base_gflops, gflops, base_params, params, input_size: [h, w]} | null
+
+``pruned`` (an optional key within format 2, like ``data_fingerprint``) marks a network whose
+Conv2d/BatchNorm2d/Linear widths were cut by ``segflow prune`` (segflow.models.pruning): the
+loader builds the net from ``model`` and resizes each layer to the stored weights' shapes.
 
 ``input_policy.multiple`` is the model's output stride: H and W of the network input must be
 multiples of it. Format 1 (segflow 0.1) had no ``tta`` and no ``data``; :func:`migrate_meta`
@@ -246,6 +251,28 @@ class FingerprintSummary(_Meta):
     train_images: list[str] | None = None
 
 
+class PrunedMeta(_Meta):
+    """What ``segflow prune`` did to a network (``segflow.models.pruning``).
+
+    Attributes:
+        amount: Share of the prunable channels removed in every layer group, in (0, 1),
+            relative to the network ``model`` describes (pruning a pruned model compounds:
+            ``1 - (1 - a1) * (1 - a2)``).
+        base_gflops: GFLOPs (2 x MACs) of one forward of the unpruned network at ``input_size``.
+        gflops: The same for the pruned network.
+        base_params: Parameters of the unpruned network.
+        params: Parameters of the pruned network.
+        input_size: ``(H, W)`` of the ``(1, C, H, W)`` input the GFLOPs were counted at.
+    """
+
+    amount: float = Field(gt=0, lt=1)
+    base_gflops: float = Field(ge=0)
+    gflops: float = Field(ge=0)
+    base_params: int = Field(ge=0)
+    params: int = Field(ge=0)
+    input_size: tuple[int, int] | None = None
+
+
 def _shown(value: Any) -> str:
     return "(default)" if value is None else repr(value)
 
@@ -277,6 +304,9 @@ class CheckpointMeta(_Meta):
     task_options: dict[str, Any] = Field(default_factory=dict)
     """What that task needs at inference, owned by the task's module (multilabel: per-class
     ``thresholds``; instance/panoptic: ``things``, ``score_threshold``, ``min_area``)."""
+    pruned: PrunedMeta | None = None
+    """Set for a structurally pruned network (``segflow prune``): its layers are narrower than
+    ``model`` builds them, and the loader resizes them to the stored weights' shapes."""
 
     @field_validator("tta", mode="before")
     @classmethod

@@ -42,7 +42,7 @@ from segflow.training.callbacks import AtomicCheckpointIO, SampleGridCallback, T
 from segflow.training.datamodule import SegmentationDataModule
 from segflow.training.losses import create_loss, median_frequency_weights
 from segflow.training.module import SegmentationModule
-from segflow.training.optim import create_optimizer, create_scheduler
+from segflow.training.optim import TimeBudget, create_optimizer, create_scheduler
 
 logger = logging.getLogger(__name__)
 
@@ -187,12 +187,14 @@ def validate_optimisation(config: TrainConfig, train_images: int | None = None) 
             is written (None: a nominal 100-step run, which checks the keys only).
 
     Raises:
-        ConfigError: An unknown optimizer or scheduler, a bad option, or a warm-up that is
-            not shorter than the run.
+        ConfigError: An unknown optimizer or scheduler, a bad option, a warm-up that is
+            not shorter than the run, or ``scheduler.by: time`` without ``trainer.max_time_minutes``.
     """
     total, per_epoch = (100, 10) if train_images is None else training_steps(config, train_images)
     optimizer = create_optimizer(config.optimizer, torch.nn.Linear(1, 1))
-    create_scheduler(config.scheduler, optimizer, total_steps=total, steps_per_epoch=per_epoch)
+    minutes = config.trainer.max_time_minutes  # scheduler.by: time refuses a run without it
+    budget = TimeBudget(minutes * 60) if minutes else None
+    create_scheduler(config.scheduler, optimizer, total_steps=total, steps_per_epoch=per_epoch, budget=budget)
 
 
 def build_loggers(config: TrainConfig, run_dir: Path) -> list[Logger]:
@@ -280,7 +282,8 @@ def build_trainer(config: TrainConfig, run_dir: Path, callbacks: list[Any]) -> p
 def build_module(
     config: TrainConfig, spec: DataSpec, class_share: list[float]
 ) -> tuple[SegmentationModule, SegmentationDataModule]:
-    """Network, loss, metadata and data loaders for one run."""
+    """Network, loss, metadata and data loaders for one run (with ``distill:``, its frozen
+    teacher too: :func:`segflow.training.distill.load_teacher`)."""
     from segflow.data import create_dataset
 
     probe = create_dataset(spec, "train")
@@ -306,6 +309,11 @@ def build_module(
         class_weights_for(config, datamodule),
         config.loss.options,
     )
+    distill = None
+    if config.distill is not None:  # refused here, before anything is written, when it does not fit
+        from segflow.training.distill import load_teacher
+
+        distill = load_teacher(config, classes, in_channels, spec.ignore_index)
     policy = config.input_policy.model_dump()
     normalization = {
         "mean": net.mean.flatten().tolist(),
@@ -336,6 +344,7 @@ def build_module(
         sample_batch=datamodule.sample_batch(config.trainer.num_sample_images),
         channels_last=config.trainer.channels_last,
         log_every_n_steps=config.trainer.log_every_n_steps,
+        distill=distill,
     )
     return module, datamodule
 
@@ -405,6 +414,7 @@ def train(
         task = get_task(config.task)
         assert task.build is not None
         module, datamodule = task.build(config, spec, list(report.class_share.get("val", [])))
+        module.max_time_minutes = config.trainer.max_time_minutes  # scheduler.by: time anneals to it
         if config.init_from and resume is None:
             from segflow.training.init_from import apply_init_from
 

@@ -4,6 +4,7 @@ Only the network's weights are taken (``weights_only=True``); the optimizer, sch
 epoch start afresh (``--resume`` continues a run instead). The checkpoint must be of the
 same task, architecture (arch, encoder, input channels, arch options) and classes (names
 and order) as the run: a different head is refused rather than silently re-initialised.
+A pruned checkpoint (``segflow prune``) makes the run train its pruned structure.
 The run's ``config.yaml`` and its checkpoints' ``config`` record ``init_from`` as resolved.
 """
 
@@ -11,6 +12,8 @@ from __future__ import annotations
 
 from pathlib import Path
 from typing import Any
+
+import torch
 
 from segflow.errors import CheckpointError, ConfigError
 
@@ -56,6 +59,10 @@ def resolve_init_from(text: str, base_dir: str | Path | None = None) -> Path:
 def apply_init_from(module: Any, config: Any) -> Path:
     """Loads ``config.init_from``'s network weights into ``module.net`` (in place).
 
+    A pruned checkpoint (``meta.pruned``, ``segflow prune``) first resizes the run's network to
+    its shapes, and the run's metadata takes its ``pruned`` record, so the run fine-tunes the
+    pruned structure and its own checkpoints load as pruned ones.
+
     Args:
         module: The run's LightningModule (a ``SegflowModule``: ``net`` and ``meta``).
         config: The validated ``TrainConfig`` (``init_from``, ``base_dir``).
@@ -86,6 +93,7 @@ def apply_init_from(module: Any, config: Any) -> Path:
         shown = ", ".join(f"{key}: checkpoint {a!r}, run {b!r}" for key, (a, b) in different.items())
         raise ConfigError(f"--init-from {path} has another architecture than this run's model ({shown})")
     weights = _net_weights(path)
+    adopt_pruned(module, meta.pruned, weights, f"--init-from {path}")
     try:
         module.net.load_state_dict(weights, strict=True)
     except RuntimeError as err:
@@ -94,6 +102,25 @@ def apply_init_from(module: Any, config: Any) -> Path:
             f"--init-from {path}: weights do not fit this run's model: {' '.join(lines[:2])}"
         ) from None
     return path
+
+
+def adopt_pruned(module: Any, pruned: Any, weights: dict[str, torch.Tensor], source: str) -> None:
+    """Gives ``module.net`` the pruned shapes of ``weights`` and ``module.meta`` the ``pruned``
+    record (``segflow prune``), so the run trains the pruned structure and its own checkpoints
+    load as pruned ones; nothing when ``pruned`` is None. Used by ``--init-from`` and ``--resume``.
+
+    Raises:
+        CheckpointError: A layer of ``weights`` cannot be given to the network (``source`` named).
+    """
+    if pruned is None:
+        return
+    from segflow.models.pruning import resize_to_state
+
+    resize_to_state(module.net, weights, source)
+    memory_format = getattr(module, "memory_format", None)  # resized tensors are contiguous
+    if memory_format is not None:
+        module.net.to(memory_format=memory_format)
+    module.meta = module.meta.model_copy(update={"pruned": pruned})
 
 
 def _architecture(model: Any) -> dict[str, Any]:

@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import math
 import random
-from typing import Any
+import time
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any
 
 import lightning.pytorch as pl
 import numpy as np
@@ -15,9 +17,14 @@ from segflow.constants import CHECKPOINT_KEY
 from segflow.errors import TrainingError
 from segflow.metrics import SegmentationMetrics, class_indices
 from segflow.models.meta import CheckpointMeta
-from segflow.training.optim import create_optimizer, create_scheduler
+from segflow.training.optim import TimeBudget, create_optimizer, create_scheduler, schedule_by
+
+if TYPE_CHECKING:
+    from segflow.training.distill import Distillation
 
 RNG_KEY = "segflow_rng"
+ELAPSED_KEY = "segflow_elapsed_seconds"
+"""Checkpoint key of the training seconds a ``scheduler.by: time`` run has spent (kept on ``--resume``)."""
 
 
 def rng_state() -> dict[str, Any]:
@@ -45,6 +52,11 @@ class SegflowModule(pl.LightningModule):
     ``optimizer_cfg`` and ``scheduler_cfg`` (config dicts, ``segflow.training.optim``). This
     class builds the optimizer and scheduler from them, and stores the metadata and the Python,
     numpy and torch RNG states in every checkpoint (restored on ``--resume``).
+
+    A ``scheduler.by: time`` schedule anneals to the wall-clock budget ``max_time_minutes`` (set
+    by the engine from ``trainer.max_time_minutes``) as measured by ``clock`` (monotonic seconds;
+    tests inject a fake one) from the start of fit; the seconds spent are stored in every
+    checkpoint under :data:`ELAPSED_KEY` and counted on after ``--resume``.
     """
 
     net: Any  # the task's nn.Module (SegmentationNet, MaskRCNN, UniversalNet)
@@ -57,6 +69,10 @@ class SegflowModule(pl.LightningModule):
         super().__init__()
         self.loss_sums: dict[str, torch.Tensor] = {}
         self.loss_count = 0
+        self.max_time_minutes: float | None = None
+        self.clock: Callable[[], float] = time.monotonic
+        self.time_budget: TimeBudget | None = None  # built by configure_optimizers for by: time
+        self.elapsed_before = 0.0  # seconds spent before --resume (from the checkpoint)
 
     def record_loss(self, loss: torch.Tensor, terms: dict[str, torch.Tensor], count: int) -> None:
         """Adds one step's loss and its named terms (``loss_ce``, ``loss_mask`` ...) to the epoch
@@ -80,18 +96,51 @@ class SegflowModule(pl.LightningModule):
         optimizer = create_optimizer(self.optimizer_cfg, self.net)
         total_steps = int(self.trainer.estimated_stepping_batches)
         steps_per_epoch = max(1, total_steps // max(1, self.trainer.max_epochs or 1))
-        scheduler = create_scheduler(self.scheduler_cfg, optimizer, total_steps, steps_per_epoch)
+        self.time_budget = None
+        if self.max_time_minutes and schedule_by(self.scheduler_cfg) == "time":
+            self.time_budget = TimeBudget(self.max_time_minutes * 60, self.clock, self.elapsed_before)
+        scheduler = create_scheduler(
+            self.scheduler_cfg, optimizer, total_steps, steps_per_epoch, budget=self.time_budget
+        )
         if scheduler is None:
             return optimizer
         return {"optimizer": optimizer, "lr_scheduler": scheduler}
 
+    def on_train_start(self) -> None:
+        if self.time_budget is not None:
+            self.time_budget.start()
+
+    def on_train_batch_start(self, batch: Any, batch_idx: int) -> None:
+        """Pins the elapsed seconds the step's schedule update reads to rank 0's (DDP ranks agree)."""
+        if self.time_budget is not None:
+            self.time_budget.pin(float(self.trainer.strategy.broadcast(self.time_budget.elapsed(), src=0)))
+
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         checkpoint[CHECKPOINT_KEY] = self.meta.to_dict()
         checkpoint[RNG_KEY] = rng_state()
+        if self.time_budget is not None:
+            checkpoint[ELAPSED_KEY] = self.time_budget.elapsed()
 
     def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        """RNG state, elapsed budget seconds and (``--resume`` of a pruned run) the pruned shapes,
+        restored before Lightning loads the weights and builds the optimizer."""
+        pruned = checkpoint.get(CHECKPOINT_KEY, {}).get("pruned")
+        if pruned is not None:
+            from segflow.models.meta import PrunedMeta
+            from segflow.training.init_from import adopt_pruned
+
+            prefix = "net."
+            weights = {
+                key[len(prefix) :]: value
+                for key, value in checkpoint.get("state_dict", {}).items()
+                if key.startswith(prefix)
+            }
+            adopt_pruned(self, PrunedMeta.model_validate(pruned), weights, "--resume")
         if RNG_KEY in checkpoint:
             set_rng_state(checkpoint[RNG_KEY])
+        self.elapsed_before = float(checkpoint.get(ELAPSED_KEY, 0.0))
+        if self.time_budget is not None:  # the optimizers were configured first (strategy order)
+            self.time_budget.elapsed_before = self.elapsed_before
 
 
 class SegmentationModule(SegflowModule):
@@ -109,6 +158,10 @@ class SegmentationModule(SegflowModule):
         channels_last: Keep weights and input batches in NHWC memory layout (same values,
             often much faster convolutions on CPU).
         log_every_n_steps: Steps between logged ``train/loss_step`` values.
+        distill: A frozen teacher and its weight and temperature (``distill:``); the training
+            loss is then ``(1 - w) * task + w * distill`` (:mod:`segflow.training.distill`), with
+            ``train/loss_task`` and ``train/loss_distill`` logged beside the task terms.
+            Validation scores the task loss alone.
     """
 
     def __init__(
@@ -123,11 +176,13 @@ class SegmentationModule(SegflowModule):
         sample_batch: tuple[torch.Tensor, torch.Tensor] | None = None,
         channels_last: bool = False,
         log_every_n_steps: int = 1,
+        distill: Distillation | None = None,
     ) -> None:
         super().__init__()
         self.memory_format = torch.channels_last if channels_last else torch.contiguous_format
         self.net = net.to(memory_format=self.memory_format)
         self.loss_fn = loss
+        self.distill = distill  # a plain object: the teacher is in no state_dict, optimizer or EMA
         self.optimizer_cfg = optimizer
         self.scheduler_cfg = scheduler
         self.meta = meta
@@ -151,6 +206,11 @@ class SegmentationModule(SegflowModule):
         images, masks = batch["image"], batch["mask"]
         logits = self(images)
         loss = self.loss_fn(logits.float(), masks)
+        terms = loss_terms(self.loss_fn)
+        if self.distill is not None:
+            task_loss = loss
+            loss, distilled = self.distill(task_loss, logits.float(), images, masks)
+            terms.update(loss_task=task_loss.detach(), loss_distill=distilled.detach())
         if not torch.isfinite(loss):
             raise TrainingError(
                 f"loss became {loss.item()} at global step {self.global_step} (epoch {self.current_epoch}, "
@@ -159,7 +219,7 @@ class SegmentationModule(SegflowModule):
             )
         self.train_metrics.update(class_indices(logits.detach()), masks)
         count = len(images)
-        self.record_loss(loss, loss_terms(self.loss_fn), count)
+        self.record_loss(loss, terms, count)
         return loss
 
     def on_train_epoch_end(self) -> None:
