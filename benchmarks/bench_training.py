@@ -21,8 +21,8 @@ from datetime import date
 import torch
 from torch.utils.flop_counter import FlopCounterMode
 
+from segflow.inference.backends import cpu_has_native_bf16
 from segflow.models import create_model
-from segflow.training.engine import cpu_supports_bf16
 
 
 def matmul_peak_gflops(n: int = 4096, repeats: int = 5) -> float:
@@ -110,7 +110,7 @@ def main() -> None:
         "batch": args.batch,
         "forward_gflops_per_image": flops / 1e9,
         "matmul_peak_gflops": peak,
-        "native_bf16": cpu_supports_bf16(),
+        "native_bf16": cpu_has_native_bf16(),
     }
     for name, bf16 in (("fp32", False), ("bf16", True)):
         seconds = statistics.median(step_times(net, x, y, bf16, args.steps))

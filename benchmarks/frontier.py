@@ -115,8 +115,6 @@ UPSAMPLE = "labels"
 An evaluation, row or latency file recorded with another value is measured again."""
 FRAME = (480, 360)
 """(W, H) of a CamVid frame: the latency input."""
-NET_INPUT_HW = (192, 256)
-"""The networks' input for a 480x360 frame at scale 0.5 (240x180 padded to a multiple of 32)."""
 BACKENDS = ("torch", "onnx", "onnx-int8", "openvino", "openvino-int8")
 INT8_EXPORTS = {"onnx-int8": ("onnx", "model.onnx"), "openvino-int8": ("openvino", "model.xml")}
 """INT8 backend -> (``segflow export --format``, fp32 file name; the INT8 one goes beside it)."""
@@ -397,34 +395,24 @@ def fit_seconds(run_dir: Path, measured: float | None) -> float | None:
     return round(float(found.group(1)) * 60, 1) if found else measured
 
 
-def model_size(checkpoint: Path) -> tuple[int, float]:
-    """(parameters, GFLOPs of one forward at 1x3x192x256) of a checkpoint, loaded by segflow's loader.
+def model_size(checkpoint: Path) -> tuple[int, float, tuple[int, int]]:
+    """(parameters, GFLOPs of one forward, network input ``(H, W)`` for a 480x360 frame) of a checkpoint.
 
     GFLOPs follow :func:`segflow.inference.benchmarking.count_gflops` (FLOPs = 2 x MACs, torch's
-    FlopCounterMode); it takes a square side, so the net sees its 1x3x1x1 input expanded (no
-    FLOPs) to 1x3x192x256.
+    FlopCounterMode) at :func:`segflow.inference.benchmarking.frame_input_size` of :data:`FRAME`
+    (scale 0.5: 240x180 padded to the output stride, 1x3x192x256 at 32 and 1x3x192x240 at 16).
     """
-    import torch
-    from torch import nn
-
     from segflow.errors import SegflowError
     from segflow.inference.backends import load_torch_model
-    from segflow.inference.benchmarking import count_gflops
-
-    class AtInput(nn.Module):
-        def __init__(self, net: nn.Module) -> None:
-            super().__init__()
-            self.net = net
-
-        def forward(self, x: torch.Tensor) -> torch.Tensor:
-            return self.net(x.expand(1, x.shape[1], *NET_INPUT_HW))
+    from segflow.inference.benchmarking import count_gflops, frame_input_size
 
     try:
         net, meta, _ = load_torch_model(checkpoint)
     except SegflowError as err:
         raise BenchError(f"{checkpoint}: {err}") from None
     params = sum(p.numel() for p in net.parameters())
-    return params, round(count_gflops(AtInput(net), meta.in_channels, 1), 4)
+    size = frame_input_size(meta, FRAME)
+    return params, round(count_gflops(net, meta.in_channels, size), 4), size
 
 
 def eval_metrics(
@@ -472,7 +460,7 @@ def do_row(settings: Settings, plan: Plan) -> None:
     if settings.dry_run:
         return
     val_metrics, test_metrics = read_json(val), read_json(test)
-    params, gflops = model_size(checkpoint)
+    params, gflops, net_input = model_size(checkpoint)
     result = {
         "row": plan.row,
         "stage": plan.stage,
@@ -487,7 +475,7 @@ def do_row(settings: Settings, plan: Plan) -> None:
         "heldout_per_class_iou": {name: c["iou"] for name, c in test_metrics["per_class"].items()},
         "params": params,
         "gflops": gflops,
-        "gflops_input": [1, 3, *NET_INPUT_HW],
+        "gflops_input": [1, 3, *net_input],
         "run_dir": str(run_dir),
         "checkpoint": str(checkpoint),
         "eval": {"val": str(val.parent), "test": str(test.parent)},
@@ -822,7 +810,8 @@ def markdown(rows: list[dict[str, Any]], latency: dict[str, Any], int8: dict[str
         f"- Protocol: drive {HOLD_OUT} held out as test (62 frames); train 0006R0 + 0016E5 (305), val native "
         f"(101). mIoU: `segflow evaluate --tta {TTA} --upsample {UPSAMPLE}` (480x360 masks, void ignored; "
         "argmax at the network's resolution, labels upsampled nearest: the path e2e ms times).",
-        "- GFLOPs: one forward at 1x3x192x256 (2 x MACs), the network input of a 480x360 frame at scale 0.5.",
+        "- GFLOPs: one forward (2 x MACs) at the network input of a 480x360 frame at scale 0.5: 240x180 "
+        "padded to the output stride (1x3x192x256 at stride 32, 1x3x192x240 at stride 16).",
     ]
     if latency:
         machine = latency.get("machine", {})

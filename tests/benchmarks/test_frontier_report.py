@@ -183,8 +183,10 @@ def test_baseline_command_is_the_hand_started_one(frontier: ModuleType, tmp_path
     )
 
 
-def test_candidate_configs_build_with_their_stated_parameters(frontier: ModuleType) -> None:
+def test_candidate_configs_build_with_their_stated_parameters_and_flops(frontier: ModuleType) -> None:
     from segflow.config import load_config
+    from segflow.inference.benchmarking import count_gflops
+    from segflow.inference.preprocess import padded_size
     from segflow.models import create_model
 
     for name in frontier.CANDIDATES:
@@ -198,3 +200,9 @@ def test_candidate_configs_build_with_their_stated_parameters(frontier: ModuleTy
         model = config.model
         net = create_model(model.arch, model.encoder, 3, 11, encoder_weights=None, **model.kwargs)
         assert sum(p.numel() for p in net.parameters()) == int(stated.group(1).replace(",", "")), name
+        # GFLOPs at the input the Predictor gives a 480x360 frame: 240x180 padded to the output stride
+        forward = re.search(r"Forward at 1x3x(\d+)x(\d+): ([0-9.]+) GFLOPs", path.read_text(encoding="utf-8"))
+        assert forward is not None, path
+        size = padded_size(180, 240, net.output_stride)
+        assert (int(forward[1]), int(forward[2])) == size, name
+        assert round(count_gflops(net, 3, size), 2) == float(forward[3]), name

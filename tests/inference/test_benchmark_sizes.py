@@ -17,8 +17,8 @@ from segflow.inference import benchmarking
 from segflow.inference.benchmarking import (
     check_request,
     count_gflops,
+    frame_input_size,
     measure_end_to_end,
-    network_input_size,
     spec_meta,
     synthetic_frame,
 )
@@ -87,13 +87,13 @@ def test_square_sizes_keep_their_rule_and_frames_need_positive_sides() -> None:
 
 def test_network_input_follows_the_input_policy() -> None:
     meta = CheckpointMeta.of(spec_meta("unet", "resnet18", 3))  # keep, multiple 32
-    assert network_input_size(meta, (96, 64)) == (64, 96)
-    assert network_input_size(meta, (100, 50)) == (64, 128)
+    assert frame_input_size(meta, (96, 64)) == (64, 96)
+    assert frame_input_size(meta, (100, 50)) == (64, 128)
     raw = spec_meta("unet", "resnet18", 3)
     raw["input_policy"] = {"mode": "scale", "scale": 0.5, "multiple": 32, "size": None}
-    assert network_input_size(CheckpointMeta.of(raw), (480, 360)) == (192, 256)  # 240x180 padded
+    assert frame_input_size(CheckpointMeta.of(raw), (480, 360)) == (192, 256)  # 240x180 padded
     raw["input_policy"] = {"mode": "resize", "size": [100, 200], "multiple": 32, "scale": None}
-    assert network_input_size(CheckpointMeta.of(raw), (480, 360)) == (128, 224)
+    assert frame_input_size(CheckpointMeta.of(raw), (480, 360)) == (128, 224)
 
 
 def test_end_to_end_is_the_predictor_path_at_the_frame_size(tiny_checkpoint: Path) -> None:

@@ -189,6 +189,8 @@ def test_training_input_size_follows_crop_policy_and_frame(tmp_path: Path) -> No
 
     assert training_input_size(meta(base, {"augment": {"crop_size": [100, 60]}})) == (128, 64)
     assert training_input_size(meta({"mode": "resize", "size": [90, 120]}, {})) == (96, 128)
+    both = meta({"mode": "resize", "size": [90, 120]}, {"augment": {"crop_size": [100, 60]}})
+    assert training_input_size(both) == (96, 128)  # the network sees the resize size, not the crop
     half = meta({"mode": "scale", "scale": 0.5}, {})
     assert training_input_size(half, frame=(360, 480)) == (192, 256)  # 180x240 padded to stride 32
     shapes = DataSummary.describe("shapes", ["a", "b"], 255, 3, {"size": 96})

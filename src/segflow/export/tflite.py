@@ -87,8 +87,6 @@ TFLITE_CALIBRATION = "minmax"
 DEFAULT_SIDE = 512
 """Model side (rounded up to the stride) when neither the input policy nor the training
 metadata fixes a size."""
-PATCH_OPTIONS = ("window", "tile", "patch_size", "size")
-"""Data options that give the training patch (or image) size, in this order."""
 WINDOW_SCALE = (2.5, 2.25)
 """The windowed-path check image is about this many model heights / widths (not a multiple)."""
 
@@ -102,46 +100,18 @@ def converter_versions() -> str:
     return f"onnx2tf {onnx2tf} (tf_converter) + tensorflow-cpu {tensorflow}"
 
 
-def _pair(value: Any) -> tuple[int, int] | None:
-    """``N`` or ``[H, W]`` (positive integers) as ``(H, W)``, else None."""
-    if isinstance(value, bool):
-        return None
-    if isinstance(value, int):
-        value = [value, value]
-    if (
-        isinstance(value, list | tuple)
-        and len(value) == 2
-        and all(isinstance(v, int) and not isinstance(v, bool) and v > 0 for v in value)
-    ):
-        return int(value[0]), int(value[1])
-    return None
-
-
-def _round_up(size: tuple[int, int], stride: int) -> tuple[int, int]:
-    return -(-size[0] // stride) * stride, -(-size[1] // stride) * stride
-
-
 def model_size(request: ExportRequest) -> tuple[int, int]:
     """The fixed ``(H, W)`` of the TFLite model, independent of the parity images (so of ``--calib``).
 
-    The ``input_policy.size`` when the policy fixes one (``resize``); else the training crop
-    (``augment.crop_size`` of the stored config) or patch size (data option ``window``,
-    ``tile``, ``patch_size`` or ``size``); else :data:`DEFAULT_SIDE` square; rounded up to the stride.
+    The size the metadata fixes (:func:`segflow.inference.preprocess.recorded_input_size`:
+    ``resize`` policy, else training crop, else the data options' training image size), else
+    :data:`DEFAULT_SIDE` square; padded up to the input policy's multiple.
     """
-    meta, stride = request.meta, request.meta.stride
-    policy = meta.input_policy
-    if policy.mode == "resize" and policy.size:
-        return int(policy.size[0]), int(policy.size[1])
-    augment = meta.config.get("augment")
-    crop = _pair(augment.get("crop_size")) if isinstance(augment, dict) else None
-    if crop is not None:
-        return _round_up(crop, stride)
-    options = meta.data.options if meta.data is not None else {}
-    for key in PATCH_OPTIONS:
-        patch = _pair(options.get(key))
-        if patch is not None:
-            return _round_up(patch, stride)
-    return _round_up((DEFAULT_SIDE, DEFAULT_SIDE), stride)
+    from segflow.inference.preprocess import InputPolicy, padded_size, recorded_input_size
+
+    size = recorded_input_size(request.meta)
+    multiple = InputPolicy.from_meta(request.meta).multiple
+    return size if size is not None else padded_size(DEFAULT_SIDE, DEFAULT_SIDE, multiple)
 
 
 def window_check_size(size: tuple[int, int], stride: int) -> tuple[int, int]:

@@ -24,7 +24,7 @@ are compared under the same conditions:
   process peak (``ru_maxrss``) at the end.
 - Sizes: ``size=N`` times the network on ``N x N`` inputs. ``size=(W, H)`` (CLI ``WxH``) is a
   frame size: the rows time the network at the model's input for that frame
-  (:func:`network_input_size`: the checkpoint's input policy, then padding to its multiple;
+  (:func:`frame_input_size`: the checkpoint's input policy, then padding to its multiple;
   e.g. scale 0.5 on 480x360 -> 240x180 -> 256x192), and each backend also gets an
   end-to-end latency (``e2e_p50_ms``, :func:`measure_end_to_end`): ms per ``H x W x 3``
   uint8 frame already decoded in memory through :meth:`Predictor.predict
@@ -189,19 +189,12 @@ def count_gflops(net: nn.Module, in_channels: int, size: int | tuple[int, int]) 
     return counter.get_total_flops() / GIGA
 
 
-def network_input_size(meta: CheckpointMeta, frame: tuple[int, int]) -> tuple[int, int]:
-    """The network's input ``(H, W)`` for a ``frame = (W, H)`` image, as the Predictor sizes it.
+def frame_input_size(meta: CheckpointMeta, frame: tuple[int, int]) -> tuple[int, int]:
+    """The network's input ``(H, W)`` for a ``frame = (W, H)`` (``--size WxH``), as the Predictor
+    sizes it (:func:`segflow.inference.preprocess.network_input_size`)."""
+    from segflow.inference.preprocess import network_input_size
 
-    The model's input policy (:func:`segflow.inference.preprocess.policy_input_size`: keep,
-    resize to a size, or scale by a factor), then padding to the policy's multiple
-    (:func:`segflow.inference.preprocess.padded_size`). E.g. scale 0.5, multiple 32 on a
-    480x360 frame: 240x180 -> (192, 256).
-    """
-    from segflow.inference.preprocess import InputPolicy, padded_size, policy_input_size
-
-    policy = InputPolicy.from_meta(meta)
-    width, height = frame
-    return padded_size(*policy_input_size(height, width, policy), policy.multiple)
+    return network_input_size(meta, (frame[1], frame[0]))
 
 
 def synthetic_frame(frame: tuple[int, int], in_channels: int = DEFAULT_CHANNELS) -> np.ndarray:
@@ -555,7 +548,7 @@ def run_benchmark(
             an OpenVINO or TFLite export.
         size: Square network input side ``N`` (multiple of 32), or a frame ``(W, H)``: the rows
             then time the network at the model's input for that frame
-            (:func:`network_input_size`) and each backend gets ``e2e_p50_ms``
+            (:func:`frame_input_size`) and each backend gets ``e2e_p50_ms``
             (:func:`measure_end_to_end`, batch 1, ``warmup`` + ``iters`` calls).
         batches: Batch sizes.
         backends: Backend names, from :data:`DEFAULT_BACKENDS`.
@@ -584,7 +577,7 @@ def run_benchmark(
     loaded = load_model(model)
     channels = loaded.meta.in_channels
     frame_size = None if isinstance(size, int) else (int(size[0]), int(size[1]))
-    shape = network_shape(size) if frame_size is None else network_input_size(loaded.meta, frame_size)
+    shape = network_shape(size) if frame_size is None else frame_input_size(loaded.meta, frame_size)
     frame = None if frame_size is None else synthetic_frame(frame_size, channels)
     log("measuring the fp32 matmul peak")
     peaks = {"torch": torch_matmul_peak(), "onnx": ort_matmul_peak(threads=threads)}

@@ -36,6 +36,9 @@ LUMA_WEIGHTS_16 = (19595, 38470, 7471)
 conversion uses them (so an 8-bit result equals ``Image.convert("L")``); they sum to 65536."""
 LUMA_SHIFT = 16
 LUMA_CHUNK_ROWS = 256
+IMAGE_SIZE_OPTIONS = ("window", "tile", "patch_size", "size")
+"""Data options that give the size of one training image, in this order (``window`` / ``tile`` /
+``patch_size``: rasters and slides; ``size``: the shapes generator)."""
 
 logger = logging.getLogger(__name__)
 
@@ -269,6 +272,50 @@ def policy_input_size(height: int, width: int, policy: InputPolicy) -> tuple[int
 def padded_size(height: int, width: int, multiple: int) -> tuple[int, int]:
     """Smallest ``(h, w)`` >= the input whose sides are multiples of ``multiple``."""
     return -(-height // multiple) * multiple, -(-width // multiple) * multiple
+
+
+def network_input_size(meta: CheckpointMeta, image: tuple[int, int]) -> tuple[int, int]:
+    """The network's input ``(H, W)`` for an ``image = (H, W)``, as the Predictor sizes it.
+
+    The model's input policy (:func:`policy_input_size`: keep, resize to a size, or scale by a
+    factor), then padding to the policy's multiple (:func:`padded_size`). E.g. scale 0.5,
+    multiple 32 on a 360x480 image: 180x240 -> ``(192, 256)``.
+    """
+    policy = InputPolicy.from_meta(meta)
+    return padded_size(*policy_input_size(image[0], image[1], policy), policy.multiple)
+
+
+def _size_pair(value: Any) -> tuple[int, int] | None:
+    """``N`` or ``[H, W]`` (positive integers) as ``(H, W)``, else None."""
+    if isinstance(value, int) and not isinstance(value, bool):
+        value = [value, value]
+    if (
+        isinstance(value, list | tuple)
+        and len(value) == 2
+        and all(isinstance(v, int) and not isinstance(v, bool) and v > 0 for v in value)
+    ):
+        return int(value[0]), int(value[1])
+    return None
+
+
+def recorded_input_size(meta: CheckpointMeta) -> tuple[int, int] | None:
+    """The network input ``(H, W)`` a checkpoint's metadata fixes, or None when it fixes none.
+
+    In this order: the ``resize`` policy's size (what the network sees at inference); the
+    training crop (``augment.crop_size`` of the stored config); the size of one training image
+    given by the data options (:data:`IMAGE_SIZE_OPTIONS`) under the input policy. Each padded
+    up to the policy's multiple. The one rule for fixed-size exports (TFLite) and pruning.
+    """
+    policy = InputPolicy.from_meta(meta)
+    if policy.mode == "resize" and policy.size is not None:
+        return padded_size(*policy.size, policy.multiple)
+    augment = meta.config.get("augment")
+    crop = _size_pair(augment.get("crop_size")) if isinstance(augment, Mapping) else None
+    if crop is not None:
+        return padded_size(*crop, policy.multiple)
+    options = meta.data.options if meta.data is not None else {}
+    image = next((p for p in (_size_pair(options.get(key)) for key in IMAGE_SIZE_OPTIONS) if p), None)
+    return network_input_size(meta, image) if image is not None else None
 
 
 def logits_with_policy(

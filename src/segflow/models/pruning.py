@@ -43,8 +43,6 @@ HEAD_MODULES = ("segmentation_head", "classification_head", "aux_classifier")
 """Attributes of the inner model whose layers are never pruned (they produce the classes)."""
 PRUNABLE_TASKS = ("semantic",)
 CHECKPOINT_SUFFIXES = (".ckpt", ".pt", ".pth", ".safetensors")
-PATCH_OPTIONS = ("window", "tile", "patch_size", "size")
-"""Data options that give the size of one training image (``size``: the shapes generator)."""
 SIZE_PATTERN = re.compile(r"^\s*(\d+)\s*(?:[xX]\s*(\d+))?\s*$")
 
 
@@ -99,51 +97,28 @@ def parse_frame_size(text: str) -> tuple[int, int]:
     return height, width
 
 
-def _pair(value: Any) -> tuple[int, int] | None:
-    if isinstance(value, int) and not isinstance(value, bool):
-        value = [value, value]
-    if (
-        isinstance(value, list | tuple)
-        and len(value) == 2
-        and all(isinstance(v, int) and not isinstance(v, bool) and v > 0 for v in value)
-    ):
-        return int(value[0]), int(value[1])
-    return None
-
-
 def training_input_size(
     meta: CheckpointMeta, frame: tuple[int, int] | None = None, source: str = "the checkpoint"
 ) -> tuple[int, int]:
-    """``(H, W)`` of the network input a model was trained at (or sees for a ``frame``).
+    """``(H, W)`` of the network input a model is pruned and measured at.
 
-    With ``frame`` (an image ``(H, W)``): the model's input policy applied to it
-    (``scale``/``resize``), padded up to the output stride. Without: the training crop
-    (``augment.crop_size`` of the stored config) when there is one, else the input-policy
-    size of one training image when the data options give it (``size`` of the shapes
-    generator, ``window``/``tile``/``patch_size`` of rasters and slides), padded the same way.
+    With ``frame`` (an image ``(H, W)``): the network input the Predictor gives that frame
+    (:func:`segflow.inference.preprocess.network_input_size`). Without: the size the metadata
+    fixes (:func:`segflow.inference.preprocess.recorded_input_size`: resize policy, else
+    training crop, else the training image size of the data options).
 
     Raises:
-        ConfigError: No frame given and neither a crop, a ``resize`` policy nor an image size
-            is recorded (pass the frame size).
+        ConfigError: No frame given and the metadata fixes no size (pass the frame size).
     """
-    from segflow.inference.preprocess import InputPolicy, padded_size, policy_input_size
+    from segflow.inference.preprocess import network_input_size, recorded_input_size
 
-    policy = InputPolicy.from_meta(meta)
-    if frame is None:
-        augment = meta.config.get("augment")
-        crop = _pair(augment.get("crop_size")) if isinstance(augment, Mapping) else None
-        if crop is not None:
-            return padded_size(*crop, meta.stride)
-        if policy.mode == "resize" and policy.size is not None:
-            return padded_size(*policy.size, meta.stride)
-        options = meta.data.options if meta.data is not None else {}
-        frame = next((p for p in (_pair(options.get(key)) for key in PATCH_OPTIONS) if p is not None), None)
-    if frame is None:
+    size = network_input_size(meta, frame) if frame is not None else recorded_input_size(meta)
+    if size is None:
         raise ConfigError(
             f"{source} records no training input size (no augment.crop_size, no resize policy, no image "
             "size in its data options): pass --size WxH, the frame size it sees (e.g. 480x360)"
         )
-    return padded_size(*policy_input_size(frame[0], frame[1], policy), meta.stride)
+    return size
 
 
 def forward_gflops(net: nn.Module, in_channels: int, size: tuple[int, int]) -> float:

@@ -88,15 +88,6 @@ class TrainResult:
     """Processes (devices) per node; ``num_nodes * devices`` trained the model."""
 
 
-def cpu_supports_bf16() -> bool:
-    """True when the CPU has native bf16 (AVX512-BF16 or AMX); elsewhere bf16 autocast is slower."""
-    try:
-        flags = Path("/proc/cpuinfo").read_text()
-    except OSError:
-        return False
-    return any(flag in flags for flag in ("avx512_bf16", "amx_bf16"))
-
-
 def resolve_precision(config: TrainConfig) -> str:
     """``auto`` means bf16 autocast where the hardware does bf16 natively, else fp32."""
     precision = config.trainer.precision
@@ -104,7 +95,9 @@ def resolve_precision(config: TrainConfig) -> str:
         return precision
     if config.trainer.accelerator in ("gpu", "cuda") and torch.cuda.is_available():
         return "bf16-mixed" if torch.cuda.is_bf16_supported() else "16-mixed"
-    return "bf16-mixed" if cpu_supports_bf16() else "32"
+    from segflow.inference.backends import cpu_has_native_bf16  # the one owner of the CPU rule
+
+    return "bf16-mixed" if cpu_has_native_bf16() else "32"
 
 
 def load_spec(config: TrainConfig) -> DataSpec:
