@@ -40,7 +40,7 @@ def parse_size(text: str) -> int | tuple[int, int]:
         ConfigError: Anything else, in one line naming --size and both forms.
     """
     parts = text.strip().lower().split("x")
-    if all(part.strip().isdigit() for part in parts) and len(parts) in (1, 2):
+    if all(part.strip().isdecimal() for part in parts) and len(parts) in (1, 2):  # int() reads these
         values = [int(part) for part in parts]
         if len(values) == 1:
             return values[0]

@@ -9,14 +9,28 @@ import typer
 from rich.console import Console
 
 from segflow.cli.app import app
-from segflow.models.pruning import (
-    check_amount,
-    check_prune_paths,
-    parse_frame_size,
-    prune_checkpoint,
-)
+from segflow.cli.benchmark import parse_size
+from segflow.errors import ConfigError
+from segflow.models.pruning import check_amount, check_prune_paths, prune_checkpoint
 
 MEGA = 1e6
+
+
+def parse_frame_size(text: str) -> tuple[int, int]:
+    """``"WxH"`` or ``"N"`` (square) -> ``(H, W)`` in pixels (the syntax of ``segflow benchmark
+    --size``, :func:`segflow.cli.benchmark.parse_size`; here ``N`` is an N x N frame).
+
+    Raises:
+        ConfigError: Not of that form, or a side below 1.
+    """
+    try:
+        size = parse_size(text)
+    except ConfigError:
+        size = 0
+    width, height = (size, size) if isinstance(size, int) else size
+    if min(width, height) < 1:
+        raise ConfigError(f"--size {text!r}: give the frame size as WxH (e.g. 480x360) or N for N x N")
+    return height, width
 
 
 def _change(base: float, value: float) -> str:

@@ -23,7 +23,6 @@ from __future__ import annotations
 
 import copy
 import os
-import re
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -43,7 +42,6 @@ HEAD_MODULES = ("segmentation_head", "classification_head", "aux_classifier")
 """Attributes of the inner model whose layers are never pruned (they produce the classes)."""
 PRUNABLE_TASKS = ("semantic",)
 CHECKPOINT_SUFFIXES = (".ckpt", ".pt", ".pth", ".safetensors")
-SIZE_PATTERN = re.compile(r"^\s*(\d+)\s*(?:[xX]\s*(\d+))?\s*$")
 
 
 @dataclass(frozen=True)
@@ -81,20 +79,6 @@ def check_amount(amount: float) -> float:
             "(exclusive), e.g. 0.3"
         )
     return float(amount)
-
-
-def parse_frame_size(text: str) -> tuple[int, int]:
-    """``"WxH"`` or ``"N"`` (square) -> ``(H, W)`` in pixels.
-
-    Raises:
-        ConfigError: Not of that form, or a side below 1.
-    """
-    match = SIZE_PATTERN.match(text)
-    if match is None or int(match.group(1)) < 1 or (match.group(2) is not None and int(match.group(2)) < 1):
-        raise ConfigError(f"--size {text!r}: give the frame size as WxH (e.g. 480x360) or N for N x N")
-    width = int(match.group(1))
-    height = int(match.group(2)) if match.group(2) is not None else width
-    return height, width
 
 
 def training_input_size(
