@@ -64,6 +64,24 @@ def test_auto_precision_follows_cpu_flags(net: torch.nn.Module) -> None:
     assert create_backend("torch", net, meta=META).use_bf16 == expected
 
 
+@pytest.mark.parametrize("trained", [None, "32-true", "bf16-mixed", "16-mixed"])
+def test_auto_precision_reproduces_the_training_precision(
+    net: torch.nn.Module, trained: str | None, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """On a native-bf16 CPU ``auto`` autocasts only a model not trained in another precision."""
+    import segflow.inference.backends as backends
+
+    meta = {**META, "precision": trained}
+    for native in (False, True):
+        monkeypatch.setattr(backends, "cpu_has_native_bf16", lambda native=native: native)
+        expected = native and trained in (None, "bf16-mixed")
+        assert backends.autocast_bf16(CheckpointMeta.of(meta), "cpu") == expected
+        assert create_backend("torch", net, meta=meta).use_bf16 == expected
+        assert create_backend("torch", net, meta=meta, precision="bf16").use_bf16  # explicit wins
+        assert not create_backend("torch", net, meta=meta, precision="fp32").use_bf16
+    assert not backends.autocast_bf16(CheckpointMeta.of(meta), "cuda")
+
+
 def test_bad_options_are_typed_errors(net: torch.nn.Module, tmp_path: Path) -> None:
     with pytest.raises(ConfigError, match="precision='fp8' is invalid"):
         create_backend("torch", net, meta=META, precision="fp8")

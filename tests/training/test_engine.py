@@ -20,6 +20,7 @@ import yaml
 
 from segflow.config import build_config
 from segflow.errors import DataError, TrainingError
+from segflow.inference import Predictor
 from segflow.metrics.evaluate import evaluate_model
 from segflow.training import engine
 from segflow.training.engine import train
@@ -85,6 +86,8 @@ def test_run_folder_has_every_artefact(tiny_config: dict[str, Any]) -> None:
         "intensity": None,  # no intensity policy: pixels are read as stored
     }
     assert meta["input_policy"]["multiple"] == 32
+    assert meta["precision"] == "32-true"  # what ran (tiny config: 32): evaluation then runs fp32 too
+    assert not Predictor.from_path(run / "checkpoints/best.ckpt").backend.use_bf16  # type: ignore[attr-defined]
     assert not list(run.rglob("*.partial*"))
     assert metrics["tta"] == {"hflip": True, "vflip": True, "scales": [1.0]}
     spec = engine.load_spec(config)
@@ -101,7 +104,6 @@ def test_run_folder_has_every_artefact(tiny_config: dict[str, Any]) -> None:
 def _flip_averaged_miou(checkpoint: Path, spec: Any) -> float:
     """Val mIoU from probabilities averaged by hand over the image and its two flips."""
     from segflow.data import create_dataset
-    from segflow.inference import Predictor
     from segflow.metrics import SegmentationMetrics
 
     predictor = Predictor.from_path(checkpoint)

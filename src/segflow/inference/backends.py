@@ -12,8 +12,8 @@ It also exposes ``meta`` (the model's :class:`segflow.models.meta.CheckpointMeta
   (``segflow export --format torchscript``), a ``torch.export`` program (``.pt2``) or an
   ``nn.Module``. Eval mode, Conv2d + BatchNorm2d pairs folded once at load
   (:func:`segflow.models.fusion.fuse_conv_bn`, on a copy), ``torch.inference_mode()``,
-  channels_last memory layout, and bf16 autocast on CPUs with native bf16 (AVX512-BF16 or AMX)
-  when ``precision="auto"``.
+  channels_last memory layout, and, with ``precision="auto"``, bf16 autocast on CPUs with
+  native bf16 (AVX512-BF16 or AMX) for a model not trained in fp32 (:func:`autocast_bf16`).
 - ``onnx``: ONNX Runtime on a segflow ONNX export (CPUExecutionProvider, all graph
   optimisations, one intra-op thread per physical core). The metadata comes from the
   model's ``metadata_props`` (key ``segflow``); a file without it, with metadata that is not
@@ -150,6 +150,18 @@ def cpu_has_native_bf16() -> bool:
     return any(flag in flags.split() for flag in BF16_CPU_FLAGS)
 
 
+def autocast_bf16(meta: CheckpointMeta, device_type: str) -> bool:
+    """What ``precision="auto"`` means for one model: bf16 autocast on a CPU with native bf16
+    (:func:`cpu_has_native_bf16`), unless the model was trained and validated in another
+    precision (``meta.precision``, e.g. ``32-true``): then fp32, so that evaluating a
+    checkpoint reproduces the metrics its training logged. A model without that record (an
+    ``nn.Module``, a file from before it was kept) follows the CPU alone. Other devices: fp32.
+    """
+    if device_type != "cpu" or (meta.precision is not None and not meta.precision.startswith("bf16")):
+        return False
+    return cpu_has_native_bf16()
+
+
 def _is_torchscript(path: Path) -> bool:
     """A TorchScript archive is a zip holding a ``code/`` folder (a checkpoint holds ``data.pkl``)."""
     if not zipfile.is_zipfile(path):
@@ -230,8 +242,8 @@ class TorchBackend(Backend):
             a module's own ``output_stride`` (``SegmentationNet``) overrides the stored stride.
         device: Torch device.
         threads: Unused (torch threads are a process setting, left to the caller).
-        precision: ``"auto"`` (bf16 autocast where the CPU has native bf16), ``"fp32"``
-            or ``"bf16"``.
+        precision: ``"auto"`` (bf16 autocast where the CPU has native bf16 and the model was
+            not trained in fp32: :func:`autocast_bf16`), ``"fp32"`` or ``"bf16"``.
     """
 
     name = "torch"
@@ -265,9 +277,7 @@ class TorchBackend(Backend):
             # once, at load: a fused copy of the eval net (the module passed in keeps its BNs);
             # TorchScript comes back unchanged (torch.jit.freeze already folded its BNs)
             self.module = fuse_conv_bn(module.eval()).to(self.device).to(memory_format=torch.channels_last)
-        self.use_bf16 = precision == "bf16" or (
-            precision == "auto" and self.device.type == "cpu" and cpu_has_native_bf16()
-        )
+        self.use_bf16 = precision == "bf16" or (precision == "auto" and autocast_bf16(self.meta, self.device.type))
 
     def _autocast(self) -> contextlib.AbstractContextManager[Any]:
         import torch

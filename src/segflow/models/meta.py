@@ -304,6 +304,10 @@ class CheckpointMeta(_Meta):
     task_options: dict[str, Any] = Field(default_factory=dict)
     """What that task needs at inference, owned by the task's module (multilabel: per-class
     ``thresholds``; instance/panoptic: ``things``, ``score_threshold``, ``min_area``)."""
+    precision: str | None = None
+    """Lightning precision the network was trained and validated at (``32-true``, ``bf16-mixed``,
+    ``16-mixed``), recorded when the checkpoint is saved; None in files from before it was.
+    The torch backend's ``precision="auto"`` asks it (``inference.backends.autocast_bf16``)."""
     pruned: PrunedMeta | None = None
     """Set for a structurally pruned network (``segflow prune``): its layers are narrower than
     ``model`` builds them, and the loader resizes them to the stored weights' shapes."""

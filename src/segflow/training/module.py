@@ -116,7 +116,9 @@ class SegflowModule(pl.LightningModule):
             self.time_budget.pin(float(self.trainer.strategy.broadcast(self.time_budget.elapsed(), src=0)))
 
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
-        checkpoint[CHECKPOINT_KEY] = self.meta.to_dict()
+        # the precision that actually ran (trainer.precision: "32-true", "bf16-mixed", ...), which
+        # evaluation of this checkpoint then reproduces (inference.backends.autocast_bf16)
+        checkpoint[CHECKPOINT_KEY] = {**self.meta.to_dict(), "precision": str(self.trainer.precision)}
         checkpoint[RNG_KEY] = rng_state()
         if self.time_budget is not None:
             checkpoint[ELAPSED_KEY] = self.time_budget.elapsed()
