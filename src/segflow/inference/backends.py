@@ -277,7 +277,8 @@ class TorchBackend(Backend):
             # once, at load: a fused copy of the eval net (the module passed in keeps its BNs);
             # TorchScript comes back unchanged (torch.jit.freeze already folded its BNs)
             self.module = fuse_conv_bn(module.eval()).to(self.device).to(memory_format=torch.channels_last)
-        self.use_bf16 = precision == "bf16" or (precision == "auto" and autocast_bf16(self.meta, self.device.type))
+        auto = precision == "auto" and autocast_bf16(self.meta, self.device.type)
+        self.use_bf16 = precision == "bf16" or auto
 
     def _autocast(self) -> contextlib.AbstractContextManager[Any]:
         import torch
