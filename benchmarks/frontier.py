@@ -17,12 +17,16 @@ Stages (``--stage a,b`` or ``all``, run in this order; each resumes where it sto
   cosine anneals by time, ``max_epochs`` is only a cap), then ``segflow evaluate`` on val and on
   the held-out test split. Row ``screen-<candidate>``.
 * ``final``: the best ``--finalists`` (3) screen rows by held-out mIoU (``--select-by val`` picks
-  by val mIoU instead, leaving the held-out drive untouched by the choice) retrained for
+  by val mIoU instead, leaving the held-out drive untouched by the choice; ``--finalists a,b``
+  names the candidates instead, for example when the screen rows are recorded in
+  docs/benchmarks.md but their folder is gone) retrained for
   ``--budget-minutes`` (default 60), rows ``final-<candidate>``; plus the baseline row
   ``baseline-unet-r18``: today's ``configs/camvid.yaml`` (its own 60-minute limit) run with
   exactly ``segflow train configs/camvid.yaml data=OUT/protocol/data.yaml output_dir=OUT/runs
   name=baseline-unet-r18``; plus, when asked, ``--distill`` (the finalist of fewest GFLOPs
-  trained again with the best final row as its teacher, ``distill.teacher=CKPT``) and
+  trained again with the best final row as its teacher, ``distill.teacher=CKPT``; with
+  ``--distill-student ROW`` that finished row's recipe and stage budget instead, row ROW-distill,
+  so a 15-minute screen row gets a 15-minute distilled twin) and
   ``--prune AMOUNT`` (``segflow prune`` of the best final row, fine-tuned for
   ``--prune-minutes`` with ``--init-from``).
 * ``latency``: one side-by-side run in this process over every finished row:
@@ -141,9 +145,10 @@ class Settings:
     stages: tuple[str, ...]
     rows: frozenset[str] | None  # None: every row
     budget_minutes: float | None  # None: BUDGETS per stage
-    finalists: int
+    finalists: int | tuple[str, ...]  # the best N screen rows, or these candidates
     select_by: str  # heldout or val
     distill: bool
+    distill_student: str | None  # None: the final row of fewest GFLOPs
     prune: float | None
     prune_minutes: float
     iters: int
@@ -192,7 +197,12 @@ def parse_args(argv: Sequence[str] | None = None) -> Settings:
         default=None,
         help="training wall clock per row (default: screen 15, final 60; the baseline keeps its 60)",
     )
-    parser.add_argument("--finalists", type=int, default=FINALISTS, help="screen rows retrained (default 3)")
+    parser.add_argument(
+        "--finalists",
+        default=str(FINALISTS),
+        metavar="N|a,b",
+        help="final: the best N screen rows (default 3), or these candidates, comma-separated",
+    )
     parser.add_argument(
         "--select-by",
         choices=("heldout", "val"),
@@ -200,6 +210,13 @@ def parse_args(argv: Sequence[str] | None = None) -> Settings:
         help="mIoU that picks the finalists (default heldout, as issue 15 asks)",
     )
     parser.add_argument("--distill", action="store_true", help="final: add a distilled row")
+    parser.add_argument(
+        "--distill-student",
+        default=None,
+        metavar="ROW",
+        help="final --distill: the finished row whose recipe and budget the student repeats "
+        "(default: the final row of fewest GFLOPs)",
+    )
     parser.add_argument("--prune", type=float, default=None, metavar="AMOUNT", help="final: add a pruned row")
     parser.add_argument(
         "--prune-minutes", type=float, default=PRUNE_MINUTES, help="fine-tuning of the pruned row (15)"
@@ -218,8 +235,12 @@ def parse_args(argv: Sequence[str] | None = None) -> Settings:
         parser.error("--budget-minutes must be positive")
     if args.prune is not None and not 0 < args.prune < 1:
         parser.error(f"--prune {args.prune} must be a share of channels in (0, 1), e.g. 0.3")
-    if args.finalists < 1 or args.iters < 1 or args.warmup < 0:
-        parser.error("--finalists and --iters must be at least 1, --warmup at least 0")
+    finalists = parse_finalists(args.finalists)
+    if finalists is None:
+        known = ", ".join(CANDIDATES)
+        parser.error(f"--finalists {args.finalists!r}: give a count of at least 1 or candidates from {known}")
+    if args.iters < 1 or args.warmup < 0:
+        parser.error("--iters must be at least 1, --warmup at least 0")
     rows = frozenset(r.strip() for r in args.rows.split(",") if r.strip()) if args.rows else None
     return Settings(
         out=args.out.resolve(),
@@ -227,9 +248,10 @@ def parse_args(argv: Sequence[str] | None = None) -> Settings:
         stages=tuple(s for s in STAGES if s in asked),
         rows=rows,
         budget_minutes=args.budget_minutes,
-        finalists=args.finalists,
+        finalists=finalists,
         select_by=args.select_by,
         distill=args.distill,
+        distill_student=args.distill_student,
         prune=args.prune,
         prune_minutes=args.prune_minutes,
         iters=args.iters,
@@ -239,6 +261,14 @@ def parse_args(argv: Sequence[str] | None = None) -> Settings:
 
 
 # -- small helpers ----------------------------------------------------------------------------
+def parse_finalists(text: str) -> int | tuple[str, ...] | None:
+    """``--finalists``: a count (at least 1) or known candidate names; None when it is neither."""
+    if text.strip().isdigit():
+        return int(text) if int(text) >= 1 else None
+    names = tuple(n.strip() for n in text.split(",") if n.strip())
+    return names if names and all(n in CANDIDATES for n in names) else None
+
+
 def log(message: str) -> None:
     stamp = datetime.now().strftime("%H:%M:%S")
     print(f"[{stamp}] {message}", file=sys.stderr, flush=True)
@@ -553,12 +583,20 @@ def stage_screen(settings: Settings) -> None:
     do_rows(settings, [candidate_plan(settings, "screen", candidate) for candidate in CANDIDATES])
 
 
-def finalists(settings: Settings) -> list[dict[str, Any]]:
-    """The best ``--finalists`` screen rows by the ``--select-by`` mIoU (ties: fewer GFLOPs)."""
+def is_variant(row: dict[str, Any]) -> bool:
+    """A distilled or pruned row (not a candidate's own recipe)."""
+    return "teacher" in row or "pruned_from" in row
+
+
+def finalists(settings: Settings) -> list[str]:
+    """The candidates ``--finalists`` names, or its best N screen rows by the ``--select-by`` mIoU
+    (ties: fewer GFLOPs)."""
+    if isinstance(settings.finalists, tuple):
+        return list(settings.finalists)
     key = "heldout_miou" if settings.select_by == "heldout" else "val_miou"
-    screened = load_rows(replace(settings, rows=None), "screen")
+    screened = [r for r in load_rows(replace(settings, rows=None), "screen") if not is_variant(r)]
     screened.sort(key=lambda r: (-r[key], r["gflops"], r["row"]))
-    return screened[: settings.finalists]
+    return [r["candidate"] for r in screened[: settings.finalists]]
 
 
 def stage_final(settings: Settings) -> None:
@@ -566,41 +604,59 @@ def stage_final(settings: Settings) -> None:
     chosen = finalists(settings)
     if not chosen:
         note(settings, "final: no screen rows in OUT/rows yet (the finalists are picked from them)")
-    do_rows(settings, [baseline_plan()] + [candidate_plan(settings, "final", r["candidate"]) for r in chosen])
+    do_rows(settings, [baseline_plan()] + [candidate_plan(settings, "final", c) for c in chosen])
     if not chosen and not settings.dry_run:
         raise BenchError("no finalists: the screen stage has no finished row yet; run --stage screen first")
-    finals = load_rows(replace(settings, rows=None), "final")  # the teacher / pruned source: finished rows
+    every = load_rows(replace(settings, rows=None))  # the teacher / student / pruned source: finished rows
+    finals = [r for r in every if r["stage"] == "final"]
     extra = [
-        distill_plan(settings, finals) if settings.distill else None,
+        distill_plan(settings, finals, every) if settings.distill else None,
         prune_plan(settings, finals) if settings.prune is not None else None,
     ]
     do_rows(settings, [plan for plan in extra if plan is not None])
 
 
-def distill_plan(settings: Settings, finals: list[dict[str, Any]]) -> Plan | None:
-    """The finalist of fewest GFLOPs trained with the best final row (held-out mIoU) as teacher."""
-    students = [r for r in finals if r["row"] == f"final-{r['candidate']}"]  # the finalists as trained
-    if not students:
-        note(settings, "final --distill: no finished final row yet")
+def distill_plan(
+    settings: Settings, finals: list[dict[str, Any]], every: list[dict[str, Any]]
+) -> Plan | None:
+    """The student (``--distill-student ROW``'s recipe and stage budget, else the finalist of fewest
+    GFLOPs) trained with the best final row (held-out mIoU) as teacher."""
+    own = [r for r in finals if not is_variant(r)]
+    if not own:
+        note(settings, "final --distill: no finished final row yet (the teacher is the best one)")
         return None
-    teacher = max(finals, key=lambda r: r["heldout_miou"])
-    student = min(students, key=lambda r: (r["gflops"], r["row"]))
+    students = [r for r in every if r["candidate"] in CANDIDATES and not is_variant(r)]  # not the baseline
+    if settings.distill_student is not None:
+        named = [r for r in students if r["row"] == settings.distill_student]
+        if not named:
+            raise BenchError(
+                f"--distill-student {settings.distill_student}: no finished candidate row of that name in "
+                f"{settings.out / 'rows'}; name a screen or final row (OUT/rows/ROW.json)"
+            )
+        student = named[0]
+    elif cheapest := sorted((r for r in own if r in students), key=lambda r: (r["gflops"], r["row"])):
+        student = cheapest[0]
+    else:
+        note(settings, "final --distill: no finished final row of a candidate yet (the student)")
+        return None
+    teacher = max(own, key=lambda r: r["heldout_miou"])
     if teacher["row"] == student["row"]:
         note(
             settings, f"final --distill: {student['row']} is the best and the cheapest final row; no student"
         )
         return None
-    base = candidate_plan(settings, "final", student["candidate"], f"final-{student['candidate']}-distill")
+    base = candidate_plan(settings, student["stage"], student["candidate"], f"{student['row']}-distill")
     extra = (*base.extra, f"distill.teacher={teacher['checkpoint']}")
     return replace(base, extra=extra, notes={"teacher": teacher["row"]})
 
 
 def prune_plan(settings: Settings, finals: list[dict[str, Any]]) -> Plan | None:
     """``segflow prune`` of the best final row, fine-tuned for ``--prune-minutes``."""
-    if not finals:
+    own = [r for r in finals if not is_variant(r)]
+    if not own:
         note(settings, "final --prune: no finished final row yet")
         return None
-    source = max((r for r in finals if "-prune" not in r["row"]), key=lambda r: r["heldout_miou"])
+    source = max(own, key=lambda r: r["heldout_miou"])
     amount = settings.prune or 0.0
     row = f"{source['row']}-prune{round(amount * 100)}"
     pruned = settings.out / "pruned" / f"{row}.ckpt"

@@ -175,6 +175,55 @@ def test_dry_run_final_adopts_a_finished_run(
     assert "baseline-unet-r18: " in printed and "finished training; only evaluated" in printed
 
 
+def test_named_finalists_and_a_distilled_twin_of_a_screen_row(
+    frontier: ModuleType, tmp_path: Path, capsys: pytest.CaptureFixture[str], no_subprocess: None
+) -> None:
+    for r in ROWS:
+        write(tmp_path / "rows" / f"{r['row']}.json", r)
+    argv = [
+        "--stage",
+        "final",
+        "--dry-run",
+        "--out",
+        str(tmp_path),
+        "--finalists",
+        "segformer-b0,linknet-r18",
+    ]
+    argv += ["--rows", "segformer-b0,linknet-r18,screen-lraspp-mobilenetv3-distill"]
+    argv += ["--distill", "--distill-student", "screen-lraspp-mobilenetv3"]
+    assert frontier.main(argv) == 0
+    trained = re.findall(
+        r"segflow train configs/frontier/(\S+)\.yaml .* name=(\S+) (.*)", capsys.readouterr().out
+    )
+    # named finalists are trained though no screen row of theirs exists; the baseline is not asked;
+    # the student repeats the screen row's recipe and its 15-minute budget, taught by the best final row
+    assert trained == [
+        ("segformer-b0", "final-segformer-b0", "trainer.max_time_minutes=60 trainer.max_epochs=1000"),
+        ("linknet-r18", "final-linknet-r18", "trainer.max_time_minutes=60 trainer.max_epochs=1000"),
+        (
+            "lraspp-mobilenetv3",
+            "screen-lraspp-mobilenetv3-distill",
+            "trainer.max_time_minutes=15 trainer.max_epochs=1000 distill.teacher=/x/final-unet-r18.ckpt",
+        ),
+    ]
+    # a distilled row is never a finalist itself
+    write(tmp_path / "rows" / "x.json", row("screen-unet-r18-distill", "screen", "unet-r18", teacher="t",
+                                            heldout_miou=0.9, val_miou=0.9, gflops=6.5))  # fmt: skip
+    settings = frontier.parse_args(["--stage", "final", "--out", str(tmp_path), "--finalists", "1"])
+    assert frontier.finalists(settings) == ["unet-r18"]
+    assert frontier.main(argv[:5] + ["--distill", "--distill-student", "screen-nope"]) == 1
+    assert "--distill-student screen-nope: no finished candidate row" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("value", ["0", "nope", "segformer-b0,nope", ","])
+def test_bad_finalists_is_one_line(
+    frontier: ModuleType, value: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    with pytest.raises(SystemExit):
+        frontier.parse_args(["--stage", "final", "--finalists", value])
+    assert f"--finalists {value!r}: give a count" in capsys.readouterr().err
+
+
 def test_baseline_command_is_the_hand_started_one(frontier: ModuleType, tmp_path: Path) -> None:
     settings = frontier.parse_args(["--stage", "final", "--out", str(tmp_path)])
     assert frontier.shown(frontier.train_args(settings, frontier.baseline_plan())) == (

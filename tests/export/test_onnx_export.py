@@ -71,6 +71,7 @@ def test_backend_meta_round_trips_checkpoint_meta(onnx_model: Path, meta: dict) 
         "task": "semantic",
         "task_options": {},
         "pruned": None,
+        "precision": None,
     }
     assert backend.output_stride == backend.meta.stride == STRIDE
     props = {p.key: p.value for p in onnx.load(str(onnx_model)).metadata_props}

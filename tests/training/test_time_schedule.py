@@ -197,7 +197,7 @@ class _Tiny(SegflowModule):
         self.clock = clock
         strategy = SimpleNamespace(broadcast=lambda value, src=0: value)
         self.trainer = SimpleNamespace(  # type: ignore[assignment]
-            estimated_stepping_batches=1000, max_epochs=10, strategy=strategy
+            estimated_stepping_batches=1000, max_epochs=10, strategy=strategy, precision="32-true"
         )
 
 
