@@ -779,7 +779,7 @@ def pareto_front(points: Sequence[Point]) -> list[Point]:
 
 
 def frontier_points(
-    rows: list[dict[str, Any]], latency: dict[str, Any], int8: dict[str, dict[str, float]]
+    rows: list[dict[str, Any]], latency: dict[str, Any], int8: dict[str, dict[str, float | str]]
 ) -> list[Point]:
     """Every (row, backend) with a time: fp32 backends at the row's held-out mIoU, INT8 ones at
     their own (``own=False`` and the fp32 mIoU where not evaluated yet)."""
@@ -790,7 +790,8 @@ def frontier_points(
             if timed.get(backend) is None:
                 continue
             if backend in INT8_EXPORTS:
-                own = int8.get(r["row"], {}).get(backend)
+                found = int8.get(r["row"], {}).get(backend)
+                own = found if isinstance(found, float) else None  # not evaluated, or REFUSED
                 points.append(
                     Point(r["row"], backend, timed[backend], own or r["heldout_miou"], own is not None)
                 )
@@ -833,8 +834,13 @@ def stage_int8(settings: Settings) -> None:
                 args += ["--calib", str(settings.protocol_yaml), "--max-miou-drop", f"{INT8_MAX_DROP:g}"]
                 if not settings.dry_run:
                     export.parent.mkdir(parents=True, exist_ok=True)
-                run_segflow(settings, args, f"{name}.export-{fmt}")
                 result["commands"].append(shown(args))
+                try:
+                    run_segflow(settings, args, f"{name}.export-{fmt}")
+                except BenchError as err:  # refused (e.g. an INT8 graph that cannot run): recorded, no point
+                    log(f"int8-eval {name}: {backend} refused: {err}")
+                    result.setdefault("refused", {})[backend] = str(err)
+                    continue
             metrics = eval_metrics(settings, name, export, "test", f"test-{backend}", backend)
             if not settings.dry_run:
                 result["heldout_miou"][backend] = read_json(metrics)["miou"]
@@ -842,12 +848,15 @@ def stage_int8(settings: Settings) -> None:
             write_json(target, result)
 
 
-def load_int8(settings: Settings) -> dict[str, dict[str, float]]:
+def load_int8(settings: Settings) -> dict[str, dict[str, float | str]]:
     folder = settings.out / "int8"
     found = [read_json(p) for p in sorted(folder.glob("*.json"))] if folder.is_dir() else []
-    return {r["row"]: r["heldout_miou"] for r in found}
+    return {r["row"]: {**r["heldout_miou"], **dict.fromkeys(r.get("refused", {}), REFUSED)} for r in found}
 
 
+REFUSED = "refused"
+"""OUT/int8/ROW.json ``refused``: an INT8 export ``segflow export`` refused (its message kept);
+the point is drawn hollow at the fp32 mIoU and is never on the front."""
 STAGE_ORDER = {"screen": 0, "final": 1}
 
 
@@ -855,7 +864,9 @@ def cell(value: Any, fmt: str) -> str:
     return "–" if value is None else fmt.format(value)
 
 
-def markdown(rows: list[dict[str, Any]], latency: dict[str, Any], int8: dict[str, dict[str, float]]) -> str:
+def markdown(
+    rows: list[dict[str, Any]], latency: dict[str, Any], int8: dict[str, dict[str, float | str]]
+) -> str:
     """OUT/frontier.md: the settings, a row per model, the Pareto front."""
     points = frontier_points(rows, latency, int8)
     front = pareto_front([p for p in points if p.own])
@@ -894,7 +905,8 @@ def markdown(rows: list[dict[str, Any]], latency: dict[str, Any], int8: dict[str
             text = cell(timed.get(backend), "{:.1f}")
             ms_cells.append(f"**{text}**" if (r["row"], backend) in on_front else text)
         own = int8.get(r["row"], {})
-        int8_cell = ", ".join(f"{b} {own[b]:.3f}" for b in INT8_EXPORTS if b in own) or "–"
+        scored = [f"{b} {own[b]:.3f}" for b in INT8_EXPORTS if isinstance(own.get(b), float)]
+        int8_cell = ", ".join(scored + [f"{b} refused" for b in INT8_EXPORTS if own.get(b) == REFUSED]) or "–"
         minutes = None if r.get("train_seconds") is None else r["train_seconds"] / 60
         params = None if r.get("params") is None else r["params"] / 1e6
         cells = [
@@ -912,9 +924,15 @@ def markdown(rows: list[dict[str, Any]], latency: dict[str, Any], int8: dict[str
         lines.append("| " + " | ".join(cells) + " |")
     lines += ["", "Pareto front (fastest first):", ""]
     lines += [f"- {p.row} / {p.backend}: {p.ms:.1f} ms, held-out mIoU {p.miou:.3f}" for p in front] or ["- –"]
-    pending = sorted({p.row for p in points if not p.own})
+    refused = sorted({p.row for p in points if not p.own and int8.get(p.row, {}).get(p.backend) == REFUSED})
+    pending = sorted({p.row for p in points if not p.own} - set(refused))
     if pending:
         lines += ["", f"INT8 not evaluated (drawn hollow, not on the front): {', '.join(pending)}."]
+    if refused:
+        lines += [
+            "",
+            f"INT8 refused by segflow export (drawn hollow, not on the front): {', '.join(refused)}.",
+        ]
     return "\n".join(lines) + "\n"
 
 

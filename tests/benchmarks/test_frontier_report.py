@@ -103,6 +103,25 @@ def test_report_table_and_pareto_front(frontier: ModuleType, tmp_path: Path) -> 
     assert (tmp_path / "frontier.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
 
+def test_refused_int8_is_shown_and_never_on_the_front(frontier: ModuleType, tmp_path: Path) -> None:
+    fake_outputs(tmp_path)
+    refused = {"openvino-int8": "segflow export failed (exit 1): INT8 refused: ..."}
+    scored = {"row": "screen-lraspp-mobilenetv3", "heldout_miou": {"onnx-int8": 0.39}, "refused": refused}
+    write(tmp_path / "int8" / "screen-lraspp-mobilenetv3.json", scored)
+    assert frontier.main(["--stage", "report", "--out", str(tmp_path)]) == 0
+    text = (tmp_path / "frontier.md").read_text(encoding="utf-8")
+    line = next(x for x in text.splitlines() if x.startswith("| screen-lraspp-mobilenetv3 "))
+    assert line.endswith("| onnx-int8 0.390, openvino-int8 refused |")
+    front = text.split("Pareto front (fastest first):\n\n", 1)[1].split("\n\n", 1)[0]
+    # its openvino-int8 point (12.0 ms) would lead the front with the fp32 mIoU; refused, it is absent
+    assert "screen-lraspp-mobilenetv3 / openvino-int8" not in front
+    assert "- screen-lraspp-mobilenetv3 / onnx-int8: 15.0 ms, held-out mIoU 0.390" in front
+    assert (
+        "INT8 refused by segflow export (drawn hollow, not on the front): screen-lraspp-mobilenetv3." in text
+    )
+    assert "INT8 not evaluated (drawn hollow, not on the front): screen-unet-r18." in text
+
+
 def test_pareto_front_and_int8_targets(frontier: ModuleType, tmp_path: Path) -> None:
     point = frontier.Point
     values = {"a": (10.0, 0.5), "b": (10.0, 0.5), "c": (10.0, 0.4), "d": (5.0, 0.3), "e": (20.0, 0.6)}

@@ -64,6 +64,33 @@ def test_int8_gate_refuses_and_keeps_fp32(
     assert create_backend(None, tmp_path / "m.onnx").meta == CheckpointMeta.of(meta)
 
 
+def test_int8_model_that_fails_to_run_is_refused_in_one_line(
+    tmp_path: Path, make_tiny: Any, shapes_yaml: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The kind of an OpenVINO graph quantised at the calibration size that refuses another size:
+    the runtime's multi-line RuntimeError on an INT8 evaluation image becomes the gate's one line."""
+    net, meta = _shapes_model(make_tiny)
+    calls = iter([80.0])  # the fp32 score; then the INT8 model's evaluation raises
+
+    def score(backend: Any, *args: Any) -> float:
+        try:
+            return next(calls)
+        except StopIteration:
+            raise RuntimeError(
+                "Exception from node.cpp:794:\n[CPU] Subtract node\nshape mismatch\n"
+            ) from None
+
+    monkeypatch.setattr("segflow.export.base.evaluate_miou", score)
+    options = Int8Options(shapes_yaml, calib_images=2, max_miou_drop=1.0)
+    with pytest.raises(ExportCheckError) as err:
+        export_model((net, meta), tmp_path / "m.onnx", int8=options, log=lambda line: None)
+    message = str(err.value)
+    assert "\n" not in message and message.startswith("INT8 refused: the INT8 model failed to run on the val")
+    assert "(RuntimeError: Exception from node.cpp:794: [CPU] Subtract node shape mismatch)" in message
+    assert f"kept the fp32 model {tmp_path / 'm.onnx'}, no INT8 model written at" in message
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["m.onnx"]
+
+
 def test_int8_gate_refuses_data_it_cannot_measure_and_writes_nothing(
     tmp_path: Path, make_tiny: Any, all_ignore_yaml: Any
 ) -> None:

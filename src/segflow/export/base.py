@@ -235,22 +235,33 @@ def int8_gate(
 
     Raises:
         ConfigError: The request has no INT8 options.
-        ExportCheckError: The drop exceeds ``max_miou_drop`` (or is NaN).
+        ExportCheckError: The drop exceeds ``max_miou_drop`` (or is NaN), or the INT8 model
+            fails to run on an evaluation image (a runtime's ``RuntimeError``, such as an
+            OpenVINO graph quantised at the calibration size refusing another size).
     """
     if request.int8 is None:
         raise ConfigError("the INT8 gate needs --int8 --calib DATA.yaml")
     options, log = request.int8, request.log
-    parity = check_parity(torch_forward(request.net), int8.forward, request.batches)
-    log(parity.summary(f"{label} int8 (informational)"))
-    fp32_miou = evaluate_miou(fp32, options.calib, EVAL_SPLIT, options.eval_images)
-    int8_miou = evaluate_miou(int8, options.calib, EVAL_SPLIT, options.eval_images)
+    kept = f"kept the fp32 model {fp32_path}, no INT8 model written at {int8_path} ({label})"
+    try:
+        parity = check_parity(torch_forward(request.net), int8.forward, request.batches)
+        log(parity.summary(f"{label} int8 (informational)"))
+        fp32_miou = evaluate_miou(fp32, options.calib, EVAL_SPLIT, options.eval_images)
+        int8_miou = evaluate_miou(int8, options.calib, EVAL_SPLIT, options.eval_images)
+    except ExportCheckError:
+        raise
+    except RuntimeError as err:  # the runtime cannot run its INT8 graph (e.g. at another input size)
+        reason = " ".join(line.strip() for line in str(err).splitlines() if line.strip())[-300:]
+        raise ExportCheckError(
+            f"INT8 refused: the INT8 model failed to run on the {EVAL_SPLIT} split of {options.calib} "
+            f"({type(err).__name__}: {reason}); {kept}"
+        ) from None
     drop = fp32_miou - int8_miou
     log(f"val mIoU: fp32 {fp32_miou:.2f}, int8 {int8_miou:.2f} (drop {drop:.2f} points; {label})")
     if not drop <= options.max_miou_drop:  # also refuses a NaN drop
         raise ExportCheckError(
             f"INT8 refused: it loses {drop:.2f} mIoU points (fp32 {fp32_miou:.2f}, int8 {int8_miou:.2f}) "
-            f"> --max-miou-drop {options.max_miou_drop}; kept the fp32 model {fp32_path}, "
-            f"no INT8 model written at {int8_path} ({label})"
+            f"> --max-miou-drop {options.max_miou_drop}; {kept}"
         )
     return {"fp32": fp32_miou, "int8": int8_miou}, parity
 
