@@ -64,6 +64,32 @@ def test_int8_gate_refuses_and_keeps_fp32(
     assert create_backend(None, tmp_path / "m.onnx").meta == CheckpointMeta.of(meta)
 
 
+@pytest.mark.parametrize(
+    "policy",
+    [
+        {"mode": "scale", "scale": 0.5, "multiple": 16},
+        {"mode": "resize", "size": [40, 56], "multiple": 8},
+        {},
+    ],
+)
+def test_calibration_images_are_sized_as_the_predictor_feeds_the_network(
+    make_tiny: Any, shapes_yaml: Path, policy: dict[str, Any]
+) -> None:
+    """INT8 statistics come from the resolution the model runs at (the kind of SegFormer-B0's
+    OpenVINO INT8, calibrated at full size for a scale-0.5 model, that failed at the run size)."""
+    from segflow.export.parity import _load_dataset, dataset_batches
+    from segflow.inference.preprocess import network_input_size
+
+    _, raw = _shapes_model(make_tiny)
+    meta = CheckpointMeta.of({**raw, "input_policy": policy} if policy else raw)
+    dataset = _load_dataset(shapes_yaml, "train")
+    batches = list(dataset_batches(shapes_yaml, "train", 2, meta))
+    for index, batch in enumerate(batches):
+        height, width = dataset.load_image(index).shape[:2]
+        assert batch.shape == (1, 3, *network_input_size(meta, (height, width))), policy
+        assert batch.dtype == np.float32 and batch.min() >= 0.0 and batch.max() <= 1.0
+
+
 def test_int8_model_that_fails_to_run_is_refused_in_one_line(
     tmp_path: Path, make_tiny: Any, shapes_yaml: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:

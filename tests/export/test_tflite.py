@@ -68,10 +68,10 @@ def _request(net: Any, meta: dict[str, Any], out: Path, **kwargs: Any) -> Export
     return ExportRequest(net=net, meta=info, out=out, batches=batches, log=kwargs.pop("log", print), **kwargs)
 
 
-def _shapes_batches(shapes_yaml: Path) -> list[np.ndarray]:
+def _shapes_batches(shapes_yaml: Path, meta: CheckpointMeta) -> list[np.ndarray]:
     from segflow.export.parity import dataset_batches
 
-    return list(dataset_batches(shapes_yaml, "val", 3, 3, STRIDE))
+    return list(dataset_batches(shapes_yaml, "val", 3, meta))
 
 
 @pytest.fixture(scope="module")
@@ -186,7 +186,7 @@ def test_int8_refused_by_the_gate_keeps_fp32_and_writes_no_int8(
     monkeypatch.setattr("segflow.export.base.evaluate_miou", lambda *args: next(scores))
     options = Int8Options(shapes_yaml, calib_images=2, max_miou_drop=1.0)
     request = ExportRequest(
-        net, meta, tmp_path / "m.tflite", _shapes_batches(shapes_yaml), int8=options, log=print
+        net, meta, tmp_path / "m.tflite", _shapes_batches(shapes_yaml, meta), int8=options, log=print
     )
     with pytest.raises(ExportCheckError) as err:
         tflite.write_tflite(request)

@@ -209,9 +209,7 @@ def calibration_batches(request: ExportRequest) -> list[np.ndarray]:
     if request.int8 is None:
         raise ConfigError("INT8 calibration needs --int8 --calib DATA.yaml")
     options, meta = request.int8, request.meta
-    return list(
-        dataset_batches(options.calib, CALIB_SPLIT, options.calib_images, meta.in_channels, meta.stride)
-    )
+    return list(dataset_batches(options.calib, CALIB_SPLIT, options.calib_images, meta))
 
 
 def int8_gate(

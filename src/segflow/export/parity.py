@@ -14,12 +14,15 @@ import math
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import torch
 
 from segflow.errors import SegflowError
+
+if TYPE_CHECKING:
+    from segflow.models.meta import CheckpointMeta
 
 MIN_ARGMAX_AGREEMENT = 0.999
 """An export whose argmax differs from the original on more than 0.1 % of pixels is refused."""
@@ -127,19 +130,23 @@ def _load_dataset(data_yaml: str | Path, split: str) -> Any:
 
 
 def dataset_batches(
-    data_yaml: str | Path, split: str, count: int, in_channels: int, stride: int
+    data_yaml: str | Path, split: str, count: int, meta: CheckpointMeta
 ) -> Iterator[np.ndarray]:
-    """Yields the first ``count`` images of a split as padded ``(1, C, H, W)`` float32 batches.
-
-    Images are scaled to [0, 1] and reflect-padded at the bottom/right to multiples of
-    ``stride`` (the Predictor's ``keep`` policy).
+    """Yields the first ``count`` images of a split as ``(1, C, H, W)`` float32 batches in [0, 1],
+    sized as the Predictor feeds the network: the model's input policy (keep, resize to a size or
+    scale by a factor; :func:`segflow.inference.preprocess.network_input_size`), then
+    reflect-padded at the bottom/right to the policy's multiple. INT8 calibration and parity
+    therefore see the resolution the model runs at (a scale-0.5 model: half-size images).
     """
-    from segflow.inference.preprocess import pad_to_multiple, to_chw
+    from segflow.inference.preprocess import InputPolicy, pad_to_multiple, policy_input_size, resize, to_chw
 
+    policy = InputPolicy.from_meta(meta)
     dataset = _load_dataset(data_yaml, split)
     for index in range(min(count, len(dataset))):
-        chw = to_chw(dataset.load_image(index), in_channels, name=str(dataset.samples[index].image_path))
-        yield pad_to_multiple(chw[None], stride)
+        name = str(dataset.samples[index].image_path)
+        chw = to_chw(dataset.load_image(index), meta.in_channels, name=name)[None]
+        sized = resize(chw, policy_input_size(chw.shape[2], chw.shape[3], policy))
+        yield pad_to_multiple(sized, policy.multiple)
 
 
 def check_measurable(data_yaml: str | Path, split: str, max_images: int | None = None) -> int:

@@ -290,7 +290,7 @@ def check_gate_data(meta: CheckpointMeta, options: Int8Options, source: str, log
 def parity_batches(meta: CheckpointMeta, calib: Path | None) -> list[np.ndarray]:
     """Val images of the calibration data when given, else synthetic images at two sizes."""
     if calib is not None:
-        return list(dataset_batches(calib, EVAL_SPLIT, PARITY_IMAGES, meta.in_channels, meta.stride))
+        return list(dataset_batches(calib, EVAL_SPLIT, PARITY_IMAGES, meta))
     return sample_batches(meta.in_channels, meta.stride)
 
 
