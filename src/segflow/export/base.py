@@ -241,10 +241,10 @@ def int8_gate(
         raise ConfigError("the INT8 gate needs --int8 --calib DATA.yaml")
     options, log = request.int8, request.log
     kept = f"kept the fp32 model {fp32_path}, no INT8 model written at {int8_path} ({label})"
-    try:
+    fp32_miou = evaluate_miou(fp32, options.calib, EVAL_SPLIT, options.eval_images)
+    try:  # only the INT8 model's own runs
         parity = check_parity(torch_forward(request.net), int8.forward, request.batches)
         log(parity.summary(f"{label} int8 (informational)"))
-        fp32_miou = evaluate_miou(fp32, options.calib, EVAL_SPLIT, options.eval_images)
         int8_miou = evaluate_miou(int8, options.calib, EVAL_SPLIT, options.eval_images)
     except ExportCheckError:
         raise
