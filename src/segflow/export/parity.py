@@ -134,19 +134,17 @@ def dataset_batches(
 ) -> Iterator[np.ndarray]:
     """Yields the first ``count`` images of a split as ``(1, C, H, W)`` float32 batches in [0, 1],
     sized as the Predictor feeds the network: the model's input policy (keep, resize to a size or
-    scale by a factor; :func:`segflow.inference.preprocess.network_input_size`), then
-    reflect-padded at the bottom/right to the policy's multiple. INT8 calibration and parity
+    scale by a factor), then reflect-padded at the bottom/right to the policy's multiple
+    (:func:`segflow.inference.preprocess.policy_input`). INT8 calibration and parity
     therefore see the resolution the model runs at (a scale-0.5 model: half-size images).
     """
-    from segflow.inference.preprocess import InputPolicy, pad_to_multiple, policy_input_size, resize, to_chw
+    from segflow.inference.preprocess import InputPolicy, policy_input, to_chw
 
     policy = InputPolicy.from_meta(meta)
     dataset = _load_dataset(data_yaml, split)
     for index in range(min(count, len(dataset))):
         name = str(dataset.samples[index].image_path)
-        chw = to_chw(dataset.load_image(index), meta.in_channels, name=name)[None]
-        sized = resize(chw, policy_input_size(chw.shape[2], chw.shape[3], policy))
-        yield pad_to_multiple(sized, policy.multiple)
+        yield policy_input(to_chw(dataset.load_image(index), meta.in_channels, name=name)[None], policy)[0]
 
 
 def check_measurable(data_yaml: str | Path, split: str, max_images: int | None = None) -> int:

@@ -318,6 +318,20 @@ def recorded_input_size(meta: CheckpointMeta) -> tuple[int, int] | None:
     return network_input_size(meta, image) if image is not None else None
 
 
+def policy_input(
+    x: np.ndarray, policy: InputPolicy, pad_mode: str = "reflect"
+) -> tuple[np.ndarray, tuple[int, int]]:
+    """``x (N, C, H, W)`` as the network takes it under ``policy``: resized to
+    :func:`policy_input_size`, then padded at the bottom/right to the policy's multiple.
+
+    Returns:
+        ``(padded, (h, w))``: the float32 network input and its size before padding (the region
+        of the logits that holds the image).
+    """
+    size = policy_input_size(x.shape[2], x.shape[3], policy)
+    return pad_to_multiple(resize(x, size), policy.multiple, pad_mode), size
+
+
 def logits_with_policy(
     x: np.ndarray, forward: LogitsForward, policy: InputPolicy, pad_mode: str = "reflect"
 ) -> np.ndarray:
@@ -330,8 +344,7 @@ def logits_with_policy(
         float32 logits ``(N, K, H, W)``.
     """
     height, width = x.shape[2:]
-    size = policy_input_size(height, width, policy)
-    sized = resize(x, size)
-    logits = np.asarray(forward(pad_to_multiple(sized, policy.multiple, pad_mode)), dtype=np.float32)
+    padded, size = policy_input(x, policy, pad_mode)
+    logits = np.asarray(forward(padded), dtype=np.float32)
     logits = logits[:, :, : size[0], : size[1]]
     return resize(logits, (height, width))
