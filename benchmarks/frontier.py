@@ -225,7 +225,7 @@ def parse_args(argv: Sequence[str] | None = None) -> Settings:
     parser.add_argument("--warmup", type=int, default=LATENCY_WARMUP, help="latency: untimed calls (5)")
     parser.add_argument("--dry-run", action="store_true", help="print every command; run and write nothing")
     args = parser.parse_args(argv)
-    asked = [s.strip() for s in args.stage.split(",") if s.strip()]
+    asked = list(comma_list(args.stage))
     if asked == ["all"]:
         asked = list(STAGES)
     unknown = [s for s in asked if s not in STAGES]
@@ -241,7 +241,7 @@ def parse_args(argv: Sequence[str] | None = None) -> Settings:
         parser.error(f"--finalists {args.finalists!r}: give a count of at least 1 or candidates from {known}")
     if args.iters < 1 or args.warmup < 0:
         parser.error("--iters must be at least 1, --warmup at least 0")
-    rows = frozenset(r.strip() for r in args.rows.split(",") if r.strip()) if args.rows else None
+    rows = frozenset(comma_list(args.rows)) if args.rows else None
     return Settings(
         out=args.out.resolve(),
         data=args.data.resolve(),
@@ -261,11 +261,16 @@ def parse_args(argv: Sequence[str] | None = None) -> Settings:
 
 
 # -- small helpers ----------------------------------------------------------------------------
+def comma_list(text: str) -> tuple[str, ...]:
+    """``a, b,,c`` -> ``("a", "b", "c")`` (``--stage``, ``--rows``, ``--finalists``)."""
+    return tuple(item.strip() for item in text.split(",") if item.strip())
+
+
 def parse_finalists(text: str) -> int | tuple[str, ...] | None:
     """``--finalists``: a count (at least 1) or known candidate names; None when it is neither."""
     if text.strip().isdigit():
         return int(text) if int(text) >= 1 else None
-    names = tuple(n.strip() for n in text.split(",") if n.strip())
+    names = comma_list(text)
     return names if names and all(n in CANDIDATES for n in names) else None
 
 
@@ -634,7 +639,9 @@ def distill_plan(
                 f"{settings.out / 'rows'}; name a screen or final row (OUT/rows/ROW.json)"
             )
         student = named[0]
-    elif cheapest := sorted((r for r in own if r in students), key=lambda r: (r["gflops"], r["row"])):
+    elif cheapest := sorted(
+        (r for r in own if r["candidate"] in CANDIDATES), key=lambda r: (r["gflops"], r["row"])
+    ):
         student = cheapest[0]
     else:
         note(settings, "final --distill: no finished final row of a candidate yet (the student)")
