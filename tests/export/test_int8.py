@@ -90,6 +90,32 @@ def test_calibration_images_are_sized_as_the_predictor_feeds_the_network(
         assert batch.dtype == np.float32 and batch.min() >= 0.0 and batch.max() <= 1.0
 
 
+def test_calibration_images_are_scaled_by_the_models_max_value(tmp_path: Path, make_tiny: Any) -> None:
+    """A 12-bit model (``normalization.max_value`` 4095) is calibrated on uint16 / 4095, the pixels
+    its training saw, not on uint16 / 65535 (16 times darker)."""
+    import cv2
+
+    from segflow.export.parity import dataset_batches
+
+    rng = np.random.default_rng(0)
+    images = [rng.integers(0, 4096, (16, 24), dtype=np.uint16) for _ in range(2)]
+    for split in ("train", "val"):
+        for index, image in enumerate(images):
+            (tmp_path / "images" / split).mkdir(parents=True, exist_ok=True)
+            (tmp_path / "masks" / split).mkdir(parents=True, exist_ok=True)
+            cv2.imwrite(str(tmp_path / "images" / split / f"{index}.png"), image)
+            cv2.imwrite(str(tmp_path / "masks" / split / f"{index}.png"), np.zeros((16, 24), np.uint8))
+    data_yaml = tmp_path / "data.yaml"
+    data_yaml.write_text(f"format: folder\nroot: {tmp_path}\nclasses: [a, b, c, d, e]\n")
+    _, raw = _shapes_model(make_tiny)
+    raw["normalization"]["max_value"] = 4095.0
+    batches = list(dataset_batches(data_yaml, "train", 2, CheckpointMeta.of(raw)))
+    for image, batch in zip(images, batches, strict=True):
+        expected = image.astype(np.float32) * np.float32(1.0 / 4095.0)
+        assert batch.shape == (1, 3, 16, 24)
+        np.testing.assert_allclose(batch[0], np.broadcast_to(expected, (3, 16, 24)), rtol=0, atol=1e-7)
+
+
 def test_int8_model_that_fails_to_run_is_refused_in_one_line(
     tmp_path: Path, make_tiny: Any, shapes_yaml: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:

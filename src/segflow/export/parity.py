@@ -136,7 +136,9 @@ def dataset_batches(
     sized as the Predictor feeds the network: the model's input policy (keep, resize to a size or
     scale by a factor), then reflect-padded at the bottom/right to the policy's multiple
     (:func:`segflow.inference.preprocess.policy_input`). INT8 calibration and parity
-    therefore see the resolution the model runs at (a scale-0.5 model: half-size images).
+    therefore see the resolution the model runs at (a scale-0.5 model: half-size images), and
+    pixels scaled by the model's ``normalization.max_value`` as training and the Predictor scale
+    them (a 12-bit model: uint16 / 4095, :func:`segflow.inference.preprocess.pixel_scale`).
     """
     from segflow.inference.preprocess import InputPolicy, policy_input, to_chw
 
@@ -144,7 +146,9 @@ def dataset_batches(
     dataset = _load_dataset(data_yaml, split)
     for index in range(min(count, len(dataset))):
         name = str(dataset.samples[index].image_path)
-        yield policy_input(to_chw(dataset.load_image(index), meta.in_channels, name=name)[None], policy)[0]
+        yield policy_input(
+            to_chw(dataset.load_image(index), meta.in_channels, meta.max_value, name)[None], policy
+        )[0]
 
 
 def check_measurable(data_yaml: str | Path, split: str, max_images: int | None = None) -> int:
