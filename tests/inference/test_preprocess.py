@@ -19,11 +19,11 @@ from segflow.inference.preprocess import (
 
 def test_to_chw_scales_by_dtype_max() -> None:
     image8 = np.array([[[0, 51, 255]]], np.uint8)
-    np.testing.assert_allclose(to_chw(image8, 3)[:, 0, 0], [0.0, 0.2, 1.0], rtol=1e-6)
+    np.testing.assert_allclose(to_chw(image8, 3, 255.0)[:, 0, 0], [0.0, 0.2, 1.0], rtol=1e-6)
     image16 = np.array([[[0, 13107, 65535]]], np.uint16)
-    np.testing.assert_allclose(to_chw(image16, 3)[:, 0, 0], [0.0, 0.2, 1.0], rtol=1e-6)
+    np.testing.assert_allclose(to_chw(image16, 3, 255.0)[:, 0, 0], [0.0, 0.2, 1.0], rtol=1e-6)
     with pytest.raises(InferenceError, match="dtype float32 is not supported"):
-        to_chw(np.zeros((2, 2, 3), np.float32), 3)
+        to_chw(np.zeros((2, 2, 3), np.float32), 3, 255.0)
 
 
 def test_channel_adaptation() -> None:
@@ -91,7 +91,7 @@ def test_twelve_bit_model_clips_brighter_pixels_to_one() -> None:
 
 def test_zero_width_image_is_refused() -> None:
     with pytest.raises(InferenceError, match="zero size"):
-        to_chw(np.zeros((5, 0, 3), np.uint8), 3)
+        to_chw(np.zeros((5, 0, 3), np.uint8), 3, 255.0)
 
 
 def test_pad_to_multiple_reflects_bottom_right() -> None:

@@ -53,7 +53,7 @@ def image() -> np.ndarray:
 def network_logits(checkpoint: Path, image: np.ndarray) -> np.ndarray:
     """Logits ``(K, 30, 50)``: the image / 255 resized by 0.5, padded to 32 x 56, forward, cropped."""
     backend = create_backend("torch", checkpoint)
-    x = to_chw(image, 3)[None]
+    x = to_chw(image, 3, 255.0)[None]
     small = resize(x, (30, 50))
     padded = pad_to_multiple(small, 8, "reflect")
     assert padded.shape[2:] == (32, 56)  # both sides padded

@@ -108,7 +108,7 @@ def check_image(image: np.ndarray, name: str = "image") -> np.ndarray:
     return image
 
 
-def pixel_scale(dtype: np.dtype[Any] | type, max_value: float = EIGHT_BIT_MAX) -> np.float32:
+def pixel_scale(dtype: np.dtype[Any] | type, max_value: float) -> np.float32:
     """Factor that maps pixels of ``dtype`` to the network's [0, 1] input.
 
     uint8 pixels are divided by 255. uint16 pixels are divided by the model's
@@ -203,15 +203,14 @@ def to_unit(image: np.ndarray, scale: np.float32) -> np.ndarray:
     return x if scale * max_value_for(image) <= 1.0 else np.minimum(x, np.float32(1.0))
 
 
-def to_chw(
-    image: np.ndarray, in_channels: int, max_value: float = EIGHT_BIT_MAX, name: str = "image"
-) -> np.ndarray:
+def to_chw(image: np.ndarray, in_channels: int, max_value: float, name: str = "image") -> np.ndarray:
     """``(H, W, C)`` uint8/uint16 -> float32 ``(C', H, W)`` in [0, 1] with C' = ``in_channels``.
 
     Args:
         image: The pixels.
         in_channels: The model's input channels.
-        max_value: The model's ``normalization.max_value`` (see :func:`pixel_scale`).
+        max_value: The model's ``normalization.max_value`` (see :func:`pixel_scale`); no default,
+            so no caller scales a 16-bit model's pixels by the 8-bit rule by omission.
         name: Names the image in warnings and errors.
     """
     image = adapt_channels(check_image(image, name), in_channels, name)
