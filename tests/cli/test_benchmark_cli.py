@@ -20,6 +20,7 @@ ROW_KEYS = {
     "percent_of_peak",
     "peak_rss_mb",
     "speedup_vs_torch",
+    "precision",
 }
 
 

@@ -132,11 +132,26 @@ def test_benchmark_at_a_frame_size(
     assert [row["backend"] for row in rows] == ["torch", "onnx"]
     for row in rows:
         assert row["e2e_p50_ms"] > 0 and row["latency_p50_ms"] > 0
+    assert rows[0]["precision"] in ("fp32", "bf16") and rows[1]["precision"] == "fp32"
     markdown = (tmp_path / "benchmark.md").read_text()
     assert markdown.startswith(f"# segflow benchmark: {tiny_checkpoint} at 96x64 frames (network 32x24)\n")
     assert "| backend | batch | p50 ms/img | p95 ms/img | e2e p50 ms | img/s |" in markdown
+    assert "| peak RSS MiB | precision |" in markdown
     assert f"- e2e p50 ms: per frame, batch 1, through {benchmarking.E2E_PATH}" in markdown
     assert "e2e p50 ms" in printed and "96x64 frames (network 32x24)" in " ".join(printed.split())
+
+
+def test_each_row_says_the_numerics_it_ran(tiny_checkpoint: Path) -> None:
+    """A torch row timed under bf16 autocast says so (``precision: auto`` picks it on a native-bf16
+    CPU), so its milliseconds are not read as fp32; INT8 exports say int8."""
+    from segflow.inference.backends import create_backend
+    from segflow.inference.benchmarking import compute_precision
+
+    for precision in ("bf16", "fp32"):
+        backend = create_backend("torch", str(tiny_checkpoint), threads=1, precision=precision)
+        assert compute_precision("torch", backend) == precision
+    assert compute_precision("onnx-int8", backend) == compute_precision("openvino-int8", backend) == "int8"
+    assert compute_precision("onnx", object()) == "fp32"
 
 
 def test_square_size_report_is_unchanged(tiny_checkpoint: Path, fixed_peaks: None) -> None:

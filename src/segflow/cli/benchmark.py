@@ -21,7 +21,7 @@ DEFAULT_OUT = Path("bench-out")
 JSON_NAME = "benchmark.json"
 MARKDOWN_NAME = "benchmark.md"
 DEFAULT_BACKENDS = "torch,onnx-plain,onnx,onnx-int8,openvino,openvino-int8"
-TABLE_WIDTH = 130
+TABLE_WIDTH = 150
 """Columns for the printed table (rich would truncate numbers in an 80-column pipe)."""
 
 

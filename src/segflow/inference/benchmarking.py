@@ -101,6 +101,9 @@ class BackendResult:
     peak_rss_mb: float
     speedup_vs_torch: float | None = None
     e2e_p50_ms: float | None = None
+    precision: str = "fp32"
+    """Numerics the backend ran: ``fp32``, ``bf16`` (torch autocast, :func:`compute_precision`)
+    or ``int8`` (a quantised export)."""
 
 
 @dataclass
@@ -465,6 +468,15 @@ def measure_backend(
     return times, peak[0]
 
 
+def compute_precision(name: str, backend: Backend) -> str:
+    """What the timed backend computes in: ``int8`` for the quantised exports, ``bf16`` for a torch
+    backend that autocasts (``precision="auto"`` on a native-bf16 CPU for a model not trained in
+    fp32, :func:`segflow.inference.backends.autocast_bf16`), else ``fp32``."""
+    if name in ("onnx-int8", "openvino-int8"):
+        return "int8"
+    return "bf16" if getattr(backend, "use_bf16", False) else "fp32"
+
+
 def summarise(
     name: str, batch: int, times: np.ndarray, rss: float, gflops: float, peak: float
 ) -> BackendResult:
@@ -598,6 +610,7 @@ def run_benchmark(
                 runner = backend or plain_backend(loaded, Path(workdir), batch, shape, threads)
                 times, rss = measure_backend(runner, batch, shape, warmup, iters)
                 rows.append(summarise(name, batch, times, rss, gflops, peak))
+                rows[-1].precision = compute_precision(name, runner)
                 if frame is not None and e2e_ms is None and (backend is not None or batch == 1):
                     e2e_ms, labels = _end_to_end_ms(runner, frame, warmup, iters, name, log, upsample)
                     label_shapes.add(labels.shape)
@@ -690,6 +703,7 @@ TABLE_COLUMNS = (
     ("achieved_gflops", "GFLOP/s", "{:.1f}"),
     ("percent_of_peak", "% peak", "{:.0f}"),
     ("peak_rss_mb", "peak RSS MiB", "{:.0f}"),
+    ("precision", "precision", "{}"),
 )
 E2E_COLUMN = ("e2e_p50_ms", "e2e p50 ms", "{:.1f}")
 """Added after the latency columns when the report has end-to-end latencies (``size=(W, H)``)."""
