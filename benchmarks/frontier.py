@@ -895,7 +895,9 @@ def markdown(
             f"{latency.get('upsample', 'probs')}), {latency.get('threads')} "
             f"threads; {machine.get('cpu', '?')} ({machine.get('cpu_capability', '?')}); torch fp32 matmul "
             f"peak {latency.get('peak_gflops_start')} GFLOP/s at start, "
-            f"{latency.get('peak_gflops_end', '–')} at end. **Bold**: on the Pareto front."
+            f"{latency.get('peak_gflops_end', '–')} at end. **Bold**: on the Pareto front. (bf16): torch "
+            "ran under bf16 autocast (`precision: auto` on a native-bf16 CPU for a model trained "
+            "bf16-mixed); every other cell is fp32 or its INT8 export."
         )
     lines += [
         "",
@@ -907,9 +909,10 @@ def markdown(
     ordered = sorted(rows, key=lambda r: (STAGE_ORDER.get(r["stage"], 9), -r["heldout_miou"], r["row"]))
     for r in ordered:
         timed = latency.get("rows", {}).get(r["row"], {}).get("e2e_p50_ms", {})
+        bf16 = ran_bf16(latency.get("rows", {}).get(r["row"], {}))
         ms_cells = []
         for backend in BACKENDS:
-            text = cell(timed.get(backend), "{:.1f}")
+            text = cell(timed.get(backend), "{:.1f}") + (" (bf16)" if backend in bf16 else "")
             ms_cells.append(f"**{text}**" if (r["row"], backend) in on_front else text)
         own = int8.get(r["row"], {})
         scored = [f"{b} {own[b]:.3f}" for b in INT8_EXPORTS if isinstance(own.get(b), float)]
@@ -943,6 +946,32 @@ def markdown(
     return "\n".join(lines) + "\n"
 
 
+def ran_bf16(latency_row: dict[str, Any]) -> set[str]:
+    """Backends of one latency row that ran under bf16 autocast (the ``precision`` of each result
+    of :func:`segflow.inference.benchmarking.run_benchmark`; absent in reports before it)."""
+    results = latency_row.get("report", {}).get("results", [])
+    return {x["backend"] for x in results if x.get("precision") == "bf16"}
+
+
+def label_front(ax: Any, front: list[Point]) -> None:
+    """Numbers the front's points (offsets alternate above and below, so neighbours do not print
+    over each other) and names them in one box in the empty fast-and-accurate corner."""
+    for number, p in enumerate(front, 1):
+        offset = (5, 3) if number % 2 else (5, -10)
+        ax.annotate(str(number), (p.ms, p.miou), fontsize=8, xytext=offset, textcoords="offset points")
+    legend = [f"{n}  {p.row} / {p.backend}: {p.ms:.1f} ms, {p.miou:.3f}" for n, p in enumerate(front, 1)]
+    ax.text(
+        0.01,
+        0.99,
+        "Pareto front\n" + "\n".join(legend),
+        transform=ax.transAxes,
+        fontsize=7,
+        va="top",
+        ha="left",
+        bbox={"facecolor": "white", "alpha": 0.85, "edgecolor": "0.7"},
+    )
+
+
 def plot(path: Path, points: list[Point]) -> None:
     """OUT/frontier.png: held-out mIoU against e2e ms; marker per backend, colour per row, front line."""
     import matplotlib
@@ -965,10 +994,7 @@ def plot(path: Path, points: list[Point]) -> None:
     front = pareto_front([p for p in points if p.own])
     if front:
         ax.plot([p.ms for p in front], [p.miou for p in front], "k--", lw=1, drawstyle="steps-post", zorder=2)
-        for p in front:
-            ax.annotate(
-                f"{p.row}/{p.backend}", (p.ms, p.miou), fontsize=7, xytext=(4, 4), textcoords="offset points"
-            )
+        label_front(ax, front)
     handles = [Line2D([], [], marker=MARKERS[b], ls="", color="k", label=b) for b in BACKENDS]
     handles += [Line2D([], [], marker="o", ls="", color=colours[r], label=r) for r in rows]
     handles.append(Line2D([], [], ls="--", color="k", label="Pareto front"))

@@ -103,6 +103,21 @@ def test_report_table_and_pareto_front(frontier: ModuleType, tmp_path: Path) -> 
     assert (tmp_path / "frontier.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
 
+def test_torch_timed_under_bf16_is_marked(frontier: ModuleType, tmp_path: Path) -> None:
+    """A torch latency taken under bf16 autocast is not read as fp32: its cell says so."""
+    fake_outputs(tmp_path)
+    latency = json.loads((tmp_path / "latency.json").read_text(encoding="utf-8"))
+    results = [{"backend": "torch", "precision": "bf16"}, {"backend": "onnx", "precision": "fp32"}]
+    latency["rows"]["final-unet-r18"]["report"] = {"results": results}
+    write(tmp_path / "latency.json", latency)
+    assert frontier.main(["--stage", "report", "--out", str(tmp_path)]) == 0
+    text = (tmp_path / "frontier.md").read_text(encoding="utf-8")
+    lines = {x.split(" | ")[0]: x for x in text.splitlines() if x.startswith("| ")}
+    assert "| 118.0 (bf16) | 88.0 | 61.0 |" in lines["| final-unet-r18"]
+    assert "| 120.0 | 90.0 |" in lines["| screen-unet-r18"]
+    assert "(bf16): torch ran under bf16 autocast" in text
+
+
 def test_refused_int8_is_shown_and_never_on_the_front(frontier: ModuleType, tmp_path: Path) -> None:
     fake_outputs(tmp_path)
     refused = {"openvino-int8": "segflow export failed (exit 1): INT8 refused: ..."}
