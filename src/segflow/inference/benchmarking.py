@@ -469,10 +469,11 @@ def measure_backend(
 
 
 def compute_precision(name: str, backend: Backend) -> str:
-    """What the timed backend computes in: ``int8`` for the quantised exports, ``bf16`` for a torch
-    backend that autocasts (``precision="auto"`` on a native-bf16 CPU for a model not trained in
-    fp32, :func:`segflow.inference.backends.autocast_bf16`), else ``fp32``."""
-    if name in ("onnx-int8", "openvino-int8"):
+    """What the timed backend computes in: ``int8`` for the quantised exports (the registry's
+    ``*-int8`` backends), ``bf16`` for a torch backend that autocasts (``precision="auto"`` on a
+    native-bf16 CPU for a model not trained in fp32, :func:`segflow.inference.backends.autocast_bf16`),
+    else ``fp32``."""
+    if name.endswith("-int8"):
         return "int8"
     return "bf16" if getattr(backend, "use_bf16", False) else "fp32"
 
